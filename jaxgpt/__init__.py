@@ -1,0 +1,1 @@
+"""jaxgpt: small GPT language models in JAX/Flax, trained fast and swept honestly."""

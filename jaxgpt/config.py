@@ -1,0 +1,245 @@
+"""The base experiment config, variant handling and validation.
+
+Every file in `configs/` starts from `base_config()` and overrides what it needs; a config is
+data (an `ml_collections.ConfigDict`), checked once at start by `validate`, whose errors name
+the key, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Iterable, Mapping
+
+from ml_collections import config_dict
+
+placeholder = config_dict.placeholder
+
+
+def base_config() -> config_dict.ConfigDict:
+  """Defaults shared by every model family; config files override them."""
+  c = config_dict.ConfigDict()
+  c.name = "run"  # the experiment's name: default workdir is checkpoints/<name>[-<variants>]
+  c.variants = ""  # the variants applied, recorded for the default workdir and config.json
+
+  c.model = config_dict.ConfigDict(dict(
+      name="gpt",
+      num_layers=12,
+      d_model=768,
+      num_heads=12,
+      num_kv_heads=placeholder(int),  # None = num_heads
+      head_dim=placeholder(int),  # None = d_model // num_heads
+      mlp_mult=4.0,
+      mlp_act="relu2",
+      qk_norm=True,
+      rope_base=10000.0,
+      logit_softcap=placeholder(float),
+      tie_embeddings=True,
+      scan_layers=True,
+      remat=False,
+      compute_dtype="bfloat16",  # params are always float32; logits and loss float32
+      init="gpt2",
+      init_std=0.02,
+      vocab_size=placeholder(int),  # None = tokenizer size padded to a multiple of 64
+  ))
+
+  c.data = config_dict.ConfigDict(dict(
+      name="shakespeare",
+      tokenizer="byte",
+      bpe_vocab_size=1024,
+      seq_len=1024,
+      train_pattern=placeholder(str),
+      val_pattern=placeholder(str),
+      folio_val=False,
+      data_dir=placeholder(str),
+      worker_count=0,
+  ))
+
+  c.optimizer = config_dict.ConfigDict(dict(
+      name="adamw",
+      lr=3e-4,  # Muon matrices, or everything for AdamW
+      embed_lr=placeholder(float),
+      head_lr=placeholder(float),
+      scalar_lr=placeholder(float),
+      b1=0.9,
+      b2=0.95,
+      eps=1e-8,
+      weight_decay=0.1,
+      grad_clip=1.0,  # global-norm clip; 0 disables
+      schedule="cosine",
+      warmup_frac=0.02,
+      decay_frac=0.5,  # wsd/trapezoid: the final fraction spent decaying
+      final_lr_frac=0.1,
+      momentum=0.95,
+      nesterov=True,
+      orthogonalize="newton_schulz",
+      ns_steps=5,
+      update_scale="shape",
+      variance_reduction="none",
+      cautious_wd=False,
+      momentum_warmup_steps=0,
+  ))
+
+  c.train = config_dict.ConfigDict(dict(
+      steps=1000,
+      batch_size=32,  # global batch in sequences per optimizer step
+      grad_accum=1,
+      eval_every=100,
+      eval_tokens=131072,
+      eval_batch_size=placeholder(int),  # None = batch_size // grad_accum
+      target_loss=placeholder(float),
+      max_time_s=placeholder(float),
+      seed=0,
+      log_every=10,
+      checkpoint_every=placeholder(int),  # None = eval_every
+      keep_checkpoints=2,  # latest N kept ...
+      keep_best=1,  # ... plus the best N by val_loss
+      progress_bar=True,
+  ))
+
+  c.mesh = config_dict.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+
+  c.export = config_dict.ConfigDict(dict(at_end=False, fp16_max_numel=65536))
+
+  c.sample = config_dict.ConfigDict(dict(
+      prompt="\n", max_new_tokens=256, temperature=0.8, top_k=40, num_samples=1, seed=0))
+  return c
+
+
+# ------------------------------------------------------------------------------------------
+# Variants: "cpu,test" applies each named override function in order.
+
+Variant = Callable[[config_dict.ConfigDict], None]
+
+
+def apply_variants(config: config_dict.ConfigDict, variants: str,
+                   table: Mapping[str, Variant]) -> config_dict.ConfigDict:
+  """Applies comma-separated variants from `table`; an unknown name is an error naming it."""
+  names = [v.strip() for v in variants.split(",") if v.strip()]
+  for name in names:
+    if name not in table:
+      raise ValueError(f"unknown config variant {name!r}; this config allows: "
+                       f"{', '.join(sorted(table)) or '(none)'}")
+    table[name](config)
+  config.variants = ",".join(names)
+  config.lock()  # from here on, a misspelt key is an error, not a new key
+  return config
+
+
+# ------------------------------------------------------------------------------------------
+# Validation.
+
+def _one_of(key: str, value: Any, allowed: Iterable[Any]) -> None:
+  allowed = tuple(allowed)
+  if value not in allowed:
+    raise ValueError(f"{key}={value!r} is not allowed; choose one of {allowed}")
+
+
+def _positive(key: str, value: Any, *, allow_zero: bool = False, allow_none: bool = False):
+  if value is None and allow_none:
+    return
+  ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (
+      value >= 0 if allow_zero else value > 0)
+  if not ok:
+    kind = "a number >= 0" if allow_zero else "a number > 0"
+    raise ValueError(f"{key}={value!r} must be {kind}")
+
+
+def _fraction(key: str, value: Any) -> None:
+  if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
+    raise ValueError(f"{key}={value!r} must be a fraction in [0, 1]")
+
+
+MODEL_NAMES = ("gpt",)
+OPTIMIZERS = ("adamw", "muon")
+SCHEDULES = ("constant", "cosine", "linear", "wsd")
+
+
+def validate(config: config_dict.ConfigDict) -> None:
+  """Checks every value once, at start; raises ValueError naming the key, value and rule."""
+  m, d, o, t = config.model, config.data, config.optimizer, config.train
+  for key in ("num_layers", "d_model", "num_heads"):
+    _positive(f"model.{key}", m[key])
+    if not isinstance(m[key], int):
+      raise ValueError(f"model.{key}={m[key]!r} must be an integer")
+  _positive("model.vocab_size", m.vocab_size, allow_none=True)
+  _one_of("model.compute_dtype", m.compute_dtype, ("float32", "bfloat16"))
+
+  _one_of("data.name", d.name, ("shakespeare", "shards"))
+  _one_of("data.tokenizer", d.tokenizer, ("byte", "bpe"))
+  _positive("data.seq_len", d.seq_len)
+  _positive("data.bpe_vocab_size", d.bpe_vocab_size)
+  if d.name == "shards":
+    for key in ("train_pattern", "val_pattern"):
+      if not d[key]:
+        raise ValueError(f"data.{key} must be set (a glob of token shards) when data.name='shards'")
+    if m.vocab_size is None:
+      raise ValueError("model.vocab_size must be set when data.name='shards' (e.g. 50304 for "
+                       "GPT-2 token shards)")
+  if d.worker_count < 0:
+    raise ValueError(f"data.worker_count={d.worker_count!r} must be >= 0")
+
+  _one_of("optimizer.name", o.name, OPTIMIZERS)
+  if o.name == "muon":
+    raise NotImplementedError(
+        "optimizer.name='muon' is not wired into training yet (the Muon transforms live in "
+        "jaxgpt/optim/muon.py); use optimizer.name='adamw'")
+  _positive("optimizer.lr", o.lr)
+  for key in ("embed_lr", "head_lr", "scalar_lr"):
+    _positive(f"optimizer.{key}", o[key], allow_none=True)
+  _positive("optimizer.weight_decay", o.weight_decay, allow_zero=True)
+  _positive("optimizer.grad_clip", o.grad_clip, allow_zero=True)
+  _one_of("optimizer.schedule", o.schedule, SCHEDULES)
+  for key in ("warmup_frac", "decay_frac", "final_lr_frac", "b1", "b2"):
+    _fraction(f"optimizer.{key}", o[key])
+
+  for key in ("steps", "batch_size", "grad_accum", "eval_every", "eval_tokens", "log_every"):
+    _positive(f"train.{key}", t[key])
+    if not isinstance(t[key], int):
+      raise ValueError(f"train.{key}={t[key]!r} must be an integer")
+  if t.batch_size % t.grad_accum:
+    raise ValueError(f"train.batch_size={t.batch_size} must be divisible by "
+                     f"train.grad_accum={t.grad_accum}")
+  _positive("train.max_time_s", t.max_time_s, allow_none=True)
+  _positive("train.checkpoint_every", t.checkpoint_every, allow_none=True)
+  _positive("train.eval_batch_size", t.eval_batch_size, allow_none=True)
+  _positive("train.keep_checkpoints", t.keep_checkpoints)
+  _positive("train.keep_best", t.keep_best, allow_zero=True)
+
+  for key in ("data", "fsdp", "tensor"):
+    v = config.mesh[key]
+    if not (isinstance(v, int) and (v >= 1 or v == -1)):
+      raise ValueError(f"mesh.{key}={v!r} must be a positive integer or -1 (take the rest)")
+
+
+# ------------------------------------------------------------------------------------------
+# Config comparison for resumes.
+
+def to_dict(config: config_dict.ConfigDict) -> dict:
+  return json.loads(config.to_json_best_effort())
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+  out = {}
+  for k, v in tree.items():
+    key = f"{prefix}{k}"
+    if isinstance(v, Mapping):
+      out.update(flatten(v, key + "."))
+    else:
+      out[key] = v
+  return out
+
+
+# Keys that may change between a run and its resume without changing what is computed.
+RESUME_FREE_KEYS = ("train.progress_bar", "sample.", "export.")
+
+
+def config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+  """Keys whose values differ between two config dicts, as key -> (old, new)."""
+  a, b = flatten(old), flatten(new)
+  diff = {}
+  for key in sorted(set(a) | set(b)):
+    if key.startswith(RESUME_FREE_KEYS):
+      continue
+    if a.get(key, "<absent>") != b.get(key, "<absent>"):
+      diff[key] = (a.get(key, "<absent>"), b.get(key, "<absent>"))
+  return diff

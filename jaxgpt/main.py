@@ -1,0 +1,90 @@
+"""Entry point: parse flags, then dispatch. Nothing else happens here.
+
+  python -m jaxgpt.main --config configs/gpt.py:cpu [--config.train.steps=100] [--workdir DIR]
+      [--mode train|eval|sample|export] [--allow_config_change]
+
+Running the same command again with the same workdir resumes from the latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+_PROCESS_START = time.time()
+
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:variants].",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None,
+                               "Run directory (default: checkpoints/<name>[-<variants>]).")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "sample", "export"], "What to do.")
+_ALLOW = flags.DEFINE_bool("allow_config_change", False,
+                           "Resume a workdir even though the config differs (e.g. more steps).")
+
+
+def default_workdir(config) -> str:
+  name = config.name
+  if config.variants:
+    name += "-" + config.variants.replace(",", "-")
+  return os.path.join("checkpoints", name)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  config = _CONFIG.value
+  if config is None:
+    raise app.UsageError("--config is required, e.g. --config configs/gpt.py:cpu")
+  workdir = _WORKDIR.value or default_workdir(config)
+  mode = _MODE.value
+  if mode == "train":
+    from jaxgpt.train.loop import ConfigChangedError, train_and_evaluate
+    try:
+      summary = train_and_evaluate(config, workdir, allow_config_change=_ALLOW.value,
+                                   process_start=_PROCESS_START)
+    except ConfigChangedError as e:
+      print(f"error: {e}", file=sys.stderr)
+      return 2
+    keys = ("stop_reason", "steps", "final_val_loss", "val_bpb", "val_acc", "train_time_s",
+            "wall_time_s", "tokens_per_s")
+    print(json.dumps({k: summary.get(k) for k in keys}, indent=1))
+    print(f"[jaxgpt] wrote {workdir}/summary.json", file=sys.stderr)
+    return 130 if summary["stop_reason"] == "interrupted" else 0
+  if mode == "eval":
+    from jaxgpt.train.inference import evaluate_workdir
+    print(json.dumps(evaluate_workdir(config, workdir), indent=1))
+    return 0
+  if mode == "sample":
+    from jaxgpt.train.inference import sample_workdir
+    for text in sample_workdir(config, workdir):
+      print(text)
+      print("-" * 40)
+    return 0
+  raise NotImplementedError("--mode export (int8 + zlib artifact) is not implemented yet")
+
+
+def _parse_flags(argv):
+  """absl flag parsing, with a one-line error for a misspelt --config.<key> override."""
+  try:
+    return flags.FLAGS(argv)
+  except (KeyError, AttributeError) as e:
+    bad = [a for a in argv[1:] if a.startswith("--config.")]
+    print(f"error: unknown config key {e}; check the overrides {bad} against the config file "
+          "(keys are listed in jaxgpt/config.py)", file=sys.stderr)
+    sys.exit(2)
+  except flags.Error as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
+def run():
+  app.run(main, flags_parser=_parse_flags)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,5 @@
+"""Optimizers as optax transforms: schedules on the training clock, AdamW, the Muon family."""
+
+from jaxgpt.optim.build import build_optimizer, learning_rate, weight_decay_mask
+
+__all__ = ["build_optimizer", "learning_rate", "weight_decay_mask"]

@@ -1,0 +1,66 @@
+"""The optimizer a config asks for, as one optax chain whose learning rate follows `progress`.
+
+The chain is `clip -> optimizer (base learning rates) -> scale by schedule(progress)`. The last
+transform reads the traced `progress` passed as an extra argument to `update`, so the jitted step
+never recompiles when the schedule moves and a time-capped run completes its decay. The weight
+decay term sits inside the optimizer, so the schedule scales it as well (as PyTorch's
+`p -= lr * wd * p` with a scheduled lr does).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxgpt.optim import schedules
+
+
+def scale_by_progress_schedule(schedule: Callable[[jnp.ndarray], jnp.ndarray]
+                               ) -> optax.GradientTransformationExtraArgs:
+  """Multiplies updates by `schedule(progress)`; `progress` is an extra argument of update."""
+
+  def init_fn(params):
+    del params
+    return optax.EmptyState()
+
+  def update_fn(updates, state, params=None, *, progress, **extra_args):
+    del params, extra_args
+    mult = schedule(progress)
+    return jax.tree.map(lambda u: u * mult.astype(u.dtype), updates), state
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _path_str(path) -> str:
+  return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+
+
+def weight_decay_mask(params: Any) -> Any:
+  """Decay dense kernels (matrices); never embeddings, norms, gains, biases or scalars."""
+  def decays(path, leaf):
+    name = _path_str(path)
+    return name.endswith("kernel") and jnp.ndim(leaf) >= 2
+  return jax.tree_util.tree_map_with_path(decays, params)
+
+
+def build_optimizer(opt_cfg) -> optax.GradientTransformationExtraArgs:
+  """optax chain for `config.optimizer`; call `update(..., progress=p)`."""
+  parts = []
+  if opt_cfg.grad_clip and opt_cfg.grad_clip > 0:
+    parts.append(optax.clip_by_global_norm(opt_cfg.grad_clip))
+  if opt_cfg.name == "adamw":
+    parts.append(optax.adamw(learning_rate=opt_cfg.lr, b1=opt_cfg.b1, b2=opt_cfg.b2,
+                             eps=opt_cfg.eps, weight_decay=opt_cfg.weight_decay,
+                             mask=weight_decay_mask))
+  else:
+    raise NotImplementedError(f"optimizer.name={opt_cfg.name!r} is not wired into training yet")
+  parts.append(scale_by_progress_schedule(schedules.from_config(opt_cfg)))
+  return optax.chain(*parts)
+
+
+def learning_rate(opt_cfg, progress: float) -> float:
+  """The base learning rate times the schedule at `progress`, for logging."""
+  return float(opt_cfg.lr * schedules.from_config(opt_cfg)(progress))

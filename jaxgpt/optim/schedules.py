@@ -1,0 +1,88 @@
+"""Learning-rate schedules on the one training clock.
+
+Every schedule is a pure function of `progress` in [0, 1] (ARCHITECTURE.md "One training clock":
+`progress = max(step / train.steps, train_time_s / train.max_time_s)`), returning a multiplier
+of the base learning rate. Because progress reaches 1 at the step budget or at the time cap,
+whichever binds first, a time-capped run always completes its decay. A schedule driven by the
+time term is not bit-reproducible (wall time varies); one driven by steps is.
+
+  constant  linear warm-up, then 1
+  cosine    linear warm-up, then cosine from 1 to final_lr_frac
+  linear    linear warm-up, then linear from 1 to final_lr_frac
+  wsd       linear warm-up, constant, then linear decay to final_lr_frac over the last
+            `decay_frac` of training (warm-up / stable / decay, the "trapezoid")
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax.numpy as jnp
+
+Schedule = Callable[[jnp.ndarray], jnp.ndarray]
+
+
+def _warmup(progress, warmup_frac):
+  if warmup_frac <= 0:
+    return jnp.ones_like(progress)
+  return jnp.minimum(1.0, progress / warmup_frac)
+
+
+def _after_warmup(progress, warmup_frac):
+  """Fraction of the post-warm-up span elapsed, in [0, 1]."""
+  span = max(1.0 - warmup_frac, 1e-12)
+  return jnp.clip((progress - warmup_frac) / span, 0.0, 1.0)
+
+
+def constant(warmup_frac: float = 0.0) -> Schedule:
+  return lambda p: _warmup(jnp.asarray(p, jnp.float32), warmup_frac)
+
+
+def cosine(warmup_frac: float = 0.0, final_lr_frac: float = 0.0) -> Schedule:
+  def fn(p):
+    p = jnp.asarray(p, jnp.float32)
+    t = _after_warmup(p, warmup_frac)
+    decay = final_lr_frac + (1.0 - final_lr_frac) * 0.5 * (1.0 + jnp.cos(jnp.pi * t))
+    return jnp.where(p < warmup_frac, _warmup(p, warmup_frac), decay)
+  return fn
+
+
+def linear(warmup_frac: float = 0.0, final_lr_frac: float = 0.0) -> Schedule:
+  def fn(p):
+    p = jnp.asarray(p, jnp.float32)
+    t = _after_warmup(p, warmup_frac)
+    decay = 1.0 + (final_lr_frac - 1.0) * t
+    return jnp.where(p < warmup_frac, _warmup(p, warmup_frac), decay)
+  return fn
+
+
+def wsd(warmup_frac: float = 0.0, decay_frac: float = 0.2, final_lr_frac: float = 0.0) -> Schedule:
+  def fn(p):
+    p = jnp.asarray(p, jnp.float32)
+    start = 1.0 - decay_frac
+    t = jnp.clip((p - start) / max(decay_frac, 1e-12), 0.0, 1.0)
+    decay = 1.0 + (final_lr_frac - 1.0) * t
+    return jnp.where(p < warmup_frac, _warmup(p, warmup_frac), decay)
+  return fn
+
+
+def from_config(opt_cfg) -> Schedule:
+  """The schedule named by `optimizer.schedule`, with its fractions from the same config."""
+  name = opt_cfg.schedule
+  if name == "constant":
+    return constant(opt_cfg.warmup_frac)
+  if name == "cosine":
+    return cosine(opt_cfg.warmup_frac, opt_cfg.final_lr_frac)
+  if name == "linear":
+    return linear(opt_cfg.warmup_frac, opt_cfg.final_lr_frac)
+  if name == "wsd":
+    return wsd(opt_cfg.warmup_frac, opt_cfg.decay_frac, opt_cfg.final_lr_frac)
+  raise ValueError(f"optimizer.schedule={name!r} is not one of constant, cosine, linear, wsd")
+
+
+def progress(step, steps: int, train_time_s=None, max_time_s: float | None = None):
+  """The one training clock: max(step / steps, train_time_s / max_time_s), clipped to [0, 1]."""
+  p = step / steps
+  if max_time_s is not None and train_time_s is not None:
+    p = max(p, train_time_s / max_time_s)
+  return min(max(p, 0.0), 1.0)

@@ -1,0 +1,48 @@
+"""Logical axis rules: the one table that maps the model's logical axis names to mesh axes.
+
+Layers annotate logical names ("embed", "heads", ...), never mesh axes (MaxText's habit).
+Default: data parallel over `data`, parameters sharded over `fsdp` on their embed axis,
+heads / MLP width / vocabulary over `tensor`. On a mesh whose fsdp and tensor axes are 1
+this is plain data parallelism.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+LOGICAL_RULES: tuple[tuple[str, Any], ...] = (
+    ("batch", ("data", "fsdp")),
+    ("length", None),
+    ("embed", "fsdp"),
+    ("heads", "tensor"),
+    ("kv_heads", "tensor"),
+    ("head_dim", None),
+    ("mlp", "tensor"),
+    ("vocab", "tensor"),
+    ("layers", None),
+)
+
+
+def param_shardings(boxed_params: Any, mesh: Mesh, rules=LOGICAL_RULES) -> Any:
+  """NamedShardings for a tree of nn.Partitioned (boxed) parameters."""
+  specs = nn.get_partition_spec(boxed_params)
+  return nn.logical_to_mesh_sharding(specs, mesh, rules)
+
+
+def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
+  """Batches are split over data x fsdp on their leading axis, replicated elsewhere."""
+  return NamedSharding(mesh, P(("data", "fsdp"), *([None] * (ndim - 1))))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def global_batch(local: dict, mesh: Mesh) -> dict:
+  """Joins each process's rows of a batch into global arrays sharded over data x fsdp."""
+  return {k: jax.make_array_from_process_local_data(batch_sharding(mesh, v.ndim), v)
+          for k, v in local.items()}

@@ -1,0 +1,104 @@
+"""Metrics writers: metrics.jsonl (one JSON object per event), TensorBoard events, curves.png.
+
+Only process 0 writes. Each JSON line is flushed as it is written, so a crash loses nothing
+logged before it; on resume, lines logged after the restored step are dropped first, so the
+file reads as if the run had never been interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any, Iterable
+
+from jaxgpt.train import io
+
+
+def _clean(v: Any) -> Any:
+  if isinstance(v, float) and not math.isfinite(v):
+    return None if math.isnan(v) else (1e308 if v > 0 else -1e308)
+  return v
+
+
+class MetricsWriter:
+  """Appends events to `workdir/metrics.jsonl` and TensorBoard event files."""
+
+  def __init__(self, workdir: str, *, enabled: bool = True, tensorboard: bool = True):
+    self.enabled = enabled
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self._file = None
+    self._tb = None
+    if not enabled:
+      return
+    os.makedirs(workdir, exist_ok=True)
+    self._file = open(self.path, "a", encoding="utf-8")
+    if tensorboard:
+      from tensorboardX import SummaryWriter  # imported lazily: slow to import
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+  def truncate_after(self, step: int) -> None:
+    """Drops events logged after `step` (they will be logged again by the resumed run)."""
+    if not self.enabled or not os.path.exists(self.path):
+      return
+    self._file.close()
+    kept = [r for r in read_jsonl(self.path) if r.get("step", 0) <= step]
+    io.atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+    self._file = open(self.path, "a", encoding="utf-8")
+
+  def write(self, step: int, **values: Any) -> None:
+    if not self.enabled:
+      return
+    record = {"step": int(step), **{k: _clean(v) for k, v in values.items()}}
+    self._file.write(json.dumps(record) + "\n")
+    self._file.flush()
+    if self._tb is not None:
+      for k, v in values.items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step":
+          self._tb.add_scalar(k, v, int(step))
+
+  def close(self) -> None:
+    if self._file is not None:
+      self._file.close()
+      self._file = None
+    if self._tb is not None:
+      self._tb.close()
+      self._tb = None
+
+
+def read_jsonl(path: str) -> list[dict]:
+  """Records of a metrics.jsonl; a torn last line (crash mid-write) is skipped."""
+  out = []
+  with open(path, encoding="utf-8") as f:
+    for line in f:
+      try:
+        out.append(json.loads(line))
+      except json.JSONDecodeError:
+        continue
+  return out
+
+
+def plot_curves(records: Iterable[dict], path: str, title: str = "") -> None:
+  """curves.png: train and validation loss against step."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  records = list(records)
+  train = [(r["step"], r["train_loss"]) for r in records if r.get("train_loss") is not None]
+  val = [(r["step"], r["val_loss"]) for r in records if r.get("val_loss") is not None]
+  fig, ax = plt.subplots(figsize=(7, 4.5))
+  if train:
+    ax.plot(*zip(*train), label="train loss", lw=1, alpha=0.8)
+  if val:
+    ax.plot(*zip(*val), "o-", label="val loss", lw=1.5, ms=3)
+  ax.set_xlabel("step")
+  ax.set_ylabel("loss (nats / token)")
+  ax.set_title(title)
+  ax.grid(alpha=0.3)
+  ax.legend()
+  fig.tight_layout()
+  tmp = path + ".tmp.png"
+  fig.savefig(tmp, dpi=120)
+  plt.close(fig)
+  os.replace(tmp, path)

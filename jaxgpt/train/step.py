@@ -1,0 +1,98 @@
+"""The jitted pieces: loss, train step (with gradient accumulation) and evaluation sums."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxgpt.train.state import TrainState
+
+
+def token_losses(logits_btv: jnp.ndarray, targets_bt: jnp.ndarray) -> jnp.ndarray:
+  """Per-token cross entropy in nats, computed in float32."""
+  return optax.softmax_cross_entropy_with_integer_labels(
+      logits_btv.astype(jnp.float32), targets_bt)
+
+
+def make_train_step(apply_fn: Callable, tx: optax.GradientTransformationExtraArgs,
+                    grad_accum: int) -> Callable:
+  """train_step(state, batch, progress) -> (state, metrics).
+
+  `batch` holds the whole optimizer step's sequences [B, T]; with `grad_accum` A > 1 they are
+  split into A micro-batches of B/A rows (row r goes to micro-batch r mod A, which keeps each
+  device's rows local under a batch-sharded layout), gradients are summed in float32 over a
+  `lax.scan`, then averaged, and the optimizer runs once.
+  """
+
+  def loss_fn(params, inputs_bt, targets_bt):
+    logits_btv = apply_fn({"params": params}, inputs_bt)
+    return token_losses(logits_btv, targets_bt).mean()
+
+  grad_fn = jax.value_and_grad(loss_fn)
+
+  def train_step(state: TrainState, batch: dict, progress: jnp.ndarray):
+    inputs_bt, targets_bt = batch["inputs"], batch["targets"]
+    if grad_accum == 1:
+      loss, grads = grad_fn(state.params, inputs_bt, targets_bt)
+    else:
+      b, t = inputs_bt.shape
+      split = lambda x: x.reshape(b // grad_accum, grad_accum, t).swapaxes(0, 1)
+      micro = (split(inputs_bt), split(targets_bt))
+
+      def accumulate(carry, mb):
+        loss_sum, grad_sum = carry
+        loss, grads = grad_fn(state.params, *mb)
+        grad_sum = jax.tree.map(lambda s, g: s + g.astype(jnp.float32), grad_sum, grads)
+        return (loss_sum + loss, grad_sum), None
+
+      zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), state.params)
+      (loss_sum, grad_sum), _ = jax.lax.scan(accumulate, (jnp.zeros((), jnp.float32), zeros),
+                                             micro)
+      loss = loss_sum / grad_accum
+      grads = jax.tree.map(lambda g, p: (g / grad_accum).astype(p.dtype), grad_sum, state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params, progress=progress)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {"train_loss": loss, "grad_norm": optax.global_norm(grads)}
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+  return train_step
+
+
+def make_eval_step(apply_fn: Callable, token_bytes: jnp.ndarray | None) -> Callable:
+  """eval_step(params, batch) -> sums of loss, correct predictions, tokens and bytes.
+
+  Sums (not means) so that batches and processes add up exactly; `weights` is 0 on padding.
+  Bytes come from the tokenizer's per-token byte lengths of the scored targets, which makes
+  bits per byte exact for any window set.
+  """
+
+  def eval_step(params: Any, batch: dict) -> dict:
+    logits_btv = apply_fn({"params": params}, batch["inputs"])
+    targets_bt, w_bt = batch["targets"], batch["weights"]
+    losses_bt = token_losses(logits_btv, targets_bt)
+    correct_bt = (jnp.argmax(logits_btv, axis=-1) == targets_bt).astype(jnp.float32)
+    sums = {
+        "loss_sum": jnp.sum(losses_bt * w_bt),
+        "correct_sum": jnp.sum(correct_bt * w_bt),
+        "tokens": jnp.sum(w_bt),
+    }
+    if token_bytes is not None:
+      sums["bytes"] = jnp.sum(token_bytes[targets_bt].astype(jnp.float32) * w_bt)
+    return sums
+
+  return eval_step
+
+
+def summarize_eval(sums: dict) -> dict:
+  """val_loss (nats/token), val_acc and val_bpb from summed eval statistics."""
+  tokens = float(sums["tokens"])
+  out = {"val_loss": float(sums["loss_sum"]) / tokens,
+         "val_acc": float(sums["correct_sum"]) / tokens,
+         "val_tokens": int(tokens)}
+  if "bytes" in sums:
+    out["val_bytes"] = int(sums["bytes"])
+    out["val_bpb"] = float(sums["loss_sum"]) / (float(jnp.log(2.0)) * float(sums["bytes"]))
+  return out
