@@ -22,7 +22,7 @@ def _test(c):
   c.data.update(tokenizer="byte", seq_len=32)
   c.optimizer.update(lr=3e-3, warmup_frac=0.1)
   c.train.update(steps=12, batch_size=4, eval_every=6, eval_tokens=512, log_every=2,
-                 progress_bar=False)
+                 eval_batch_size=256, progress_bar=False)
 
 
 VARIANTS = {"cpu": _cpu, "test": _test}

@@ -15,7 +15,7 @@ import time
 
 _PROCESS_START = time.time()
 
-from absl import app, flags  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:variants].",
@@ -37,6 +37,8 @@ def default_workdir(config) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
   config = _CONFIG.value
   if config is None:
     raise app.UsageError("--config is required, e.g. --config configs/gpt.py:cpu")

@@ -42,6 +42,9 @@ def save(mngr: ocp.CheckpointManager, step: int, state: Any, data_state: dict, m
          val_loss: float | None) -> None:
   """Starts an (async) save; val_loss ranks it for the best-N policy (inf when unknown)."""
   loss = float(val_loss) if val_loss is not None and math.isfinite(val_loss) else float("inf")
+  # The train step donates its state buffers, and on CPU Orbax's host copy may alias them: save
+  # a private copy, or the background write can capture parameters of a later step.
+  state = jax.tree.map(lambda x: x.copy() if isinstance(x, jax.Array) else x, state)
   mngr.save(step, args=ocp.args.Composite(
       state=ocp.args.StandardSave(state),
       data=ocp.args.JsonSave(data_state),

@@ -55,7 +55,7 @@ def make_train_step(apply_fn: Callable, tx: optax.GradientTransformationExtraArg
       grads = jax.tree.map(lambda g, p: (g / grad_accum).astype(p.dtype), grad_sum, state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params, progress=progress)
     params = optax.apply_updates(state.params, updates)
-    metrics = {"train_loss": loss, "grad_norm": optax.global_norm(grads)}
+    metrics = {"train_loss": loss, "grad_norm": optax.tree.norm(grads)}
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   return train_step
