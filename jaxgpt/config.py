@@ -39,6 +39,8 @@ def base_config() -> config_dict.ConfigDict:
       compute_dtype="bfloat16",  # params are always float32; logits and loss float32
       init="gpt2",
       init_std=0.02,
+      norm_eps=1e-6,
+      attention_impl=placeholder(str),  # None: cuDNN flash on GPU in bf16, XLA otherwise
       vocab_size=placeholder(int),  # None = tokenizer size padded to a multiple of 64
   ))
 
@@ -165,7 +167,8 @@ def validate(config: config_dict.ConfigDict) -> None:
   _one_of("model.compute_dtype", m.compute_dtype, ("float32", "bfloat16"))
 
   _one_of("data.name", d.name, ("shakespeare", "shards"))
-  _one_of("data.tokenizer", d.tokenizer, ("byte", "bpe"))
+  if not (d.name == "shards" and str(d.tokenizer).endswith(".json")):
+    _one_of("data.tokenizer", d.tokenizer, ("byte", "bpe"))
   _positive("data.seq_len", d.seq_len)
   _positive("data.bpe_vocab_size", d.bpe_vocab_size)
   if d.name == "shards":

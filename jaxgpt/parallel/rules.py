@@ -17,6 +17,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 LOGICAL_RULES: tuple[tuple[str, Any], ...] = (
     ("batch", ("data", "fsdp")),
     ("length", None),
+    ("act_embed", None),  # activations' d_model axis: replicated (batch already uses fsdp)
     ("embed", "fsdp"),
     ("heads", "tensor"),
     ("kv_heads", "tensor"),

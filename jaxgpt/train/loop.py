@@ -165,7 +165,7 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
     meta.update({k: v for k, v in saved_meta.items() if k != "config"})
     if diff:  # an allowed change (e.g. more steps): the old stop no longer holds
       meta["stop_reason"] = None
-    it.set_state(data_state)
+    it.set_state(data_state, strict=not diff)
     logging.info("resumed from step %d (%s)", latest, workdir)
   else:
     state = run.init_state()

