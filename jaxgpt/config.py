@@ -71,12 +71,14 @@ def base_config() -> config_dict.ConfigDict:
       warmup_frac=0.02,
       decay_frac=0.5,  # wsd/trapezoid: the final fraction spent decaying
       final_lr_frac=0.1,
-      momentum=0.95,
+      momentum=0.95,  # Muon
+      momentum_style="ema",  # ema: m = b m + (1-b) g; sgd: m = b m + g
       nesterov=True,
       orthogonalize="newton_schulz",
       ns_steps=5,
       update_scale="shape",
       variance_reduction="none",
+      beta2=0.95,  # NorMuon's second-moment EMA
       cautious_wd=False,
       momentum_warmup_steps=0,
   ))
@@ -182,10 +184,18 @@ def validate(config: config_dict.ConfigDict) -> None:
     raise ValueError(f"data.worker_count={d.worker_count!r} must be >= 0")
 
   _one_of("optimizer.name", o.name, OPTIMIZERS)
-  if o.name == "muon":
-    raise NotImplementedError(
-        "optimizer.name='muon' is not wired into training yet (the Muon transforms live in "
-        "jaxgpt/optim/muon.py); use optimizer.name='adamw'")
+  _one_of("optimizer.orthogonalize", o.orthogonalize,
+          ("newton_schulz", "polar_express", "newton_schulz_cubic"))
+  if not (isinstance(o.ns_steps, int) and o.ns_steps >= 1):
+    raise ValueError(f"optimizer.ns_steps={o.ns_steps!r} must be an integer >= 1")
+  _one_of("optimizer.update_scale", o.update_scale, ("none", "shape", "rms_match"))
+  _one_of("optimizer.variance_reduction", o.variance_reduction, ("none", "normuon", "mars"))
+  _one_of("optimizer.momentum_style", o.momentum_style, ("ema", "sgd"))
+  _fraction("optimizer.momentum", o.momentum)
+  _fraction("optimizer.beta2", o.beta2)
+  if not (isinstance(o.momentum_warmup_steps, int) and o.momentum_warmup_steps >= 0):
+    raise ValueError(f"optimizer.momentum_warmup_steps={o.momentum_warmup_steps!r} must be an "
+                     "integer >= 0")
   _positive("optimizer.lr", o.lr)
   for key in ("embed_lr", "head_lr", "scalar_lr"):
     _positive(f"optimizer.{key}", o[key], allow_none=True)

@@ -152,3 +152,32 @@ def test_sample_mode(finished_run):
   cfg.sample.update(prompt="ROMEO:", max_new_tokens=40, num_samples=2)
   texts = sample_workdir(cfg, finished_run[0])
   assert len(texts) == 2 and all(t.startswith("ROMEO:") and len(t) > 6 for t in texts)
+
+
+def test_eval_mode(finished_run):
+  from jaxgpt.train.inference import evaluate_workdir
+  workdir, summary = finished_run
+  out = evaluate_workdir(load_config("gpt", "test"), workdir)
+  assert out["step"] == summary["steps"]
+  np.testing.assert_allclose(out["val_loss"], summary["final_val_loss"], rtol=1e-6)
+  assert out["val_tokens"] == summary["final_val_tokens"]
+
+
+def test_train_on_token_shards(tmp_path):
+  """data.name='shards' reads shards the test writes (the FineWeb format); no tokenizer, so
+  there is no val_bpb, and ids beyond model.vocab_size are refused naming the file."""
+  from jaxgpt import data
+  rng = np.random.default_rng(0)
+  for split, n in (("train", 3), ("val", 1)):
+    for i in range(n):
+      data.write_shard(tmp_path / f"tok_{split}_{i:06d}.bin",
+                       rng.integers(0, 60, 5000).astype(np.uint16))
+  kw = dict(data__name="shards", data__train_pattern=str(tmp_path / "tok_train_*.bin"),
+            data__val_pattern=str(tmp_path / "tok_val_*.bin"), model__vocab_size=64,
+            train__steps=4, train__eval_every=2)
+  out = loop.train_and_evaluate(load_config("gpt", "test", **kw), str(tmp_path / "run"))
+  assert out["steps"] == 4 and out["val_bpb"] is None and math.isfinite(out["final_val_loss"])
+  bad = tmp_path / "tok_val_000000.bin"
+  data.write_shard(bad, np.full(5000, 70, np.uint16))
+  with pytest.raises(Exception, match="tok_val_000000.bin"):
+    loop.train_and_evaluate(load_config("gpt", "test", **kw), str(tmp_path / "run2"))

@@ -15,7 +15,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxgpt.optim import schedules
+from jaxgpt.optim import muon as muon_lib
+from jaxgpt.optim import partition, schedules
 
 
 def scale_by_progress_schedule(schedule: Callable[[jnp.ndarray], jnp.ndarray]
@@ -46,6 +47,28 @@ def weight_decay_mask(params: Any) -> Any:
   return jax.tree_util.tree_map_with_path(decays, params)
 
 
+def _muon_with_adamw(o) -> optax.GradientTransformation:
+  """Muon on hidden matrices, AdamW (no weight decay) on embeddings, the head and vectors.
+
+  Which leaf goes where, and each Muon leaf's fan_in / fan_out / batch axes, comes from the
+  rules in `jaxgpt.optim.partition`; `optimizer.embed_lr`, `head_lr`, `scalar_lr` default to
+  `optimizer.lr` when unset.
+  """
+  adam = lambda lr: optax.adam(lr if lr is not None else o.lr, b1=o.b1, b2=o.b2, eps=o.eps)
+  transforms = {
+      partition.MUON: muon_lib.muon(
+          o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov,
+          momentum_style=o.momentum_style, momentum_warmup_steps=o.momentum_warmup_steps,
+          orthogonalizer=o.orthogonalize, ns_steps=o.ns_steps, update_scale=o.update_scale,
+          variance_reduction=o.variance_reduction, beta2=o.beta2, cautious_wd=o.cautious_wd,
+          dimension_numbers=partition.muon_dims_fn()),
+      partition.ADAMW_EMBED: adam(o.embed_lr),
+      partition.ADAMW_HEAD: adam(o.head_lr),
+      partition.ADAMW_SCALAR: adam(o.scalar_lr),
+  }
+  return partition.multi_transform(transforms)
+
+
 def build_optimizer(opt_cfg) -> optax.GradientTransformationExtraArgs:
   """optax chain for `config.optimizer`; call `update(..., progress=p)`."""
   parts = []
@@ -55,8 +78,10 @@ def build_optimizer(opt_cfg) -> optax.GradientTransformationExtraArgs:
     parts.append(optax.adamw(learning_rate=opt_cfg.lr, b1=opt_cfg.b1, b2=opt_cfg.b2,
                              eps=opt_cfg.eps, weight_decay=opt_cfg.weight_decay,
                              mask=weight_decay_mask))
+  elif opt_cfg.name == "muon":
+    parts.append(_muon_with_adamw(opt_cfg))
   else:
-    raise NotImplementedError(f"optimizer.name={opt_cfg.name!r} is not wired into training yet")
+    raise ValueError(f"optimizer.name={opt_cfg.name!r} is not one of 'adamw', 'muon'")
   parts.append(scale_by_progress_schedule(schedules.from_config(opt_cfg)))
   return optax.chain(*parts)
 

@@ -47,3 +47,33 @@ def global_batch(local: dict, mesh: Mesh) -> dict:
   """Joins each process's rows of a batch into global arrays sharded over data x fsdp."""
   return {k: jax.make_array_from_process_local_data(batch_sharding(mesh, v.ndim), v)
           for k, v in local.items()}
+
+
+def _key(k) -> str:
+  return str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))
+
+
+def state_shardings_like_params(state: Any, params: Any, param_sh: Any, mesh: Mesh) -> Any:
+  """Shardings for an optimizer state: a leaf whose key path ends with a parameter's path and
+  has that parameter's shape (momentum, second moments, ...) is sharded like the parameter;
+  every other leaf (counts, scalars, per-row statistics) is replicated.
+
+  Works through any optax wrapper (chains, multi_transform's masked trees, inject_hyperparams),
+  which `optax.tree_utils.tree_map_params` does not for masked states.
+  """
+  flat_p = jax.tree_util.tree_flatten_with_path(params)[0]
+  flat_s = jax.tree.leaves(param_sh)
+  by_path = {tuple(_key(k) for k in path): (leaf.shape, sh)
+             for (path, leaf), sh in zip(flat_p, flat_s)}
+  depth = max((len(p) for p in by_path), default=0)
+  repl = replicated(mesh)
+
+  def pick(path, leaf):
+    keys = tuple(_key(k) for k in path)
+    for n in range(min(depth, len(keys)), 0, -1):
+      hit = by_path.get(keys[-n:])
+      if hit is not None and tuple(hit[0]) == tuple(leaf.shape):
+        return hit[1]
+    return repl
+
+  return jax.tree_util.tree_map_with_path(pick, state)

@@ -184,6 +184,10 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
   stop_reason = meta["stop_reason"] if meta["stop_reason"] in FINISHED else None
   show = bool(tcfg.progress_bar) and is_main
   ckpt_every = tcfg.checkpoint_every or tcfg.eval_every
+  if is_main and cfg.optimizer.name == "muon":
+    from jaxgpt.optim import partition
+    print("[jaxgpt] optimizer partition:\n" + partition.describe(run.abstract_state.params),
+          file=sys.stderr, flush=True)
   if is_main:
     print(f"[jaxgpt] {cfg.name}: {n_params:,} params, mesh {mesh_lib.mesh_shape(run.mesh)}, "
           f"{tokens_per_step:,} tokens/step, compile {compile_s:.1f}s, start step {step}",

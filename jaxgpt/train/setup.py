@@ -117,10 +117,8 @@ def build(config, devices=None) -> Run:
         lambda rng: state_lib.create(model, tx, rng, tokens), jax.random.PRNGKey(0))
   param_sh = rules_lib.param_shardings(boxed, mesh)
   repl = rules_lib.replicated(mesh)
-  opt_sh = optax.tree_utils.tree_map_params(
-      tx, lambda _, sh: sh, abstract.opt_state, param_sh,
-      transform_non_params=lambda _: repl,
-      is_leaf=lambda x: isinstance(x, jax.ShapeDtypeStruct))
+  opt_sh = rules_lib.state_shardings_like_params(abstract.opt_state, abstract.params, param_sh,
+                                                 mesh)
   shardings = state_lib.TrainState(step=repl, params=param_sh, opt_state=opt_sh)
   abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                           abstract, shardings)
