@@ -18,7 +18,7 @@ def _cpu(c):
   c.data.update(tokenizer="byte", seq_len=64)
   c.optimizer.update(lr=0.03, embed_lr=0.01, scalar_lr=0.01, warmup_frac=0.02,
                      final_lr_frac=0.0)
-  c.train.update(steps=320, batch_size=32, eval_every=80, eval_tokens=16384, log_every=10,
+  c.train.update(steps=400, batch_size=32, eval_every=100, eval_tokens=16384, log_every=10,
                  eval_batch_size=256)
 
 
