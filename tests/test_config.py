@@ -34,6 +34,11 @@ def test_unknown_variant_named():
     ("model.compute_dtype", "float16", r"model.compute_dtype='float16'"),
     ("optimizer.warmup_frac", 1.5, r"optimizer.warmup_frac=1.5"),
     ("mesh.data", 0, r"mesh.data=0"),
+    ("optimizer.ns_steps", 0, r"optimizer.ns_steps=0"),
+    ("optimizer.orthogonalize", "svd", r"optimizer.orthogonalize='svd'"),
+    ("optimizer.update_scale", "big", r"optimizer.update_scale='big'"),
+    ("optimizer.variance_reduction", "adam", r"optimizer.variance_reduction='adam'"),
+    ("optimizer.name", "sgd", r"optimizer.name='sgd'"),
 ])
 def test_bad_values_name_the_key(key, value, pattern):
   c = load("gpt", "test")
