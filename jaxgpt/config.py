@@ -42,6 +42,11 @@ def base_config() -> config_dict.ConfigDict:
       norm_eps=1e-6,
       attention_impl=placeholder(str),  # None: cuDNN flash on GPU in bf16, XLA otherwise
       vocab_size=placeholder(int),  # None = tokenizer size padded to a multiple of 64
+      # nGPT family (ngpt, gated_ngpt):
+      alpha=0.15,  # gated nGPT: initial residual step size
+      logit_scale=15.0,  # gated nGPT: logits = logit_scale * cosine(h, output embedding)
+      lazy_proj_freq=1,  # re-normalize matrices onto the sphere every k optimizer steps
+      mlp_sqrt_d="uv",  # nGPT: sqrt(d) on both MLP inputs u, v (NVIDIA's code) or "v" (paper)
   ))
 
   c.data = config_dict.ConfigDict(dict(
@@ -166,6 +171,8 @@ def validate(config: config_dict.ConfigDict) -> None:
     if not isinstance(m[key], int):
       raise ValueError(f"model.{key}={m[key]!r} must be an integer")
   _positive("model.vocab_size", m.vocab_size, allow_none=True)
+  if not (isinstance(m.lazy_proj_freq, int) and m.lazy_proj_freq >= 1):
+    raise ValueError(f"model.lazy_proj_freq={m.lazy_proj_freq!r} must be an integer >= 1")
   _one_of("model.compute_dtype", m.compute_dtype, ("float32", "bfloat16"))
 
   _one_of("data.name", d.name, ("shakespeare", "shards"))

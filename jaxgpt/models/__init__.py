@@ -16,14 +16,29 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax
 
-from jaxgpt.models import gpt
+from jaxgpt.models import gpt, ngpt
 from jaxgpt.models.gpt import GPTConfig
 
 Builder = Callable[[Any, "int | None"], nn.Module]
 
 MODELS: dict[str, Builder] = {
     "gpt": gpt.build,
+    "ngpt": ngpt.build,
+    "gated_ngpt": ngpt.build,
 }
+
+
+# Families whose parameters live on a constraint set: params -> params projected back onto it,
+# applied after optimizer steps (every `model.lazy_proj_freq` steps) by the trainer.
+PROJECTIONS: dict[str, Callable[[Any], Any]] = {
+    "ngpt": ngpt.project,
+    "gated_ngpt": ngpt.project,
+}
+
+
+def projection(cfg_model: Any) -> Callable[[Any], Any] | None:
+  """The projection of `config.model`'s family, or None if it has none."""
+  return PROJECTIONS.get(cfg_model.name)
 
 
 def build_model(cfg_model: Any, vocab_size: int | None = None) -> nn.Module:
@@ -55,4 +70,6 @@ def non_embedding_params(params: Any, cfg: Any) -> int:
 
 def flops_per_token(cfg_model: Any, vocab_size: int | None, seq_len: int) -> float:
   """Training FLOPs per token, 6 N + 12 L d T (REFERENCE.md MFU)."""
+  if cfg_model.get("name") in ngpt.NAMES:
+    return ngpt.model_flops_per_token(cfg_model, vocab_size, seq_len)
   return gpt.flops_per_token(GPTConfig.from_config(cfg_model, vocab_size), seq_len)

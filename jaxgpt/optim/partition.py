@@ -67,8 +67,8 @@ class Rule:
 
 
 DEFAULT_RULES: tuple[Rule, ...] = (
+    Rule(r"(^|/)lm_head/", ADAMW_HEAD),  # first: nGPT's output table is lm_head/embedding
     Rule(r"(^|/)embed(ding)?/|embedding$", ADAMW_EMBED),
-    Rule(r"(^|/)lm_head/", ADAMW_HEAD),
     Rule(r"(^|/)router/", ADAMW_HEAD),
     # Vectors and scalars of any name: norms, gains, biases, nGPT alphas / s_qk / s_z, scalars.
     Rule(r"", ADAMW_SCALAR, max_ndim=1),
