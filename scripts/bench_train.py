@@ -36,6 +36,8 @@ def main(argv=None):
   ap.add_argument("--steps", type=int, default=100)
   ap.add_argument("--out", default=None, help="JSON output path")
   ap.add_argument("--smoke", action="store_true", help="tiny run for tests")
+  ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                  help="config override, e.g. --set model.lazy_proj_freq=1 (repeatable)")
   args = ap.parse_args(argv)
   if args.smoke:
     args.config, args.steps = "configs/gpt.py:test", 6
@@ -46,12 +48,17 @@ def main(argv=None):
 
   cfg = load_config(args.config)
   cfg.unlock()
+  for item in args.set:
+    key, _, value = item.partition("=")
+    section, field = key.split(".")
+    cfg[section][field] = type(cfg[section][field])(value) if cfg[section][field] is not None \
+        else value
   cfg.train.update(steps=args.steps, eval_every=10**9, log_every=max(1, args.steps // 5),
                    checkpoint_every=10**9, progress_bar=False)
   with tempfile.TemporaryDirectory() as workdir:
     s = train_and_evaluate(cfg, workdir)
   row = {
-      "config": args.config, "steps": args.steps, "tokens_per_step": s["tokens_per_step"],
+      "config": args.config + "".join(f" {o}" for o in args.set), "steps": args.steps, "tokens_per_step": s["tokens_per_step"],
       "num_params": s["num_params"], "tokens_per_s": s["tokens_per_s"],
       "step_time_ms": 1e3 * s["train_time_s"] / max(1, args.steps),
       "compile_time_s": s["compile_time_s"],
@@ -59,8 +66,8 @@ def main(argv=None):
       "backend": jax.default_backend(), "devices": jax.device_count(),
       "machine": f"{platform.machine()} {os.cpu_count()} cpus",
   }
-  print(f"{'config':<24}{'tokens/step':>12}{'tokens/s':>12}{'ms/step':>10}{'TFLOP/s':>9}")
-  print(f"{row['config']:<24}{row['tokens_per_step']:>12,}{row['tokens_per_s']:>12,.0f}"
+  print(f"{'config':<48}{'tokens/step':>12}{'tokens/s':>12}{'ms/step':>10}{'TFLOP/s':>9}")
+  print(f"{row['config']:<48}{row['tokens_per_step']:>12,}{row['tokens_per_s']:>12,.0f}"
         f"{row['step_time_ms']:>10.1f}{row['model_tflops_per_s']:>9.3f}")
   if args.out:
     with open(args.out, "w") as f:
