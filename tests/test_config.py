@@ -17,9 +17,17 @@ def load(name, variants=""):
   return mod.get_config(variants)
 
 
-def test_gpt_variants_validate():
-  for v in ("", "cpu", "test", "cpu,test"):
-    config_lib.validate(load("gpt", v))
+@pytest.mark.parametrize("name,variants", [
+    ("gpt", ("", "cpu", "test", "cpu,test")),
+    ("gated_ngpt", ("", "cpu", "test", "seed_exact", "seed_exact,cpu")),
+    ("ngpt", ("", "cpu", "test")),
+])
+def test_config_variants_validate_and_build(name, variants):
+  from jaxgpt import models
+  for v in variants:
+    c = load(name, v)
+    config_lib.validate(c)
+    models.build_model(c.model, 1024)  # model-level checks (e.g. knobs nGPT refuses)
 
 
 def test_unknown_variant_named():

@@ -6,6 +6,7 @@ import math
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+import pytest
 
 from jaxgpt.models import ngpt
 from jaxgpt.train import loop
@@ -28,8 +29,9 @@ def test_reaches_target_and_resumes(tmp_path):
   assert again["final_val_loss"] == out["final_val_loss"]
 
 
-def test_trained_matrices_on_sphere_at_multiples_of_k(tmp_path):
-  cfg = load_config("gated_ngpt", "test", train__steps=12)  # lazy_proj_freq 3 in `test`
+@pytest.mark.parametrize("name", ["gated_ngpt", "ngpt"])
+def test_trained_matrices_on_sphere_at_multiples_of_k(tmp_path, name):
+  cfg = load_config(name, "test", train__steps=12)  # lazy_proj_freq 3 (gated) and 1 (ngpt)
   loop.train_and_evaluate(cfg, str(tmp_path))
   params = ocp.StandardCheckpointer().restore(tmp_path / "checkpoints" / "12" / "state")["params"]
   axes = ngpt.projection_axes(params)
