@@ -158,7 +158,6 @@ def _fraction(key: str, value: Any) -> None:
     raise ValueError(f"{key}={value!r} must be a fraction in [0, 1]")
 
 
-MODEL_NAMES = ("gpt",)
 OPTIMIZERS = ("adamw", "muon")
 SCHEDULES = ("constant", "cosine", "linear", "wsd")
 

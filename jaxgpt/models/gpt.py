@@ -157,9 +157,9 @@ class Block(nn.Module):
     return nn.with_logical_constraint(x_btd, ACT_AXES), None
 
 
-def block_class(cfg: GPTConfig) -> type[nn.Module]:
-  """Block, wrapped in remat and/or scan as the config asks (remat inside the scan)."""
-  block = Block
+def block_class(cfg: GPTConfig, block: type[nn.Module] = Block) -> type[nn.Module]:
+  """`block` (default: the GPT Block), wrapped in remat and/or scan as the config asks (remat
+  inside the scan). Any family whose config has remat, scan_layers and num_layers reuses it."""
   if cfg.remat:
     # Save nothing: the backward pass recomputes the whole block. Activation memory drops to one
     # residual stream per layer, for about one extra forward pass (~33% more FLOPs).

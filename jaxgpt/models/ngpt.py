@@ -315,15 +315,8 @@ class Block(nn.Module):
 
 
 def block_class(cfg: NGPTConfig) -> type[nn.Module]:
-  """Block, wrapped in remat and/or scan as the config asks (as gpt.block_class)."""
-  block = Block
-  if cfg.remat:
-    block = nn.remat(block, policy=jax.checkpoint_policies.nothing_saveable,
-                     prevent_cse=not cfg.scan_layers)
-  if cfg.scan_layers:
-    block = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
-                    length=cfg.num_layers, metadata_params={nn.PARTITION_NAME: "layers"})
-  return block
+  """The nGPT Block, wrapped in remat and/or scan exactly as the GPT's."""
+  return gpt.block_class(cfg, Block)
 
 
 class _Table(nn.Module):

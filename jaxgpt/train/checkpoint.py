@@ -62,10 +62,3 @@ def restore(mngr: ocp.CheckpointManager, abstract_state: Any, step: int | None =
       meta=ocp.args.JsonRestore(),
   ))
   return out["state"], out["data"], out["meta"]
-
-
-def abstract_like(tree: Any) -> Any:
-  """ShapeDtypeStructs with the shardings of `tree`'s arrays (the restore target)."""
-  return jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
-      tree)
