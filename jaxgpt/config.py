@@ -41,6 +41,8 @@ def base_config() -> config_dict.ConfigDict:
       init_std=0.02,
       norm_eps=1e-6,
       attention_impl=placeholder(str),  # None: cuDNN flash on GPU in bf16, XLA otherwise
+      parallel_block=False,  # PaLM parallel block: x + Attn(n) + MLP(n), n = Norm(x)
+      encoder_layers=0,  # U-net skips: layer i < E feeds layer 2E-1-i; 0 = plain decoder
       vocab_size=placeholder(int),  # None = tokenizer size padded to a multiple of 64
       # nGPT family (ngpt, gated_ngpt):
       alpha=0.15,  # gated nGPT: initial residual step size
@@ -86,6 +88,7 @@ def base_config() -> config_dict.ConfigDict:
       beta2=0.95,  # NorMuon's second-moment EMA
       cautious_wd=False,
       momentum_warmup_steps=0,
+      matrix_sharding="round_robin",  # Muon on a sharded mesh: round_robin | gather | gspmd
   ))
 
   c.train = config_dict.ConfigDict(dict(
@@ -97,7 +100,8 @@ def base_config() -> config_dict.ConfigDict:
       eval_batch_size=placeholder(int),  # None = batch_size // grad_accum
       target_loss=placeholder(float),
       max_time_s=placeholder(float),
-      seed=0,
+      seed=0,  # parameter init; also the data order unless data_seed is set
+      data_seed=placeholder(int),  # None = seed; cohort trials with one data_seed share batches
       log_every=10,
       checkpoint_every=placeholder(int),  # None = eval_every
       keep_checkpoints=2,  # latest N kept ...
@@ -107,7 +111,21 @@ def base_config() -> config_dict.ConfigDict:
 
   c.mesh = config_dict.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
 
-  c.export = config_dict.ConfigDict(dict(at_end=False, fp16_max_numel=65536))
+  # Multi-host (jaxgpt/parallel/distributed.py): "auto" joins a job when a coordinator, a SLURM
+  # step or an Open MPI launch with more than one process is found; unset keys come from the
+  # environment (JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID) or the cluster.
+  c.distributed = config_dict.ConfigDict(dict(
+      initialize="auto",  # auto | always | never
+      coordinator_address=placeholder(str),  # host:port of process 0
+      num_processes=placeholder(int),
+      process_id=placeholder(int),
+  ))
+
+  c.export = config_dict.ConfigDict(dict(
+      at_end=False,  # write the int8+zlib artifact and its round-trip eval when a run ends
+      fp16_max_numel=65536,  # matrices this small (per layer) and all vectors stay fp16
+      budget_bytes=16_000_000,  # parameter-golf: compressed model + code bytes
+  ))
 
   c.sample = config_dict.ConfigDict(dict(
       prompt="\n", max_new_tokens=256, temperature=0.8, top_k=40, num_samples=1, seed=0))
@@ -159,7 +177,7 @@ def _fraction(key: str, value: Any) -> None:
 
 
 OPTIMIZERS = ("adamw", "muon")
-SCHEDULES = ("constant", "cosine", "linear", "wsd")
+SCHEDULES = ("constant", "cosine", "linear", "wsd", "tidal")
 
 
 def validate(config: config_dict.ConfigDict) -> None:
@@ -197,6 +215,7 @@ def validate(config: config_dict.ConfigDict) -> None:
   _one_of("optimizer.update_scale", o.update_scale, ("none", "shape", "rms_match"))
   _one_of("optimizer.variance_reduction", o.variance_reduction, ("none", "normuon", "mars"))
   _one_of("optimizer.momentum_style", o.momentum_style, ("ema", "sgd"))
+  _one_of("optimizer.matrix_sharding", o.matrix_sharding, ("round_robin", "gather", "gspmd"))
   _fraction("optimizer.momentum", o.momentum)
   _fraction("optimizer.beta2", o.beta2)
   if not (isinstance(o.momentum_warmup_steps, int) and o.momentum_warmup_steps >= 0):
@@ -219,15 +238,40 @@ def validate(config: config_dict.ConfigDict) -> None:
     raise ValueError(f"train.batch_size={t.batch_size} must be divisible by "
                      f"train.grad_accum={t.grad_accum}")
   _positive("train.max_time_s", t.max_time_s, allow_none=True)
+  if t.data_seed is not None and not (isinstance(t.data_seed, int) and t.data_seed >= 0):
+    raise ValueError(f"train.data_seed={t.data_seed!r} must be an integer >= 0 or None "
+                     "(= train.seed)")
   _positive("train.checkpoint_every", t.checkpoint_every, allow_none=True)
   _positive("train.eval_batch_size", t.eval_batch_size, allow_none=True)
   _positive("train.keep_checkpoints", t.keep_checkpoints)
   _positive("train.keep_best", t.keep_best, allow_zero=True)
 
+  e = config.export
+  if not isinstance(e.at_end, bool):
+    raise ValueError(f"export.at_end={e.at_end!r} must be True or False")
+  for key in ("fp16_max_numel", "budget_bytes"):
+    if not (isinstance(e[key], int) and not isinstance(e[key], bool) and e[key] >= 0):
+      raise ValueError(f"export.{key}={e[key]!r} must be an integer >= 0")
+
   for key in ("data", "fsdp", "tensor"):
     v = config.mesh[key]
     if not (isinstance(v, int) and (v >= 1 or v == -1)):
       raise ValueError(f"mesh.{key}={v!r} must be a positive integer or -1 (take the rest)")
+  validate_distributed(config.distributed)
+
+
+def validate_distributed(dist: config_dict.ConfigDict) -> None:
+  """The `distributed.*` keys (also checked by `jaxgpt.parallel.distributed` before init)."""
+  _one_of("distributed.initialize", dist.initialize, ("auto", "always", "never"))
+  addr = dist.coordinator_address
+  if addr is not None and not (isinstance(addr, str) and addr.rpartition(":")[2].isdigit()):
+    raise ValueError(f"distributed.coordinator_address={addr!r} must be 'host:port'")
+  n, i = dist.num_processes, dist.process_id
+  if n is not None and not (isinstance(n, int) and n >= 1):
+    raise ValueError(f"distributed.num_processes={n!r} must be an integer >= 1")
+  if i is not None and not (isinstance(i, int) and i >= 0 and (n is None or i < n)):
+    raise ValueError(f"distributed.process_id={i!r} must be an integer in [0, "
+                     f"distributed.num_processes={n})")
 
 
 # ------------------------------------------------------------------------------------------
@@ -249,7 +293,9 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 # Keys that may change between a run and its resume without changing what is computed.
-RESUME_FREE_KEYS = ("train.progress_bar", "sample.", "export.")
+# A different mesh or process layout computes the same run (up to summation order): a checkpoint
+# restores onto any mesh (jaxgpt/parallel, docs/sharding.md).
+RESUME_FREE_KEYS = ("train.progress_bar", "sample.", "export.", "mesh.", "distributed.")
 
 
 def config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
@@ -259,6 +305,8 @@ def config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tup
   for key in sorted(set(a) | set(b)):
     if key.startswith(RESUME_FREE_KEYS):
       continue
-    if a.get(key, "<absent>") != b.get(key, "<absent>"):
-      diff[key] = (a.get(key, "<absent>"), b.get(key, "<absent>"))
+    x, y = a.get(key, "<absent>"), b.get(key, "<absent>")
+    unset = (None, "<absent>")  # an optional key added since, left unset, is no change
+    if x != y and not (x in unset and y in unset):
+      diff[key] = (x, y)
   return diff

@@ -44,6 +44,8 @@ def main(argv):
     raise app.UsageError("--config is required, e.g. --config configs/gpt.py:cpu")
   workdir = _WORKDIR.value or default_workdir(config)
   mode = _MODE.value
+  from jaxgpt.parallel import distributed  # multi-host: join the job before devices are used
+  distributed.initialize(config.distributed)
   if mode == "train":
     from jaxgpt.train.loop import ConfigChangedError, train_and_evaluate
     try:
@@ -54,8 +56,9 @@ def main(argv):
       return 2
     keys = ("stop_reason", "steps", "final_val_loss", "val_bpb", "val_acc", "train_time_s",
             "wall_time_s", "tokens_per_s")
-    print(json.dumps({k: summary.get(k) for k in keys}, indent=1))
-    print(f"[jaxgpt] wrote {workdir}/summary.json", file=sys.stderr)
+    if distributed.is_main():  # every process returns the summary; process 0 wrote it
+      print(json.dumps({k: summary.get(k) for k in keys}, indent=1))
+      print(f"[jaxgpt] wrote {workdir}/summary.json", file=sys.stderr)
     return 130 if summary["stop_reason"] == "interrupted" else 0
   if mode == "eval":
     from jaxgpt.train.inference import evaluate_workdir
@@ -67,7 +70,11 @@ def main(argv):
       print(text)
       print("-" * 40)
     return 0
-  raise NotImplementedError("--mode export (int8 + zlib artifact) is not implemented yet")
+  # export: the int8+zlib artifact, its fresh-process round trip and the budget check
+  from jaxgpt.export.exporter import export_workdir
+  out = export_workdir(config, workdir)
+  print(json.dumps(out, indent=1))
+  return 0 if out["artifact_within_budget"] else 3
 
 
 def _parse_flags(argv):

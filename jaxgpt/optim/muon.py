@@ -57,7 +57,8 @@ VARIANCE_REDUCTIONS = ("none", "normuon", "mars")
 
 # Arguments of `muon` that `optax.inject_hyperparams` must leave alone: they fix shapes, the
 # unrolled iteration or dtypes, or are callables that it would mistake for schedules.
-MUON_STATIC_ARGS = ("ns_steps", "pe_lower", "compute_dtype", "mu_dtype", "dimension_numbers")
+MUON_STATIC_ARGS = ("ns_steps", "pe_lower", "compute_dtype", "mu_dtype", "dimension_numbers",
+                    "matrix_sharding")
 
 DimensionNumbers = Any  # MuonDimensionNumbers | pytree of (MuonDimensionNumbers | None) | callable
 
@@ -188,6 +189,7 @@ def scale_by_muon(
     cautious_update: bool = False,
     dimension_numbers: DimensionNumbers = None,
     mu_dtype=None,
+    matrix_sharding: str = "round_robin",
 ) -> optax.GradientTransformation:
   """Muon's update direction: momentum, orthogonalization, variance reduction, scaling.
 
@@ -227,6 +229,9 @@ def scale_by_muon(
       O = O * mask * numel / (sum(mask) + 1), numel = fan_in * fan_out.
     dimension_numbers: see `dims_per_leaf`; e.g. `jaxgpt.optim.partition.muon_dimension_numbers`.
     mu_dtype: momentum dtype (None: the parameter's).
+    matrix_sharding: where the orthogonalization runs on a sharded mesh: "round_robin" (whole
+      matrices dealt out over the devices, results gathered), "gather" or "gspmd" (see
+      `jaxgpt.optim.orthogonalize` and docs/sharding.md). Without a mesh it changes nothing.
 
   Momentum is applied once per call: with gradient accumulation, accumulate first.
   """
@@ -234,6 +239,7 @@ def scale_by_muon(
   _check("update_scale", update_scale, UPDATE_SCALES)
   _check("variance_reduction", variance_reduction, VARIANCE_REDUCTIONS)
   _check("orthogonalizer", orthogonalizer, ortho.METHODS)
+  _check("matrix_sharding", matrix_sharding, ortho.SHARDINGS)
   if bias_correction and momentum_style != "ema":
     raise ValueError("bias_correction applies to momentum_style='ema' only")
   ortho.coefficients(orthogonalizer, ns_steps, pe_lower)  # validate steps early (and cache)
@@ -290,7 +296,8 @@ def scale_by_muon(
     m = m.astype(mu_dtype or dtype)
 
     o = ortho.orthogonalize(_to_matrix(u.astype(dtype), lay), orthogonalizer, ns_steps,
-                            compute_dtype, eps=ns_eps, pe_lower=pe_lower)
+                            compute_dtype, eps=ns_eps, pe_lower=pe_lower,
+                            sharding=matrix_sharding)
     o = _from_matrix(o, lay, g.shape)
 
     new_nu = None
@@ -379,6 +386,7 @@ def muon(
     cautious_wd: bool = False,
     dimension_numbers: DimensionNumbers = None,
     mu_dtype=None,
+    matrix_sharding: str = "round_robin",
 ) -> optax.GradientTransformation:
   """Muon: `scale_by_muon`, then decoupled weight decay, then -learning_rate.
 
@@ -403,7 +411,7 @@ def muon(
           update_scale=update_scale, rms_scale=rms_scale,
           variance_reduction=variance_reduction, beta2=beta2, mars_gamma=mars_gamma,
           cautious_update=cautious_update, dimension_numbers=dimension_numbers,
-          mu_dtype=mu_dtype),
+          mu_dtype=mu_dtype, matrix_sharding=matrix_sharding),
       add_decoupled_weight_decay(weight_decay, cautious=cautious_wd),
       optax.scale_by_learning_rate(learning_rate),
   )

@@ -32,11 +32,25 @@ Layout: the last two axes are the matrix (fan_in, fan_out); every leading axis i
 (layers, experts, cohort), each matrix orthogonalized on its own. Callers move axes first (see
 `jaxgpt.optim.muon`). Coefficients are float64 numpy constants fixed at trace time, so the
 iteration is an unrolled chain of batched matmuls: fine under `jit`, `vmap` and GSPMD sharding.
+
+Sharded matrices (`sharding=`, read against the ambient mesh of `jax.set_mesh`; no mesh or one
+device: nothing changes). The result is the same in each case, up to summation order:
+  "round_robin"  whole matrices are dealt out over the devices: the leading batch axis
+                 (layers) is split over the mesh axes `deal_axes` picks (fewest matrices per
+                 device), each device iterates on its own matrices, and the results go back to
+                 the parameter's layout (modded-nanogpt's scheme, written as two sharding
+                 constraints). Leaves without a batch axis are gathered. An uneven split
+                 (12 layers on 8 devices: 2 per device) is padded by GSPMD.
+  "gather"       every device gathers every matrix and iterates on all of them (replicated).
+  "gspmd"        no constraint: GSPMD partitions the iteration's matmuls over the parameter's
+                 own sharding, with collectives inside every step.
+docs/sharding.md gives the measured comparison and the reason for the default.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from typing import Literal
 
 import jax
@@ -183,6 +197,40 @@ def closed_form(g, method: str = "newton_schulz", steps: int = 5,
   return (u * s_out) @ vt
 
 
+SHARDINGS = ("round_robin", "gather", "gspmd")
+
+
+def place_matrices(x: jax.Array, sharding: str | None) -> jax.Array:
+  """Constrains a stack of matrices (batch..., m, n) to the layout `sharding` names (above)."""
+  if sharding not in (None,) + SHARDINGS:
+    raise ValueError(f"sharding={sharding!r} is not one of {', '.join(SHARDINGS)}")
+  mesh = jax.sharding.get_abstract_mesh()
+  if sharding in (None, "gspmd") or mesh.empty or mesh.size == 1:
+    return x
+  if any(t != jax.sharding.AxisType.Auto for t in mesh.axis_types):
+    return x  # explicit axes carry their own sharding in the types
+  axes = ()
+  if sharding == "round_robin" and x.ndim > 2:
+    axes = deal_axes(x.shape[0], dict(mesh.shape))
+  spec = jax.P(axes, *([None] * (x.ndim - 1))) if axes else jax.P()
+  return jax.lax.with_sharding_constraint(x, spec)
+
+
+def deal_axes(num_matrices: int, mesh_shape: dict[str, int]) -> tuple[str, ...]:
+  """The mesh axes to deal `num_matrices` whole matrices over: fewest matrices per device
+  (ceil(num / ways)), then fewest ways (less padding and traffic); () means gather."""
+  names = [a for a, n in mesh_shape.items() if n > 1]
+  best = ()
+  for mask in range(1, 1 << len(names)):
+    axes = tuple(a for i, a in enumerate(names) if mask >> i & 1)
+    ways = math.prod(mesh_shape[a] for a in axes)
+    key = (-(-num_matrices // ways), ways)
+    best_ways = math.prod(mesh_shape[a] for a in best)
+    if key < (-(-num_matrices // best_ways), best_ways):
+      best = axes
+  return best
+
+
 def default_compute_dtype():
   """bf16 on GPU (what Muon uses there: the iteration tolerates it and runs ~2x faster), else f32."""
   return jnp.bfloat16 if jax.default_backend() == "gpu" else jnp.float32
@@ -190,7 +238,8 @@ def default_compute_dtype():
 
 def orthogonalize(x: jax.Array, method: Method = "newton_schulz", steps: int = 5,
                   compute_dtype=None, *, eps: float | None = None,
-                  pe_lower: float = PE_LOWER, coeffs=None, precision=None) -> jax.Array:
+                  pe_lower: float = PE_LOWER, coeffs=None, precision=None,
+                  sharding: str | None = None) -> jax.Array:
   """Approximately orthogonalize the matrices in the last two axes of `x`: G -> U p(S/n(G)) V^T.
 
   Args:
@@ -207,6 +256,8 @@ def orthogonalize(x: jax.Array, method: Method = "newton_schulz", steps: int = 5
       lift (`coefficients`); 1e-3 reproduces modded-nanogpt at 5 steps.
     coeffs: overrides the coefficient list, a (steps, 3) array-like of (a, b, c).
     precision: passed to the matmuls (`jax.lax.Precision`); None is JAX's default.
+    sharding: where the iteration runs on a sharded mesh: "round_robin", "gather", "gspmd" or
+      None (= "gspmd"); see the module docstring.
 
   Returns:
     An array of x's shape and dtype. Zero or rank-deficient input gives a finite output (zero
@@ -228,6 +279,7 @@ def orthogonalize(x: jax.Array, method: Method = "newton_schulz", steps: int = 5
   eps = default_eps if eps is None else eps
   dtype = default_compute_dtype() if compute_dtype is None else jnp.dtype(compute_dtype)
   out_dtype = x.dtype
+  x = place_matrices(x, sharding)
 
   tall = x.shape[-2] > x.shape[-1]
   x_bmn = jnp.swapaxes(x, -1, -2) if tall else x  # wide: m <= n, so A is the small (m, m) Gram
@@ -243,4 +295,4 @@ def orthogonalize(x: jax.Array, method: Method = "newton_schulz", steps: int = 5
     x_bmn = a * x_bmn + mm(poly_bmm, x_bmn)
 
   out = jnp.swapaxes(x_bmn, -1, -2) if tall else x_bmn
-  return out.astype(out_dtype)
+  return place_matrices(out.astype(out_dtype), sharding)

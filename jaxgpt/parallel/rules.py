@@ -4,14 +4,27 @@ Layers annotate logical names ("embed", "heads", ...), never mesh axes (MaxText'
 Default: data parallel over `data`, parameters sharded over `fsdp` on their embed axis,
 heads / MLP width / vocabulary over `tensor`. On a mesh whose fsdp and tensor axes are 1
 this is plain data parallelism.
+
+Modes are mesh shapes, not code paths: data parallel (data = N), FSDP (fsdp = N: parameters and
+optimizer state split on their embed axis, gathered by GSPMD where a layer needs them), tensor
+parallel (tensor = N: heads, MLP width and vocabulary split), and any product of the three.
+
+Divisibility: a parameter dimension whose mesh axes do not divide it is never replicated
+silently (GSPMD would otherwise pad it, or `jit` would refuse it with an opaque message).
+`param_shardings` raises `ShardingError`, naming the leaf, its logical axis, the mesh axis and
+the config keys to change, except for the logical names in `REPLICATE_IF_UNEVEN` (key/value
+heads under GQA: fewer kv heads than `mesh.tensor` is a legitimate model), which fall back to
+replication of that one axis with a warning that names the leaf.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import flax.linen as nn
 import jax
+from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 LOGICAL_RULES: tuple[tuple[str, Any], ...] = (
@@ -28,10 +41,75 @@ LOGICAL_RULES: tuple[tuple[str, Any], ...] = (
 )
 
 
+# Logical names that may fall back to replication (with a warning) when they do not divide.
+REPLICATE_IF_UNEVEN = ("kv_heads",)
+
+# What to change when a logical axis does not divide: the config keys behind each name.
+CONFIG_KEYS = {
+    "embed": "model.d_model",
+    "heads": "model.num_heads",
+    "kv_heads": "model.num_kv_heads",
+    "mlp": "model.mlp_mult * model.d_model",
+    "vocab": "model.vocab_size",
+    "layers": "model.num_layers",
+    "head_dim": "model.head_dim",
+}
+
+
+class ShardingError(ValueError):
+  """A parameter dimension that the rules shard does not divide over its mesh axes."""
+
+
+def _axes_tuple(axes) -> tuple[str, ...]:
+  if axes is None:
+    return ()
+  return (axes,) if isinstance(axes, str) else tuple(axes)
+
+
+def leaf_spec(path: str, shape: tuple[int, ...], logical: tuple[str | None, ...], mesh: Mesh,
+              rules=LOGICAL_RULES) -> tuple[P, list[str]]:
+  """The mesh PartitionSpec of one parameter, and the fallbacks taken (as log lines).
+
+  `logical` names each axis of the leaf (None: unnamed, replicated). Raises ShardingError when
+  an axis does not divide, unless its name is in REPLICATE_IF_UNEVEN.
+  """
+  mesh_axes = tuple(nn.logical_to_mesh_axes(tuple(logical), rules))
+  mesh_axes = mesh_axes + (None,) * (len(shape) - len(mesh_axes))
+  out, notes = [], []
+  for dim, (n, name, axes) in enumerate(zip(shape, tuple(logical) + (None,) * len(shape),
+                                            mesh_axes)):
+    ways = math.prod(mesh.shape[a] for a in _axes_tuple(axes))
+    if ways > 1 and n % ways:
+      where = " x ".join(f"mesh.{a}={mesh.shape[a]}" for a in _axes_tuple(axes))
+      what = (f"parameter {path} axis {dim} ({name!r}, size {n}) does not divide over {where}")
+      if name in REPLICATE_IF_UNEVEN:
+        notes.append(f"{what}: replicating that axis")
+        axes = None
+      else:
+        key = CONFIG_KEYS.get(name, "the model's shape")
+        raise ShardingError(f"{what}; change {key} or the mesh so that {ways} divides {n}")
+    out.append(axes)
+  return P(*out), notes
+
+
+def param_specs(boxed_params: Any, mesh: Mesh, rules=LOGICAL_RULES) -> Any:
+  """Mesh PartitionSpecs for a tree of nn.Partitioned (boxed) parameters; fallbacks logged."""
+  def spec(path, box):
+    logical = tuple(box.names) if isinstance(box, nn.Partitioned) else ()
+    value = box.value if isinstance(box, nn.Partitioned) else box
+    out, notes = leaf_spec(_path(path), tuple(value.shape), logical, mesh, rules)
+    for note in notes:
+      logging.warning("sharding fallback: %s", note)
+    return out
+
+  return jax.tree_util.tree_map_with_path(spec, boxed_params,
+                                          is_leaf=lambda x: isinstance(x, nn.Partitioned))
+
+
 def param_shardings(boxed_params: Any, mesh: Mesh, rules=LOGICAL_RULES) -> Any:
-  """NamedShardings for a tree of nn.Partitioned (boxed) parameters."""
-  specs = nn.get_partition_spec(boxed_params)
-  return nn.logical_to_mesh_sharding(specs, mesh, rules)
+  """NamedShardings for a tree of nn.Partitioned (boxed) parameters (see `leaf_spec`)."""
+  return jax.tree.map(lambda s: NamedSharding(mesh, s), param_specs(boxed_params, mesh, rules),
+                      is_leaf=lambda x: isinstance(x, P))
 
 
 def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
@@ -53,10 +131,16 @@ def _key(k) -> str:
   return str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))
 
 
+def _path(path) -> str:
+  return "/".join(_key(k) for k in path)
+
+
 def state_shardings_like_params(state: Any, params: Any, param_sh: Any, mesh: Mesh) -> Any:
   """Shardings for an optimizer state: a leaf whose key path ends with a parameter's path and
-  has that parameter's shape (momentum, second moments, ...) is sharded like the parameter;
-  every other leaf (counts, scalars, per-row statistics) is replicated.
+  has that parameter's shape (momentum, second moments, ...) is sharded like the parameter; one
+  with the parameter's rank whose axes are the parameter's or 1 (per-row statistics such as
+  NorMuon's) is sharded like it on the axes it keeps; every other leaf (counts, scalars) is
+  replicated.
 
   Works through any optax wrapper (chains, multi_transform's masked trees, inject_hyperparams),
   which `optax.tree_utils.tree_map_params` does not for masked states.
@@ -72,8 +156,15 @@ def state_shardings_like_params(state: Any, params: Any, param_sh: Any, mesh: Me
     keys = tuple(_key(k) for k in path)
     for n in range(min(depth, len(keys)), 0, -1):
       hit = by_path.get(keys[-n:])
-      if hit is not None and tuple(hit[0]) == tuple(leaf.shape):
-        return hit[1]
+      if hit is None:
+        continue
+      shape, sh = tuple(hit[0]), hit[1]
+      if shape == tuple(leaf.shape):
+        return sh
+      if len(shape) == len(leaf.shape) and all(a in (b, 1) for a, b in zip(leaf.shape, shape)):
+        spec = tuple(sh.spec) + (None,) * (len(shape) - len(sh.spec))
+        return NamedSharding(mesh, P(*(s if n_ == full else None
+                                       for s, n_, full in zip(spec, leaf.shape, shape))))
     return repl
 
   return jax.tree_util.tree_map_with_path(pick, state)

@@ -125,6 +125,11 @@ def _compile(run: setup_lib.Run, token_bytes):
   return train_c, eval_c, time.perf_counter() - t0
 
 
+def data_seed(tcfg) -> int:
+  """The seed of the training data order: `train.data_seed`, or `train.seed` when unset."""
+  return tcfg.seed if tcfg.data_seed is None else tcfg.data_seed
+
+
 def _check_resume_config(saved: dict, current: dict, allow: bool) -> dict:
   diff = config_lib.config_diff(saved, current)
   if diff and not allow:
@@ -156,7 +161,7 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
   meta = {"train_time_s": 0.0, "eval_time_s": 0.0, "best_val_loss": None, "stop_reason": None,
           "time_to_target_s": None, "step_to_target": None, "config": cfg_dict}
   it = data.train_iterator(run.spec, seq_len=cfg.data.seq_len, global_batch_size=tcfg.batch_size,
-                           seed=tcfg.seed, process_index=jax.process_index(),
+                           seed=data_seed(tcfg), process_index=jax.process_index(),
                            process_count=jax.process_count(), worker_count=cfg.data.worker_count)
   latest = mngr.latest_step()
   if latest is not None:
@@ -300,4 +305,11 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
     with contextlib.suppress(Exception):
       metrics_lib.plot_curves(metrics_lib.read_jsonl(writer.path),
                               os.path.join(workdir, "curves.png"), title=cfg.name)
+  if cfg.export.at_end and stop_reason in FINISHED:  # the int8+zlib artifact (jaxgpt/export)
+    if jax.process_count() > 1:
+      print("[jaxgpt] export.at_end needs a single process; run --mode export on the workdir",
+            file=sys.stderr)
+    else:
+      from jaxgpt.export.exporter import export_workdir
+      summary.update(export_workdir(cfg, workdir, state.params, run.vocab_size))
   return summary

@@ -82,6 +82,11 @@ def check_batch_layout(config, mesh: jax.sharding.Mesh) -> None:
     raise ValueError(
         f"train.batch_size={t.batch_size} / train.grad_accum={t.grad_accum} = {micro} sequences "
         f"per micro-batch must be divisible by mesh data x fsdp = {shards}")
+  if shards % jax.process_count():  # each process feeds its own rows to its own devices
+    raise ValueError(f"mesh data x fsdp = {shards} must be a multiple of the number of "
+                     f"processes ({jax.process_count()}): every process reads its own rows, "
+                     "so mesh.tensor must stay within a process (for tensor parallelism run "
+                     "one process per host, not one per device)")
   if t.batch_size % jax.process_count():
     raise ValueError(f"train.batch_size={t.batch_size} must be divisible by the number of "
                      f"processes ({jax.process_count()})")
