@@ -84,8 +84,15 @@ class RMSNorm(nn.Module):
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu2": lambda x: jnp.square(jax.nn.relu(x)),  # modded-nanogpt's ReLU^2
+    "silu2": lambda x: jnp.square(jax.nn.silu(x)),  # SiLU^2 (parameter-golf lineage)
     "gelu": functools.partial(jax.nn.gelu, approximate=True),  # GPT-2's tanh approximation
 }
+# Gated activations: the MLP gets a second input kernel `gate` (embed -> mlp) and computes
+# act(gate(x)) * fc(x). SwiGLU (Shazeer 2020): SiLU on the gate.
+GATED_ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "swiglu": jax.nn.silu,
+}
+MLP_ACTS = tuple(ACTIVATIONS) + tuple(GATED_ACTIVATIONS)
 
 
 # ------------------------------------------------------------------------------------------
@@ -155,7 +162,8 @@ class Attention(nn.Module):
 # MLP.
 
 class MLP(nn.Module):
-  """fc (embed -> mlp), activation, proj (mlp -> embed)."""
+  """fc (embed -> mlp), activation, proj (mlp -> embed). A gated activation (swiglu) adds a
+  `gate` kernel of the same shape as fc: h = act(gate(x)) * fc(x)."""
   cfg: GPTConfig
 
   @nn.compact
@@ -164,6 +172,11 @@ class MLP(nn.Module):
     d, f = c.d_model, c.mlp_dim
     h_btf = einsum_proj("fc", "btd,df->btf", (d, f), ("embed", "mlp"), init["mlp_in"],
                         c.dtype)(x_btd)
-    h_btf = ACTIVATIONS[c.mlp_act](h_btf)
+    if c.mlp_act in GATED_ACTIVATIONS:
+      g_btf = einsum_proj("gate", "btd,df->btf", (d, f), ("embed", "mlp"), init["mlp_in"],
+                          c.dtype)(x_btd)
+      h_btf = GATED_ACTIVATIONS[c.mlp_act](g_btf) * h_btf
+    else:
+      h_btf = ACTIVATIONS[c.mlp_act](h_btf)
     return einsum_proj("proj", "btf,fd->btd", (f, d), ("mlp", "embed"), init["mlp_out"],
                        c.dtype)(h_btf)

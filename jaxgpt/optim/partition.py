@@ -82,7 +82,9 @@ DEFAULT_RULES: tuple[Rule, ...] = (
 
 # Path regex -> number of leading batch axes; every matching pattern adds its count.
 DEFAULT_STACKED: tuple[tuple[str, int], ...] = (
-    (r"(^|/)blocks/", 1),   # scanned layers: a single `blocks` subtree, leading `layers` axis
+    # scanned layers: a `blocks` subtree with a leading `layers` axis (GPT with encoder_layers
+    # > 0 scans its layer groups apart: `encoder_blocks`, `decoder_blocks`, `blocks`)
+    (r"(^|/)(encoder_|decoder_)?blocks/", 1),
     (r"(^|/)experts/", 1),  # MoE: leading `experts` axis
 )
 

@@ -11,6 +11,8 @@ time term is not bit-reproducible (wall time varies); one driven by steps is.
   linear    linear warm-up, then linear from 1 to final_lr_frac
   wsd       linear warm-up, constant, then linear decay to final_lr_frac over the last
             `decay_frac` of training (warm-up / stable / decay, the "trapezoid")
+  tidal     linear warm-up over the first 38.2% of training, then cosine to final_lr_frac over
+            the remaining 61.8% (the seed's Tidal LR; `warmup_frac` is not used)
 """
 
 from __future__ import annotations
@@ -22,15 +24,16 @@ import jax.numpy as jnp
 Schedule = Callable[[jnp.ndarray], jnp.ndarray]
 
 
+# The fractions may be traced scalars (a vmapped cohort of trials that differ in them): no Python
+# branch reads their values, and for Python floats the results are bit-identical to branching.
 def _warmup(progress, warmup_frac):
-  if warmup_frac <= 0:
-    return jnp.ones_like(progress)
-  return jnp.minimum(1.0, progress / warmup_frac)
+  ramp = jnp.minimum(1.0, progress / jnp.maximum(warmup_frac, 1e-12))
+  return jnp.where(jnp.asarray(warmup_frac) > 0, ramp, jnp.ones_like(progress))
 
 
 def _after_warmup(progress, warmup_frac):
   """Fraction of the post-warm-up span elapsed, in [0, 1]."""
-  span = max(1.0 - warmup_frac, 1e-12)
+  span = jnp.maximum(1.0 - warmup_frac, 1e-12)
   return jnp.clip((progress - warmup_frac) / span, 0.0, 1.0)
 
 
@@ -60,10 +63,21 @@ def wsd(warmup_frac: float = 0.0, decay_frac: float = 0.2, final_lr_frac: float 
   def fn(p):
     p = jnp.asarray(p, jnp.float32)
     start = 1.0 - decay_frac
-    t = jnp.clip((p - start) / max(decay_frac, 1e-12), 0.0, 1.0)
+    t = jnp.clip((p - start) / jnp.maximum(decay_frac, 1e-12), 0.0, 1.0)
     decay = 1.0 + (final_lr_frac - 1.0) * t
     return jnp.where(p < warmup_frac, _warmup(p, warmup_frac), decay)
   return fn
+
+
+TIDAL_PEAK = 0.382  # Tidal: the warm-up ends (and the cosine starts) at 38.2% of training
+
+
+def tidal(final_lr_frac: float = 0.0) -> Schedule:
+  """Linear warm-up for 38.2% of training, then cosine decay to final_lr_frac."""
+  return cosine(TIDAL_PEAK, final_lr_frac)
+
+
+SCHEDULES = ("constant", "cosine", "linear", "wsd", "tidal")
 
 
 def from_config(opt_cfg) -> Schedule:
@@ -77,7 +91,9 @@ def from_config(opt_cfg) -> Schedule:
     return linear(opt_cfg.warmup_frac, opt_cfg.final_lr_frac)
   if name == "wsd":
     return wsd(opt_cfg.warmup_frac, opt_cfg.decay_frac, opt_cfg.final_lr_frac)
-  raise ValueError(f"optimizer.schedule={name!r} is not one of constant, cosine, linear, wsd")
+  if name == "tidal":
+    return tidal(opt_cfg.final_lr_frac)
+  raise ValueError(f"optimizer.schedule={name!r} is not allowed; choose one of {SCHEDULES}")
 
 
 def progress(step, steps: int, train_time_s=None, max_time_s: float | None = None):

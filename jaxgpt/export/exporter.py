@@ -1,0 +1,127 @@
+"""Checkpoint -> artifact -> fresh-process round trip -> summary.json (`--mode export`, and the
+end of a run when `export.at_end`).
+
+artifact_bytes = the compressed model file's size on disk + the raw bytes of the Python files
+that loading and running it imports (`artifact_code_files`, listed by the fresh process itself),
+checked against `export.budget_bytes` (16,000,000, parameter-golf's budget).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxgpt.export import artifact
+
+SUMMARY = "summary.json"
+
+
+def reduce_axes(path: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+  """The axes one int8 scale spans (the fan_in side), so every output channel has a scale.
+
+  Muon matrices: partition's fan_in axes (layers axes stay per-layer). Other kernels (Dense
+  (in, out), e.g. the untied LM head): the axis before the last. Tables (vocab, d_model): the
+  last axis, one scale per row."""
+  from jaxgpt.optim import partition
+  try:
+    info = partition.classify(path, shape)
+  except ValueError:
+    info = None
+  if info is not None and info.fan_in_axes:
+    return info.fan_in_axes
+  return (len(shape) - 2,) if path.endswith("kernel") else (len(shape) - 1,)
+
+
+def int8_axes(path: str, shape: tuple[int, ...], fp16_max_numel: int) -> tuple[int, ...] | None:
+  """The reduce axes if the leaf is stored int8, None if fp16: int8 when one layer's matrix
+  (the shape without stacked axes such as scanned layers) has at least 2 axes and more than
+  `fp16_max_numel` elements."""
+  from jaxgpt.optim import partition
+  stacked = sum(n for pattern, n in partition.DEFAULT.stacked if re.search(pattern, path))
+  core = tuple(shape)[stacked:]
+  if len(core) < 2 or math.prod(core) <= fp16_max_numel:
+    return None
+  return reduce_axes(path, shape)
+
+
+def flat_params(params: Any) -> dict[str, np.ndarray]:
+  from jaxgpt.optim.partition import path_str
+  leaves, _ = jax.tree_util.tree_flatten_with_path(jax.device_get(params))
+  return {path_str(p): np.asarray(x, np.float32) for p, x in leaves}
+
+
+def write_artifact(config, params: Any, vocab_size: int, path: str) -> None:
+  from jaxgpt import config as config_lib
+  flat = flat_params(params)
+  plan = {p: int8_axes(p, w.shape, config.export.fp16_max_numel) for p, w in flat.items()}
+  meta = {"config": config_lib.to_dict(config), "vocab_size": int(vocab_size)}
+  artifact.write(path, artifact.encode(flat, {p: a for p, a in plan.items() if a}, meta))
+
+
+def roundtrip_in_fresh_process(path: str) -> dict:
+  """`python -m jaxgpt.export PATH` in a new interpreter, run from an empty directory."""
+  import jaxgpt
+  root = os.path.dirname(os.path.dirname(os.path.abspath(jaxgpt.__file__)))
+  env = dict(os.environ)
+  env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+  with tempfile.TemporaryDirectory(prefix="jaxgpt-roundtrip-") as cwd:
+    proc = subprocess.run([sys.executable, "-m", "jaxgpt.export", os.path.abspath(path)],
+                          cwd=cwd, env=env, capture_output=True, text=True)
+  if proc.returncode != 0:
+    raise RuntimeError(f"round-trip evaluation of {path} failed (exit {proc.returncode}):\n"
+                       f"{proc.stderr[-4000:]}")
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def budget_message(total: int, model: int, code: int, budget: int) -> str:
+  parts = f"{total:,} bytes (model file {model:,} + code {code:,})"
+  if total <= budget:
+    return f"[jaxgpt] artifact {parts}: within the {budget:,}-byte budget ({budget - total:,} " \
+           "to spare)"
+  return (f"[jaxgpt] artifact {parts} is OVER the {budget:,}-byte budget by {total - budget:,} "
+          "bytes: shrink the model (layers, d_model, vocabulary, untied head) or keep fewer "
+          "tensors in fp16 (export.fp16_max_numel)")
+
+
+def export_workdir(config, workdir: str, params: Any = None,
+                   vocab_size: int | None = None) -> dict:
+  """Writes `workdir/model.int8.zlib` from `params` (default: the latest checkpoint's), runs the
+  round-trip evaluation in a fresh process, merges the export keys into summary.json and
+  returns them."""
+  from jaxgpt.train import io
+  t0 = time.perf_counter()
+  if params is None:
+    from jaxgpt.train.inference import load_params
+    run, params, _ = load_params(config, workdir)
+    vocab_size = run.vocab_size
+  path = os.path.join(workdir, artifact.FILENAME)
+  write_artifact(config, params, vocab_size, path)
+  rt = roundtrip_in_fresh_process(path)
+  import jaxgpt
+  root = os.path.dirname(os.path.dirname(os.path.abspath(jaxgpt.__file__)))
+  code_files = rt.pop("code_files")
+  model_bytes = os.path.getsize(path)
+  code_bytes = sum(os.path.getsize(os.path.join(root, f)) for f in code_files)
+  budget = config.export.budget_bytes
+  out = {"artifact_path": path, "artifact_bytes": model_bytes + code_bytes,
+         "artifact_model_bytes": model_bytes, "artifact_code_bytes": code_bytes,
+         "artifact_code_files": code_files, "artifact_budget_bytes": budget,
+         "artifact_within_budget": model_bytes + code_bytes <= budget, **rt,
+         "export_time_s": time.perf_counter() - t0}
+  summary_path = os.path.join(workdir, SUMMARY)
+  summary = io.read_json(summary_path) if os.path.exists(summary_path) else {}
+  summary.update(out)
+  io.atomic_write_json(summary_path, summary)
+  print(budget_message(out["artifact_bytes"], model_bytes, code_bytes, budget), file=sys.stderr,
+        flush=True)
+  return out
