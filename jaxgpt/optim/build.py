@@ -5,6 +5,11 @@ transform reads the traced `progress` passed as an extra argument to `update`, s
 never recompiles when the schedule moves and a time-capped run completes its decay. The weight
 decay term sits inside the optimizer, so the schedule scales it as well (as PyTorch's
 `p -= lr * wd * p` with a scheduled lr does).
+
+`hparams` (a dict of scalars, possibly traced) overrides the numeric hyperparameters named in
+`TRACED_OPTIMIZER_KEYS`: a vmapped cohort of trials builds the chain inside `jax.vmap` from
+each trial's values. Every Python branch reads static config values only, so the state's
+structure never depends on a traced value.
 """
 
 from __future__ import annotations
@@ -47,6 +52,23 @@ def weight_decay_mask(params: Any) -> Any:
   return jax.tree_util.tree_map_with_path(decays, params)
 
 
+# Numeric optimizer keys that `build_optimizer(..., hparams=...)` may take as traced scalars.
+TRACED_OPTIMIZER_KEYS = ("lr", "embed_lr", "head_lr", "scalar_lr", "momentum", "weight_decay",
+                         "b1", "b2", "beta2", "warmup_frac", "decay_frac", "final_lr_frac")
+
+
+class _Overlay:
+  """Attribute view of `config.optimizer` with some values replaced (e.g. by tracers)."""
+
+  def __init__(self, cfg, values: dict):
+    self._cfg, self._values = cfg, values
+
+  def __getattr__(self, key):
+    if key in self._values:
+      return self._values[key]
+    return getattr(self._cfg, key)
+
+
 def _muon_with_adamw(o) -> optax.GradientTransformation:
   """Muon on hidden matrices, AdamW (no weight decay) on embeddings, the head and vectors.
 
@@ -61,7 +83,7 @@ def _muon_with_adamw(o) -> optax.GradientTransformation:
           momentum_style=o.momentum_style, momentum_warmup_steps=o.momentum_warmup_steps,
           orthogonalizer=o.orthogonalize, ns_steps=o.ns_steps, update_scale=o.update_scale,
           variance_reduction=o.variance_reduction, beta2=o.beta2, cautious_wd=o.cautious_wd,
-          dimension_numbers=partition.muon_dims_fn()),
+          dimension_numbers=partition.muon_dims_fn(), matrix_sharding=o.matrix_sharding),
       partition.ADAMW_EMBED: adam(o.embed_lr),
       partition.ADAMW_HEAD: adam(o.head_lr),
       partition.ADAMW_SCALAR: adam(o.scalar_lr),
@@ -69,8 +91,19 @@ def _muon_with_adamw(o) -> optax.GradientTransformation:
   return partition.multi_transform(transforms)
 
 
-def build_optimizer(opt_cfg) -> optax.GradientTransformationExtraArgs:
-  """optax chain for `config.optimizer`; call `update(..., progress=p)`."""
+def build_optimizer(opt_cfg, hparams: dict | None = None
+                    ) -> optax.GradientTransformationExtraArgs:
+  """optax chain for `config.optimizer`; call `update(..., progress=p)`.
+
+  `hparams`: optional {key: scalar} for keys of `TRACED_OPTIMIZER_KEYS`, used instead of the
+  config's values (they may be tracers; an unset embed/head/scalar lr falls back to `lr`).
+  """
+  if hparams:
+    unknown = sorted(set(hparams) - set(TRACED_OPTIMIZER_KEYS))
+    if unknown:
+      raise ValueError(f"hparams {unknown} are not traceable optimizer keys; allowed: "
+                       f"{TRACED_OPTIMIZER_KEYS}")
+    opt_cfg = _Overlay(opt_cfg, hparams)
   parts = []
   if opt_cfg.grad_clip and opt_cfg.grad_clip > 0:
     parts.append(optax.clip_by_global_norm(opt_cfg.grad_clip))

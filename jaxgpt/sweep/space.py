@@ -1,0 +1,173 @@
+"""Search spaces: knobs as Optuna distributions, grids, and the refined stage-2 grid.
+
+A knob has a short name (the Optuna parameter and the report's column) and a dotted config
+key. It is either a list of `values` (categorical; the grid takes them all) or a range
+`low..high` (float, `log` spaced, or `int`) that random and TPE sample and the grid cuts into
+`num` points. Stage 2 refines around the best configurations: numeric knobs get `points` values
+between the best value's neighbours (a list) or within a factor `span` of it (a range), clipped
+to the stage-1 bounds; integer and categorical knobs keep the values the best configurations
+used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import optuna
+
+
+@dataclasses.dataclass(frozen=True)
+class Dim:
+  name: str
+  key: str
+  values: tuple | None = None  # categorical / grid values
+  low: float | None = None
+  high: float | None = None
+  log: bool = False
+  is_int: bool = False
+
+  @property
+  def numeric(self) -> bool:
+    vals = self.values if self.values is not None else (self.low, self.high)
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals)
+
+  @property
+  def integral(self) -> bool:
+    vals = self.values if self.values is not None else (self.low, self.high)
+    return self.is_int or all(isinstance(v, int) and not isinstance(v, bool) for v in vals)
+
+  def distribution(self) -> optuna.distributions.BaseDistribution:
+    if self.values is not None and (self.low is None):
+      return optuna.distributions.CategoricalDistribution(list(self.values))
+    if self.is_int:
+      return optuna.distributions.IntDistribution(int(self.low), int(self.high), log=self.log)
+    return optuna.distributions.FloatDistribution(float(self.low), float(self.high), log=self.log)
+
+
+def _round(v: float) -> float:
+  return float(f"{v:.6g}")
+
+
+def dims_from_config(space) -> list[Dim]:
+  """ConfigDict `space` -> knobs, in the config's order; errors name the knob."""
+  dims = []
+  for name, spec in space.items():
+    spec = dict(spec)
+    key = spec.get("key")
+    if not isinstance(key, str) or "." not in key:
+      raise ValueError(f"sweep space.{name}.key={key!r} must be a dotted config key, e.g. "
+                       "'optimizer.lr'")
+    values, low, high = spec.get("values"), spec.get("low"), spec.get("high")
+    log, is_int, num = bool(spec.get("log", False)), bool(spec.get("int", False)), spec.get("num")
+    if values is not None:
+      values = tuple(values)
+      if not values or len(set(values)) != len(values):
+        raise ValueError(f"sweep space.{name}.values={list(values)!r} must be non-empty and "
+                         "distinct")
+      dims.append(Dim(name, key, values))
+      continue
+    if low is None or high is None or not low < high:
+      raise ValueError(f"sweep space.{name}: give `values` or a range low < high "
+                       f"(got low={low!r}, high={high!r})")
+    if log and low <= 0:
+      raise ValueError(f"sweep space.{name}.low={low!r} must be > 0 for a log range")
+    grid = None
+    if num is not None:
+      if not (isinstance(num, int) and num >= 2):
+        raise ValueError(f"sweep space.{name}.num={num!r} must be an integer >= 2")
+      pts = np.geomspace(low, high, num) if log else np.linspace(low, high, num)
+      grid = tuple(int(round(p)) for p in pts) if is_int else tuple(_round(p) for p in pts)
+    dims.append(Dim(name, key, grid, float(low), float(high), log, is_int))
+  return dims
+
+
+def suggest(trial: optuna.Trial, dims: Sequence[Dim]) -> dict[str, Any]:
+  """Each knob's value for `trial` (fixed by an enqueued grid point, else sampled)."""
+  out = {}
+  for d in dims:
+    dist = d.distribution()
+    if isinstance(dist, optuna.distributions.CategoricalDistribution):
+      out[d.name] = trial.suggest_categorical(d.name, dist.choices)
+    elif isinstance(dist, optuna.distributions.IntDistribution):
+      out[d.name] = trial.suggest_int(d.name, dist.low, dist.high, log=dist.log)
+    else:
+      out[d.name] = trial.suggest_float(d.name, dist.low, dist.high, log=dist.log)
+  return out
+
+
+def knobs_to_keys(dims: Sequence[Dim], params: Mapping[str, Any]) -> dict[str, Any]:
+  """{short name: value} -> {dotted config key: value}."""
+  return {d.key: params[d.name] for d in dims if d.name in params}
+
+
+def grid_points(dims: Sequence[Dim], traced_keys: Sequence[str] = ()) -> list[dict[str, Any]]:
+  """The full grid; knobs whose key is not traced vary slowest, so consecutive points (the K
+  trials a worker claims) share static structure and pack into one cohort."""
+  for d in dims:
+    if d.values is None:
+      raise ValueError(f"sweep space.{d.name} has no grid values (give `values` or `num`)")
+  order = sorted(dims, key=lambda d: d.key in traced_keys)
+  return [dict(zip([d.name for d in order], combo))
+          for combo in itertools.product(*[d.values for d in order])]
+
+
+def _bounds(d: Dim) -> tuple[float, float]:
+  if d.low is not None:
+    return d.low, d.high
+  return min(d.values), max(d.values)
+
+
+def _mid(a: float, b: float, log: bool) -> float:
+  return math.sqrt(a * b) if log and a > 0 and b > 0 else 0.5 * (a + b)
+
+
+def refine_values(d: Dim, best: Any, points: int, span: float) -> tuple:
+  """`points` values around `best` for a numeric float knob (see the module docstring)."""
+  log = d.log or (d.values is not None and min(d.values) > 0 and
+                  max(d.values) / min(d.values) >= 10)
+  lo_b, hi_b = _bounds(d)
+  if d.values is not None and d.low is None:
+    vals = sorted(d.values)
+    i = vals.index(best)
+    lo = _mid(vals[i - 1], best, log) if i > 0 else best
+    hi = _mid(best, vals[i + 1], log) if i + 1 < len(vals) else best
+  elif log:
+    lo, hi = best / span, best * span
+  else:
+    half = (hi_b - lo_b) / (2 * span)
+    lo, hi = best - half, best + half
+  lo, hi = max(lo, lo_b), min(hi, hi_b)
+  if hi <= lo:
+    return (best,)
+  pts = np.geomspace(lo, hi, points) if log else np.linspace(lo, hi, points)
+  out = sorted({_round(p) for p in pts} | {_round(best)})
+  return tuple(out)
+
+
+def refined_grid(dims: Sequence[Dim], best_configs: Sequence[Mapping[str, Any]], points: int,
+                 span: float) -> list[dict[str, Any]]:
+  """Stage 2: the union over the best configurations of a local grid around each."""
+  seen, out = set(), []
+  for best in best_configs:
+    axes = []
+    for d in dims:
+      v = best[d.name]
+      if d.numeric and not d.integral:
+        axes.append(refine_values(d, v, points, span))
+      else:  # integer and categorical knobs: the values the best configurations used
+        axes.append(tuple(dict.fromkeys(b[d.name] for b in best_configs)))
+    for combo in itertools.product(*axes):
+      key = tuple(combo)
+      if key not in seen:
+        seen.add(key)
+        out.append(dict(zip([d.name for d in dims], combo)))
+  return out
+
+
+def stage2_dims(dims: Sequence[Dim], grid: Sequence[Mapping[str, Any]]) -> list[Dim]:
+  """Knobs whose values are exactly those of the refined grid (categorical for Optuna)."""
+  return [Dim(d.name, d.key, tuple(dict.fromkeys(p[d.name] for p in grid))) for d in dims]

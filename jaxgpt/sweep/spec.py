@@ -1,0 +1,241 @@
+"""Sweep specs: the sweep config file, its validation, and the trial configs it expands to.
+
+A sweep config (`configs/sweeps/NAME.py`, `get_config(variants)`) starts from `base_sweep()`
+and names a base experiment (a `configs/*.py` file, its variants and nested overrides), a
+search space (short name -> dotted config key and values or a range), a sampler, a trial
+budget, the cohort size K, seeds, pruning, an optional refined second stage, an LR-scaling
+rule for batch size, and report settings. A trial's config is the base experiment with the
+trial's knobs, its seed and the scaled learning rates written in, then validated like any run.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import math
+import os
+import pathlib
+from typing import Any, Mapping
+
+from ml_collections import config_dict
+
+from jaxgpt import config as config_lib
+
+placeholder = config_dict.placeholder
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+SAMPLERS = ("grid", "random", "tpe")
+PRUNERS = ("none", "median", "percentile", "successive_halving", "hyperband")
+OBJECTIVES = ("final_val_loss", "best_val_loss", "val_bpb", "time_to_target_s")
+LR_RULES = ("none", "linear", "sqrt")
+LR_KEYS = ("optimizer.lr", "optimizer.embed_lr", "optimizer.head_lr", "optimizer.scalar_lr")
+
+
+def base_sweep() -> config_dict.ConfigDict:
+  """Defaults shared by every sweep config; sweep files override them."""
+  c = config_dict.ConfigDict()
+  c.name = "sweep"  # the Optuna study name (stage 2 appends "-stage2")
+  c.variants = ""
+  # The experiment every trial starts from: configs file, its variants, nested overrides.
+  c.base = config_dict.ConfigDict(dict(config="configs/gpt.py", variants="",
+                                       overrides=config_dict.ConfigDict()))
+  # name -> {key: dotted config key, values: [...]} (grid or categorical) or
+  # {key, low, high, log, num} (a range: random/TPE sample it; grid uses `num` points).
+  c.space = config_dict.ConfigDict()
+  c.sampler = "grid"
+  c.sampler_seed = 0
+  c.n_trials = placeholder(int)  # trials (configurations x seeds); None = the whole grid
+  c.cohort_size = 8  # K trials asked at once and trained as vmapped cohorts
+  c.seeds = (0,)  # every configuration runs once per seed (train.seed)
+  c.objective = "final_val_loss"  # minimised; unreached targets count as +inf time
+  c.pruner = config_dict.ConfigDict(dict(
+      name="none", startup_trials=4, warmup_steps=0, percentile=50.0, min_resource=1,
+      reduction_factor=3))
+  # LR scaling with batch size: lr * (batch / ref_batch)^p, p = 0 | 1 | 1/2.
+  c.lr_scaling = config_dict.ConfigDict(dict(rule="none", ref_batch=32,
+                                             apply_to=LR_KEYS))
+  # Two-stage mode: after stage 1, a grid of `points` values per numeric knob spanning a
+  # factor `span` around the best `top_k` configurations (categorical knobs: their values).
+  c.stage2 = config_dict.ConfigDict(dict(enabled=False, top_k=2, points=3, span=2.0))
+  c.loss_ref = placeholder(float)  # efficiency score reference; None = ln(vocab size)
+  c.report = config_dict.ConfigDict(dict(top_k=10, heatmap_x=placeholder(str),
+                                         heatmap_y=placeholder(str)))
+  c.heartbeat_s = 30  # a running trial records a heartbeat this often ...
+  c.grace_s = 120  # ... and is failed (and retried) when none came for this long
+  c.max_retry = 1  # a failed trial is re-queued at most this many times
+  return c
+
+
+# ------------------------------------------------------------------------------------------
+# Loading config files.
+
+def resolve_path(path: str) -> pathlib.Path:
+  """A config path as given, else relative to the repository root."""
+  p = pathlib.Path(path)
+  if p.exists() or p.is_absolute():
+    return p
+  return ROOT / p
+
+
+def load_config_file(path: str, variants: str = "") -> config_dict.ConfigDict:
+  """Imports `path` and returns its get_config(variants)."""
+  p = resolve_path(path)
+  if not p.exists():
+    raise ValueError(f"config file {path!r} does not exist")
+  mod_spec = importlib.util.spec_from_file_location(f"_jaxgpt_cfg_{p.stem}", p)
+  module = importlib.util.module_from_spec(mod_spec)
+  mod_spec.loader.exec_module(module)
+  return module.get_config(variants)
+
+
+def load_sweep(arg: str) -> config_dict.ConfigDict:
+  """`configs/sweeps/NAME.py[:VARIANTS]` -> validated sweep config."""
+  path, _, variants = arg.partition(":")
+  sweep = load_config_file(path, variants)
+  validate_sweep(sweep)
+  return sweep
+
+
+# ------------------------------------------------------------------------------------------
+# Dotted keys.
+
+def get_key(config, key: str) -> Any:
+  node = config
+  for part in key.split("."):
+    if part not in node:
+      raise KeyError(key)
+    node = node[part]
+  return node
+
+
+def set_key(config, key: str, value: Any) -> None:
+  """Writes `value` at dotted `key`; an unknown key is an error naming it."""
+  *path, last = key.split(".")
+  node = config
+  for part in path:
+    if part not in node:
+      raise ValueError(f"unknown config key {key!r} (no section {part!r})")
+    node = node[part]
+  if last not in node:
+    raise ValueError(f"unknown config key {key!r}")
+  node[last] = value
+
+
+def apply_overrides(config, overrides: Mapping[str, Any], prefix: str = "") -> None:
+  """Nested overrides ({"train": {"steps": 8}}) written into `config`."""
+  for k, v in overrides.items():
+    key = f"{prefix}{k}"
+    if isinstance(v, Mapping):
+      apply_overrides(config, v, key + ".")
+    else:
+      set_key(config, key, v)
+
+
+# ------------------------------------------------------------------------------------------
+# Validation.
+
+def _fail(key: str, value: Any, rule: str):
+  raise ValueError(f"sweep {key}={value!r} {rule}")
+
+
+def validate_sweep(sweep) -> None:
+  """Checks a sweep config; errors name the key, the bad value and what is allowed."""
+  config_lib._one_of("sweep sampler", sweep.sampler, SAMPLERS)
+  config_lib._one_of("sweep pruner.name", sweep.pruner.name, PRUNERS)
+  config_lib._one_of("sweep objective", sweep.objective, OBJECTIVES)
+  config_lib._one_of("sweep lr_scaling.rule", sweep.lr_scaling.rule, LR_RULES)
+  if not (isinstance(sweep.cohort_size, int) and sweep.cohort_size >= 1):
+    _fail("cohort_size", sweep.cohort_size, "must be an integer >= 1")
+  seeds = list(sweep.seeds)
+  if not seeds or len(set(seeds)) != len(seeds) or not all(isinstance(s, int) for s in seeds):
+    _fail("seeds", seeds, "must be a non-empty list of distinct integers")
+  if sweep.n_trials is not None and sweep.n_trials < 1:
+    _fail("n_trials", sweep.n_trials, "must be >= 1 (or None for the whole grid)")
+  if sweep.sampler != "grid" and sweep.n_trials is None:
+    _fail("n_trials", None, f"must be set for sampler {sweep.sampler!r} (only grid may omit it)")
+  for key in ("heartbeat_s", "grace_s"):
+    if not (isinstance(sweep[key], int) and sweep[key] >= 1):
+      _fail(key, sweep[key], "must be an integer >= 1 (seconds)")
+  if sweep.grace_s <= sweep.heartbeat_s:
+    _fail("grace_s", sweep.grace_s, f"must exceed heartbeat_s={sweep.heartbeat_s}")
+  if not (isinstance(sweep.max_retry, int) and sweep.max_retry >= 0):
+    _fail("max_retry", sweep.max_retry, "must be an integer >= 0")
+  if sweep.lr_scaling.ref_batch <= 0:
+    _fail("lr_scaling.ref_batch", sweep.lr_scaling.ref_batch, "must be > 0")
+  if sweep.stage2.enabled:
+    if sweep.stage2.points < 2:
+      _fail("stage2.points", sweep.stage2.points, "must be >= 2")
+    if sweep.stage2.span <= 1.0:
+      _fail("stage2.span", sweep.stage2.span, "must be > 1 (a factor around the best value)")
+    if sweep.stage2.top_k < 1:
+      _fail("stage2.top_k", sweep.stage2.top_k, "must be >= 1")
+  if not sweep.space:
+    _fail("space", {}, "must name at least one knob")
+  from jaxgpt.sweep import space as space_lib  # validates each dimension
+  dims = space_lib.dims_from_config(sweep.space)
+  if sweep.sampler == "grid":
+    for d in dims:
+      if d.values is None:
+        _fail(f"space.{d.name}", d.key, "needs `values` or `num` for the grid sampler")
+  for axis in ("heatmap_x", "heatmap_y"):
+    name = sweep.report[axis]
+    if name is not None and name not in {d.name for d in dims}:
+      _fail(f"report.{axis}", name, f"must be one of the space's knobs {[d.name for d in dims]}")
+
+
+# ------------------------------------------------------------------------------------------
+# Trial configs.
+
+def load_experiment(sweep) -> config_dict.ConfigDict:
+  """The base experiment config with the sweep's overrides written in."""
+  config = load_config_file(sweep.base.config, sweep.base.variants)
+  apply_overrides(config, sweep.base.overrides.to_dict()
+                  if hasattr(sweep.base.overrides, "to_dict") else sweep.base.overrides)
+  return config
+
+
+def lr_scale(rule: str, batch: int, ref_batch: int) -> float:
+  """The learning-rate multiplier for `batch` under `rule` (none | linear | sqrt)."""
+  ratio = batch / ref_batch
+  return {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[rule]
+
+
+def _python(v: Any) -> Any:
+  """numpy scalars -> Python scalars (ConfigDict is type-safe)."""
+  return v.item() if hasattr(v, "item") else v
+
+
+def trial_config(base, knobs: Mapping[str, Any], seed: int, sweep) -> config_dict.ConfigDict:
+  """`base` with the knobs (dotted key -> value), the seed and LR scaling applied; validated.
+
+  Learning rates in `knobs` are at the reference batch; the config holds the scaled ones.
+  """
+  config = copy.deepcopy(base)
+  for key, value in knobs.items():
+    set_key(config, key, _python(value))
+  config.train.seed = int(seed)
+  scale = lr_scale(sweep.lr_scaling.rule, config.train.batch_size, sweep.lr_scaling.ref_batch)
+  if scale != 1.0:
+    for key in sweep.lr_scaling.apply_to:
+      value = get_key(config, key)
+      if value is not None:
+        set_key(config, key, float(value) * scale)
+  config_lib.validate(config)
+  return config
+
+
+def vocab_size(config) -> int:
+  """The model's (padded) vocabulary size, as the trainer resolves it."""
+  if config.model.vocab_size is not None:
+    return int(config.model.vocab_size)
+  n = 256 if config.data.tokenizer == "byte" else int(config.data.bpe_vocab_size)
+  return -(-n // 64) * 64
+
+
+def default_loss_ref(config) -> float:
+  return math.log(vocab_size(config))
+
+
+def workdir_paths(workdir: str) -> dict[str, str]:
+  return {"db": os.path.join(workdir, "study.db"), "runs": os.path.join(workdir, "runs"),
+          "meta": os.path.join(workdir, "sweep.json")}
