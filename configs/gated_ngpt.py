@@ -26,10 +26,19 @@ def _seed_exact(c):
 
 
 def _cpu(c):
-  c.model.update(num_layers=4, d_model=128, num_heads=4, compute_dtype="float32")
+  # Tuned at 150 steps, one seed each (val_bpb on the whole validation split; docs/benchmarks.md):
+  #   Muon lr (alpha 0.15): 0.01 -> 2.611, 0.03 -> 2.580, 0.06 -> 2.554, 0.1 -> 2.549;
+  #   Adam lr 0.03 instead of 0.01 (Muon 0.03) -> 2.599, worse;
+  #   alpha (Muon 0.06): 0.3 -> 2.590, 0.15 -> 2.554, 0.08 -> 2.534, 0.04 -> 2.521,
+  #   0.02 -> 2.506, 0.01 -> 2.510; alpha 0.02 with Muon 0.1 -> 2.509;
+  #   logit_scale 30 (alpha 0.15, Muon 0.06) -> 2.544 vs 2.554 (kept the seed's 15).
+  # A small initial alpha (it is learned) works best at this size; why is not measured (perhaps
+  # the un-normalised block output is large next to the unit-norm residual). The default keeps
+  # the seed's 0.15.
+  c.model.update(num_layers=4, d_model=128, num_heads=4, compute_dtype="float32", alpha=0.02)
   c.data.update(seq_len=64)
-  c.optimizer.update(lr=0.03, embed_lr=0.01, head_lr=0.01, scalar_lr=0.01)
-  c.train.update(steps=400, batch_size=32, eval_every=100, eval_tokens=16384, log_every=10,
+  c.optimizer.update(lr=0.06, embed_lr=0.01, head_lr=0.01, scalar_lr=0.01)
+  c.train.update(steps=250, batch_size=32, eval_every=50, eval_tokens=16384, log_every=10,
                  eval_batch_size=256)
 
 

@@ -1,6 +1,6 @@
 """Sweep runner: spaces, LR scaling, stage-2 grids, and studies run in-process.
 
-The trainer is injected (`tests/test_sweep_closed_form.py`: a known closed-form loss of the
+The trainer is injected (`tests.sweep_closed_form.py`: a known closed-form loss of the
 hyperparameters), so these tests check the Optuna logic against a formula in seconds; the
 end-to-end study with the real vmapped cohort trainer is in tests/test_report.py.
 """
@@ -14,7 +14,7 @@ import pytest
 from optuna.trial import TrialState
 
 from jaxgpt.sweep import runner, space, spec
-from tests.test_sweep_closed_form import closed_form, final_loss, one_group
+from tests.sweep_closed_form import closed_form, final_loss, one_group
 
 
 def _sweep(name="grid2d", variants="test", **fields):

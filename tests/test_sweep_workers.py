@@ -1,6 +1,6 @@
 """Sweep workers as separate processes on one SQLite study: kill and restart, and two at once.
 
-The workers train with the injected closed-form trainer (tests/test_sweep_closed_form.py), which
+The workers train with the injected closed-form trainer (tests.sweep_closed_form.py), which
 logs every trial it trains, so the tests can count who ran what.
 """
 
@@ -15,13 +15,13 @@ import optuna
 from optuna.trial import TrialState
 
 from tests.conftest import ROOT
-from tests.test_sweep_closed_form import final_loss
+from tests.sweep_closed_form import final_loss
 
 WORKER = """
 import sys, faulthandler
 faulthandler.dump_traceback_later(150, exit=True)  # a hung worker shows where, then exits
 from jaxgpt.sweep import runner, spec
-from tests.test_sweep_closed_form import closed_form, one_group
+from tests.sweep_closed_form import closed_form, one_group
 s = spec.load_sweep("configs/sweeps/grid2d.py:test")
 s.unlock()
 s.seeds, s.cohort_size, s.heartbeat_s, s.grace_s = (0, 1, 2), 2, 1, 2
