@@ -6,8 +6,10 @@ decoder split 4/5 with learned skip weights), BPE tokenizer of 1024 tokens (as i
 trained here on the Shakespeare training split), sequence 1024. Muon matrix lr 0.04 with its
 update scale pinned to parameter-golf's sqrt(max(1, fan_out / fan_in)) ("shape") and SGD-style
 Nesterov momentum 0.95 (warm-up from 0.85 over 500 steps); Adam (0.9, 0.95) on the tied
-embedding (lr 0.05) and the vectors (lr 0.04); linear warm-down over the last 20% of the
-training clock (a time cap binds the clock too, so the warm-down always happens).
+embedding (lr 0.05) and the vectors (lr 0.04) (these match parameter-golf's `train_gpt.py`);
+linear warm-down over the last 20% of the training clock (a time cap binds the clock too, so
+the warm-down always happens). That 20% is this project's choice: parameter-golf's baseline
+warms down over its last WARMDOWN_ITERS = 150 steps' worth of time, about 1% of its run.
 `export.at_end`: every finished run writes the artifact and its round-trip val_bpb.
 
 Variants (combine with commas, e.g. `:best_proxy,cpu`):
