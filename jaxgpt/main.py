@@ -18,6 +18,8 @@ _PROCESS_START = time.time()
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from jaxgpt import cli  # noqa: E402
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:variants].",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None,
@@ -77,18 +79,9 @@ def main(argv):
   return 0 if out["artifact_within_budget"] else 3
 
 
-def _parse_flags(argv):
-  """absl flag parsing, with a one-line error for a misspelt --config.<key> override."""
-  try:
-    return flags.FLAGS(argv)
-  except (KeyError, AttributeError) as e:
-    bad = [a for a in argv[1:] if a.startswith("--config.")]
-    print(f"error: unknown config key {e}; check the overrides {bad} against the config file "
-          "(keys are listed in jaxgpt/config.py)", file=sys.stderr)
-    sys.exit(2)
-  except flags.Error as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+_parse_flags = cli.flags_parser(
+    lambda e, bad: f"unknown config key {e}; check the overrides {bad} against the config file "
+                   "(keys are listed in jaxgpt/config.py)")
 
 
 def run():

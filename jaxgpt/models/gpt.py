@@ -263,9 +263,7 @@ class GPT(nn.Module):
   @nn.compact
   def __call__(self, tokens_bt: jax.Array) -> jax.Array:
     c = self.cfg
-    if tokens_bt.ndim != 2 or not jnp.issubdtype(tokens_bt.dtype, jnp.integer):
-      raise ValueError(f"tokens_bt must be integer [B, T]; got {tokens_bt.dtype} "
-                       f"{tokens_bt.shape}")
+    layers.check_tokens_bt(tokens_bt)
     init = layers.initializers(c)
     embed = nn.Embed(c.vocab_size, c.d_model, dtype=c.dtype, param_dtype=jnp.float32,
                      embedding_init=nn.with_logical_partitioning(init["embed"],

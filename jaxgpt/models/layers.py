@@ -55,6 +55,13 @@ def initializers(cfg: GPTConfig) -> dict[str, Initializer]:
   return INIT_SCHEMES[cfg.init](cfg.init_std, cfg.num_layers)
 
 
+def check_tokens_bt(tokens_bt: jax.Array) -> None:
+  """Models take integer token ids [B, T]; anything else is an error naming what came in."""
+  if tokens_bt.ndim != 2 or not jnp.issubdtype(tokens_bt.dtype, jnp.integer):
+    raise ValueError(f"tokens_bt must be integer [B, T]; got {tokens_bt.dtype} "
+                     f"{tokens_bt.shape}")
+
+
 def einsum_proj(name: str, einsum_str: str, shape: tuple[int, ...], axes: tuple[str, ...],
                 init: Initializer, dtype: Any, **kw) -> nn.Einsum:
   """A bias-free projection whose kernel has named logical axes; float32 params, `dtype` math."""

@@ -17,6 +17,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from jaxgpt import cli
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Sweep config file[:variants].",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Sweep directory (study.db, runs/, report/).")
@@ -49,17 +51,9 @@ def main(argv):
   return 0
 
 
-def _parse_flags(argv):
-  """absl flag parsing, with a one-line error for a misspelt --config.<key> override."""
-  try:
-    return flags.FLAGS(argv)
-  except (KeyError, AttributeError) as e:
-    print(f"error: unknown sweep config key {e}; check the --config.* overrides against the "
-          "sweep file (keys: jaxgpt/sweep/spec.py:base_sweep)", file=sys.stderr)
-    sys.exit(2)
-  except flags.Error as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+_parse_flags = cli.flags_parser(
+    lambda e, bad: f"unknown sweep config key {e}; check the --config.* overrides against the "
+                   "sweep file (keys: jaxgpt/sweep/spec.py:base_sweep)")
 
 
 if __name__ == "__main__":
