@@ -68,7 +68,9 @@ def _check_complete_once(trials):
 
 def test_killed_worker_loses_and_duplicates_nothing(tmp_path):
   log = tmp_path / "train.log"
-  a = _start(tmp_path, log, delay=0.4)
+  # Each trial of A sleeps 1.5 s, so the cohort seen mid-flight is still running when A is
+  # killed even on a loaded machine (0.4 s once lost that race under xdist).
+  a = _start(tmp_path, log, delay=1.5)
   deadline = time.time() + 180
   while time.time() < deadline:  # wait until A is mid-cohort with some trials finished
     states = [t.state for t in _trials(tmp_path)]
