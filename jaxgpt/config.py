@@ -7,12 +7,18 @@ the key, the bad value and what is allowed.
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import pathlib
 from typing import Any, Callable, Iterable, Mapping
 
 from ml_collections import config_dict
 
 placeholder = config_dict.placeholder
+
+
+class ConfigError(ValueError):
+  """A bad config key or value; the message is one line naming `key=value` and the rule."""
 
 
 def base_config() -> config_dict.ConfigDict:
@@ -130,6 +136,72 @@ def base_config() -> config_dict.ConfigDict:
   c.sample = config_dict.ConfigDict(dict(
       prompt="\n", max_new_tokens=256, temperature=0.8, top_k=40, num_samples=1, seed=0))
   return c
+
+
+# ------------------------------------------------------------------------------------------
+# Loading config files: `path[:variants]`, then dotted overrides.
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]  # the checkout holding configs/
+
+
+def resolve_path(path: str) -> pathlib.Path:
+  """A config path as given, else relative to the repository root."""
+  p = pathlib.Path(path)
+  if p.exists() or p.is_absolute():
+    return p
+  return ROOT / p
+
+
+def load_file(path: str, variants: str = "") -> config_dict.ConfigDict:
+  """Imports the config file `path` and returns its `get_config(variants)`."""
+  p = resolve_path(path)
+  if not p.exists():
+    raise ConfigError(f"config file {path!r} does not exist")
+  mod_spec = importlib.util.spec_from_file_location(f"_jaxgpt_cfg_{p.stem}", p)
+  module = importlib.util.module_from_spec(mod_spec)
+  mod_spec.loader.exec_module(module)
+  return module.get_config(variants)
+
+
+def load(arg: str, overrides: Mapping[str, Any] | None = None) -> config_dict.ConfigDict:
+  """`configs/NAME.py[:VARIANTS]` with flat dotted `overrides` ({"train.steps": 8}) set."""
+  path, _, variants = arg.partition(":")
+  config = load_file(path, variants)
+  for key, value in (overrides or {}).items():
+    set_key(config, key, value)
+  return config
+
+
+def get_key(config, key: str) -> Any:
+  node = config
+  for part in key.split("."):
+    if part not in node:
+      raise KeyError(key)
+    node = node[part]
+  return node
+
+
+def set_key(config, key: str, value: Any) -> None:
+  """Writes `value` at dotted `key`; an unknown key is an error naming it."""
+  *path, last = key.split(".")
+  node = config
+  for part in path:
+    if part not in node:
+      raise ConfigError(f"unknown config key {key!r} (no section {part!r})")
+    node = node[part]
+  if last not in node:
+    raise ConfigError(f"unknown config key {key!r}")
+  node[last] = value
+
+
+def apply_overrides(config, overrides: Mapping[str, Any], prefix: str = "") -> None:
+  """Nested overrides ({"train": {"steps": 8}}) written into `config`."""
+  for k, v in overrides.items():
+    key = f"{prefix}{k}"
+    if isinstance(v, Mapping):
+      apply_overrides(config, v, key + ".")
+    else:
+      set_key(config, key, v)
 
 
 # ------------------------------------------------------------------------------------------

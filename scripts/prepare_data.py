@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ml_collections import config_dict
 
-from jaxgpt import data
+from jaxgpt import data, files
 from jaxgpt.data import cache, shakespeare, shards
 
 FINEWEB_URL = "https://huggingface.co/datasets/kjj0/fineweb10B-gpt2/resolve/main/{name}"
@@ -35,7 +35,7 @@ def prepare_shakespeare(args) -> None:
   spec = data.prepare(config_dict.ConfigDict(dict(
       name="shakespeare", tokenizer=args.tokenizer, bpe_vocab_size=args.bpe_vocab_size,
       data_dir=args.data_dir, folio_val=True)))
-  corpus = cache.read_json(root / "corpus" / "corpus.json")
+  corpus = files.read_json(root / "corpus" / "corpus.json", None)
   print(f"Shakespeare, {args.tokenizer} tokenizer (vocab {spec.vocab_size}), cached in "
         f"{shakespeare.tokenized_dir(root, args.tokenizer, args.bpe_vocab_size)}")
   print(f"{'split':<6} {'works':>5} {'bytes':>10} {'share':>6} {'tokens':>10} {'bytes/tok':>9} "

@@ -12,7 +12,7 @@ import math
 import os
 import time
 
-from jaxgpt.train import io
+from jaxgpt import files
 
 
 def final_loss(lr: float, momentum: float, seed: int) -> float:
@@ -44,7 +44,7 @@ def closed_form(configs, workdir, *, on_eval=None, clock=time.perf_counter):
              time_to_target_s=last * 0.01 if reached else None, solo_step_time_s=0.01,
              cohort_train_time_s=0.01 * steps, cohort_wall_time_s=0.02 * steps,
              compile_time_s=0.05, tokens_per_s=1000.0, num_params=100, curve=curve)
-    io.atomic_write_json(os.path.join(workdir, f"trial_{i}", "summary.json"), s)
+    files.atomic_write_json(os.path.join(workdir, f"trial_{i}", "summary.json"), s)
     if log:
       with open(log, "a", encoding="utf-8") as f:
         f.write(json.dumps({"pid": os.getpid(), "lr": lr, "momentum": mom, "seed": seed}) + "\n")

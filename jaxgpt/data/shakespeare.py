@@ -20,7 +20,7 @@ Cache layout under `<data_dir>/shakespeare/`:
     byte/ or bpe<N>/                   one tokenization: <split>_<k>.bin token shards,
                                        meta.json (tokens and exact UTF-8 bytes per split),
                                        tokenizer.json (BPE only, trained on train.txt only)
-Every file is written atomically; a preparation runs under a file lock (see `cache`), and
+Every file is written atomically; a preparation runs under a file lock (`jaxgpt.files`), and
 `meta.json` / `corpus.json` are written last, so their presence marks a finished step.
 """
 
@@ -33,6 +33,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from jaxgpt import files
 from jaxgpt.data import cache, shards
 from jaxgpt.data import tokenizer as tokenizer_lib
 
@@ -104,7 +105,7 @@ def ensure_archive(root: Path, archive: str | Path | None = None) -> Path:
     if archive is not None:
       verify_archive(archive)
       with open(archive, "rb") as f:
-        cache.atomic_write(dest, f.read())
+        files.atomic_write(dest, f.read())
     else:
       download_archive(dest)
   verify_archive(dest)
@@ -157,7 +158,7 @@ def ensure_corpus(root: Path, archive: str | Path | None = None) -> dict:
   Call with the cache lock held (`prepare` does).
   """
   manifest_path = root / "corpus" / "corpus.json"
-  manifest = cache.read_json(manifest_path)
+  manifest = files.read_json(manifest_path, None)
   if _corpus_ready(root, manifest):
     return manifest
   archive_path = ensure_archive(root, archive)
@@ -168,11 +169,11 @@ def ensure_corpus(root: Path, archive: str | Path | None = None) -> dict:
               "separator": SEPARATOR, "modern_bytes": modern_bytes, "splits": {}}
   for split in SPLITS:
     text_bytes = join_works(works[n] for n in names[split]).encode("utf-8")
-    cache.atomic_write(root / "corpus" / f"{split}.txt", text_bytes)
+    files.atomic_write(root / "corpus" / f"{split}.txt", text_bytes)
     manifest["splits"][split] = {
         "file": f"{split}.txt", "works": list(names[split]), "bytes": len(text_bytes),
         "source_bytes": sum(len(works[n].encode("utf-8")) for n in names[split])}
-  cache.write_json(manifest_path, manifest)
+  files.atomic_write_json(manifest_path, manifest)
   return manifest
 
 
@@ -204,13 +205,13 @@ def load_tokenizer(root: Path, tokenizer_name: str, bpe_vocab_size: int):
 def read_meta(root: Path, tokenizer_name: str, bpe_vocab_size: int) -> dict | None:
   """meta.json of a finished tokenization, or None when it is absent or stale."""
   out = tokenized_dir(root, tokenizer_name, bpe_vocab_size)
-  meta = cache.read_json(out / "meta.json")
+  meta = files.read_json(out / "meta.json", None)
   if meta is None or meta.get("format") != CORPUS_FORMAT:
     return None
-  files = [out / f for s in meta["splits"].values() for f in s["files"]]
+  needed = [out / f for s in meta["splits"].values() for f in s["files"]]
   if tokenizer_name == "bpe":
-    files.append(out / "tokenizer.json")
-  return meta if all(f.exists() for f in files) else None
+    needed.append(out / "tokenizer.json")
+  return meta if all(f.exists() for f in needed) else None
 
 
 def tokenize_splits(root: Path, tokenizer_name: str, bpe_vocab_size: int) -> dict:
@@ -229,13 +230,13 @@ def tokenize_splits(root: Path, tokenizer_name: str, bpe_vocab_size: int) -> dic
           "archive_sha256": ARCHIVE_SHA256, "splits": {}}
   for split, text in texts.items():
     tokens = tok.encode(text)
-    files = shards.write_split(out, split, tokens, MAX_SHARD_TOKENS)
-    meta["splits"][split] = {"files": list(files), "tokens": int(tokens.size),
+    written = shards.write_split(out, split, tokens, MAX_SHARD_TOKENS)
+    meta["splits"][split] = {"files": list(written), "tokens": int(tokens.size),
                              "bytes": len(text.encode("utf-8"))}
     if int(tok.token_bytes[tokens].sum()) != meta["splits"][split]["bytes"]:
       raise RuntimeError(f"{split}: the {tokenizer_name} tokens do not stand for the split's "
                          "bytes exactly (the tokenizer is not lossless)")
-  cache.write_json(out / "meta.json", meta)
+  files.atomic_write_json(out / "meta.json", meta)
   return meta
 
 
@@ -249,7 +250,7 @@ def prepare(root: Path, tokenizer_name: str = "byte", bpe_vocab_size: int = 1024
   meta = read_meta(root, tokenizer_name, bpe_vocab_size)
   if meta is not None:  # fast path, no lock: meta.json is written last and atomically
     return meta
-  with cache.file_lock(root / ".lock"):
+  with files.file_lock(root / ".lock"):
     meta = read_meta(root, tokenizer_name, bpe_vocab_size)
     if meta is None:
       ensure_corpus(root, archive)

@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from jaxgpt.data import cache
+from jaxgpt import files
 
 MAGIC = 20240520
 VERSION = 1
@@ -44,7 +44,7 @@ def write_shard(path: str | os.PathLike, tokens: np.ndarray) -> None:
                      f"[{int(tokens.min())}, {int(tokens.max())}]")
   header = np.zeros(HEADER_INTS, dtype="<i4")
   header[:3] = (MAGIC, VERSION, tokens.size)
-  cache.atomic_write(path, header.tobytes(), tokens.astype(TOKEN_DTYPE).tobytes())
+  files.atomic_write(path, header.tobytes(), tokens.astype(TOKEN_DTYPE).tobytes())
 
 
 def read_num_tokens(path: str | os.PathLike) -> int:

@@ -22,7 +22,7 @@ import numpy as np
 import tokenizers
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
-from jaxgpt.data import cache
+from jaxgpt import files
 
 MIN_BPE_VOCAB = 256  # the byte alphabet itself
 MAX_BPE_VOCAB = 1 << 16  # token shards store uint16
@@ -110,7 +110,7 @@ class BPETokenizer:
 
   def save(self, path: str | os.PathLike) -> None:
     """Writes `tokenizer.json` atomically."""
-    cache.atomic_write(path, self.hf.to_str().encode("utf-8"))
+    files.atomic_write(path, self.hf.to_str().encode("utf-8"))
 
   def encode(self, text: str) -> np.ndarray:
     """Token ids of `text` as int32 (long texts in parallel chunks; same ids as one call)."""

@@ -22,6 +22,7 @@ import jax
 import numpy as np
 
 from jaxgpt.export import artifact
+from jaxgpt.keypath import path_str
 
 SUMMARY = "summary.json"
 
@@ -55,7 +56,6 @@ def int8_axes(path: str, shape: tuple[int, ...], fp16_max_numel: int) -> tuple[i
 
 
 def flat_params(params: Any) -> dict[str, np.ndarray]:
-  from jaxgpt.optim.partition import path_str
   leaves, _ = jax.tree_util.tree_flatten_with_path(jax.device_get(params))
   return {path_str(p): np.asarray(x, np.float32) for p, x in leaves}
 
@@ -98,7 +98,7 @@ def export_workdir(config, workdir: str, params: Any = None,
   """Writes `workdir/model.int8.zlib` from `params` (default: the latest checkpoint's), runs the
   round-trip evaluation in a fresh process, merges the export keys into summary.json and
   returns them."""
-  from jaxgpt.train import io
+  from jaxgpt import files
   t0 = time.perf_counter()
   if params is None:
     from jaxgpt.train.inference import load_params
@@ -119,9 +119,9 @@ def export_workdir(config, workdir: str, params: Any = None,
          "artifact_within_budget": model_bytes + code_bytes <= budget, **rt,
          "export_time_s": time.perf_counter() - t0}
   summary_path = os.path.join(workdir, SUMMARY)
-  summary = io.read_json(summary_path) if os.path.exists(summary_path) else {}
+  summary = files.read_json(summary_path) if os.path.exists(summary_path) else {}
   summary.update(out)
-  io.atomic_write_json(summary_path, summary)
+  files.atomic_write_json(summary_path, summary)
   print(budget_message(out["artifact_bytes"], model_bytes, code_bytes, budget), file=sys.stderr,
         flush=True)
   return out

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxgpt.keypath import path_str
 from jaxgpt.optim import muon as muon_lib
 from jaxgpt.optim import partition, schedules
 
@@ -40,14 +41,10 @@ def scale_by_progress_schedule(schedule: Callable[[jnp.ndarray], jnp.ndarray]
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def _path_str(path) -> str:
-  return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
-
-
 def weight_decay_mask(params: Any) -> Any:
   """Decay dense kernels (matrices); never embeddings, norms, gains, biases or scalars."""
   def decays(path, leaf):
-    name = _path_str(path)
+    name = path_str(path)
     return name.endswith("kernel") and jnp.ndim(leaf) >= 2
   return jax.tree_util.tree_map_with_path(decays, params)
 

@@ -35,6 +35,8 @@ import numpy as np
 import optax
 from optax.contrib import MuonDimensionNumbers
 
+from jaxgpt.keypath import path_str
+
 MUON = "muon"
 ADAMW_EMBED = "adamw_embed"
 ADAMW_HEAD = "adamw_head"
@@ -123,18 +125,6 @@ class LeafInfo:
     if not self.fan_in_axes:
       return None
     return MuonDimensionNumbers(reduction_axis=self.fan_in_axes, output_axis=self.fan_out_axes)
-
-
-def _key_str(key) -> str:
-  for attr in ("key", "name", "idx"):
-    if hasattr(key, attr):
-      return str(getattr(key, attr))
-  return str(key)
-
-
-def path_str(path) -> str:
-  """A jax key path as "a/b/c"."""
-  return "/".join(_key_str(k) for k in path)
 
 
 def classify(path: str, shape: tuple[int, ...], partition: Partition = DEFAULT) -> LeafInfo:
@@ -246,5 +236,4 @@ __all__ = [
     "ADAMW_EMBED", "ADAMW_HEAD", "ADAMW_SCALAR", "DEFAULT", "DEFAULT_RULES", "DEFAULT_STACKED",
     "LeafInfo", "MUON", "Partition", "Rule", "classify", "describe", "label_counts",
     "leaf_infos", "multi_transform", "muon_dimension_numbers", "muon_dims_fn", "param_labels",
-    "path_str",
 ]

@@ -27,6 +27,8 @@ import jax
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from jaxgpt.keypath import key_str, path_str
+
 LOGICAL_RULES: tuple[tuple[str, Any], ...] = (
     ("batch", ("data", "fsdp")),
     ("length", None),
@@ -97,7 +99,7 @@ def param_specs(boxed_params: Any, mesh: Mesh, rules=LOGICAL_RULES) -> Any:
   def spec(path, box):
     logical = tuple(box.names) if isinstance(box, nn.Partitioned) else ()
     value = box.value if isinstance(box, nn.Partitioned) else box
-    out, notes = leaf_spec(_path(path), tuple(value.shape), logical, mesh, rules)
+    out, notes = leaf_spec(path_str(path), tuple(value.shape), logical, mesh, rules)
     for note in notes:
       logging.warning("sharding fallback: %s", note)
     return out
@@ -127,12 +129,6 @@ def global_batch(local: dict, mesh: Mesh) -> dict:
           for k, v in local.items()}
 
 
-def _key(k) -> str:
-  return str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))
-
-
-def _path(path) -> str:
-  return "/".join(_key(k) for k in path)
 
 
 def state_shardings_like_params(state: Any, params: Any, param_sh: Any, mesh: Mesh) -> Any:
@@ -147,13 +143,13 @@ def state_shardings_like_params(state: Any, params: Any, param_sh: Any, mesh: Me
   """
   flat_p = jax.tree_util.tree_flatten_with_path(params)[0]
   flat_s = jax.tree.leaves(param_sh)
-  by_path = {tuple(_key(k) for k in path): (leaf.shape, sh)
+  by_path = {tuple(key_str(k) for k in path): (leaf.shape, sh)
              for (path, leaf), sh in zip(flat_p, flat_s)}
   depth = max((len(p) for p in by_path), default=0)
   repl = replicated(mesh)
 
   def pick(path, leaf):
-    keys = tuple(_key(k) for k in path)
+    keys = tuple(key_str(k) for k in path)
     for n in range(min(depth, len(keys)), 0, -1):
       hit = by_path.get(keys[-n:])
       if hit is None:

@@ -50,7 +50,7 @@ from jaxgpt.optim import build as build_lib
 from jaxgpt.optim import schedules
 from jaxgpt.optim.projection import project_every
 from jaxgpt.train import checkpoint as ckpt_lib
-from jaxgpt.train import io
+from jaxgpt import files
 from jaxgpt.train import loop as loop_lib
 from jaxgpt.train import metrics as metrics_lib
 from jaxgpt.train import setup as setup_lib
@@ -413,7 +413,7 @@ def train_cohort(configs: Sequence[Any], workdir: str, *,
 
   writers = []
   for i, d in enumerate(trial_dirs):
-    io.atomic_write_json(os.path.join(d, "config.json"), cfg_dicts[i])
+    files.atomic_write_json(os.path.join(d, "config.json"), cfg_dicts[i])
     w = metrics_lib.MetricsWriter(d, tensorboard=False)
     w.truncate_after(step)
     writers.append(w)
@@ -524,9 +524,9 @@ def train_cohort(configs: Sequence[Any], workdir: str, *,
     writers[i].write(rec["steps"], final_val_loss=val_loss, val_bpb=s["val_bpb"],
                      val_acc=s["val_acc"])
     writers[i].close()
-    io.atomic_write_json(os.path.join(d, "summary.json"), s)
+    files.atomic_write_json(os.path.join(d, "summary.json"), s)
     summaries.append(s)
-  io.atomic_write_json(os.path.join(workdir, "cohort.json"), {
+  files.atomic_write_json(os.path.join(workdir, "cohort.json"), {
       "cohort_size": k, "static_key": static_key(cfg0), "steps": step,
       "cohort_train_time_s": train_time, "cohort_eval_time_s": eval_time,
       "compile_time_s": compile_s, "cohort_wall_time_s": time.time() - wall0,

@@ -28,7 +28,7 @@ from optuna.trial import TrialState
 from jaxgpt.sweep import space as space_lib
 from jaxgpt.sweep import spec as spec_lib
 from jaxgpt.sweep import study as study_lib
-from jaxgpt.train import io
+from jaxgpt import files
 
 SUMMARY_KEYS = ("final_val_loss", "best_val_loss", "val_bpb", "val_acc", "val_ppl", "steps",
                 "stop_reason", "reached_target", "step_to_target", "time_to_target_s",
@@ -232,7 +232,7 @@ def run_cohorts(stage: Stage, claimed: list[Claimed], base, sweep, workdir: str,
   for group in group_fn(configs):
     members = [ok[i] for i in group]
     run_dir = cohort_dir(workdir, stage.name, members)
-    io.atomic_write_json(os.path.join(run_dir, "trials.json"), [
+    files.atomic_write_json(os.path.join(run_dir, "trials.json"), [
         {"index": j, "number": m.trial.number, "root": m.root, "seed": m.seed,
          "params": m.params} for j, m in enumerate(members)])
 
@@ -303,7 +303,7 @@ def write_meta(sweep, workdir: str, url: str | None) -> None:
           "target_loss": base.train.target_loss,
           "report": {"top_k": sweep.report.top_k, "heatmap_x": sweep.report.heatmap_x,
                      "heatmap_y": sweep.report.heatmap_y}}
-  io.atomic_write_json(spec_lib.workdir_paths(workdir)["meta"], meta)
+  files.atomic_write_json(spec_lib.workdir_paths(workdir)["meta"], meta)
 
 
 def check_space(sweep, base) -> None:

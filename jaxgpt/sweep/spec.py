@@ -11,10 +11,8 @@ trial's knobs, its seed and the scaled learning rates written in, then validated
 from __future__ import annotations
 
 import copy
-import importlib.util
 import math
 import os
-import pathlib
 from typing import Any, Mapping
 
 from ml_collections import config_dict
@@ -22,7 +20,6 @@ from ml_collections import config_dict
 from jaxgpt import config as config_lib
 
 placeholder = config_dict.placeholder
-ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 SAMPLERS = ("grid", "random", "tpe")
 PRUNERS = ("none", "median", "percentile", "successive_halving", "hyperband")
@@ -67,25 +64,11 @@ def base_sweep() -> config_dict.ConfigDict:
 
 
 # ------------------------------------------------------------------------------------------
-# Loading config files.
+# Loading config files (jaxgpt.config) and dotted keys.
 
-def resolve_path(path: str) -> pathlib.Path:
-  """A config path as given, else relative to the repository root."""
-  p = pathlib.Path(path)
-  if p.exists() or p.is_absolute():
-    return p
-  return ROOT / p
-
-
-def load_config_file(path: str, variants: str = "") -> config_dict.ConfigDict:
-  """Imports `path` and returns its get_config(variants)."""
-  p = resolve_path(path)
-  if not p.exists():
-    raise ValueError(f"config file {path!r} does not exist")
-  mod_spec = importlib.util.spec_from_file_location(f"_jaxgpt_cfg_{p.stem}", p)
-  module = importlib.util.module_from_spec(mod_spec)
-  mod_spec.loader.exec_module(module)
-  return module.get_config(variants)
+resolve_path = config_lib.resolve_path
+load_config_file = config_lib.load_file
+get_key, set_key, apply_overrides = config_lib.get_key, config_lib.set_key, config_lib.apply_overrides
 
 
 def load_sweep(arg: str) -> config_dict.ConfigDict:
@@ -94,41 +77,6 @@ def load_sweep(arg: str) -> config_dict.ConfigDict:
   sweep = load_config_file(path, variants)
   validate_sweep(sweep)
   return sweep
-
-
-# ------------------------------------------------------------------------------------------
-# Dotted keys.
-
-def get_key(config, key: str) -> Any:
-  node = config
-  for part in key.split("."):
-    if part not in node:
-      raise KeyError(key)
-    node = node[part]
-  return node
-
-
-def set_key(config, key: str, value: Any) -> None:
-  """Writes `value` at dotted `key`; an unknown key is an error naming it."""
-  *path, last = key.split(".")
-  node = config
-  for part in path:
-    if part not in node:
-      raise ValueError(f"unknown config key {key!r} (no section {part!r})")
-    node = node[part]
-  if last not in node:
-    raise ValueError(f"unknown config key {key!r}")
-  node[last] = value
-
-
-def apply_overrides(config, overrides: Mapping[str, Any], prefix: str = "") -> None:
-  """Nested overrides ({"train": {"steps": 8}}) written into `config`."""
-  for k, v in overrides.items():
-    key = f"{prefix}{k}"
-    if isinstance(v, Mapping):
-      apply_overrides(config, v, key + ".")
-    else:
-      set_key(config, key, v)
 
 
 # ------------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from jaxgpt.optim.schedules import progress as clock_progress
 from jaxgpt.parallel import mesh as mesh_lib
 from jaxgpt.parallel import rules as rules_lib
 from jaxgpt.train import checkpoint as ckpt_lib
-from jaxgpt.train import io
+from jaxgpt import files
 from jaxgpt.train import metrics as metrics_lib
 from jaxgpt.train import setup as setup_lib
 from jaxgpt.train import step as step_lib
@@ -177,7 +177,7 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
   step = int(jax.device_get(state.step))
 
   if is_main:
-    io.atomic_write_json(os.path.join(workdir, "config.json"), cfg_dict)
+    files.atomic_write_json(os.path.join(workdir, "config.json"), cfg_dict)
   writer = metrics_lib.MetricsWriter(workdir, enabled=is_main)
   writer.truncate_after(step)
 
@@ -301,7 +301,7 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
   writer.close()
   mngr.close()
   if is_main:
-    io.atomic_write_json(os.path.join(workdir, "summary.json"), summary)
+    files.atomic_write_json(os.path.join(workdir, "summary.json"), summary)
     with contextlib.suppress(Exception):
       metrics_lib.plot_curves(metrics_lib.read_jsonl(writer.path),
                               os.path.join(workdir, "curves.png"), title=cfg.name)

@@ -12,13 +12,7 @@ import math
 import os
 from typing import Any, Iterable
 
-from jaxgpt.train import io
-
-
-def _clean(v: Any) -> Any:
-  if isinstance(v, float) and not math.isfinite(v):
-    return None if math.isnan(v) else (1e308 if v > 0 else -1e308)
-  return v
+from jaxgpt import files
 
 
 class MetricsWriter:
@@ -43,13 +37,13 @@ class MetricsWriter:
       return
     self._file.close()
     kept = [r for r in read_jsonl(self.path) if r.get("step", 0) <= step]
-    io.atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+    files.atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
     self._file = open(self.path, "a", encoding="utf-8")
 
   def write(self, step: int, **values: Any) -> None:
     if not self.enabled:
       return
-    record = {"step": int(step), **{k: _clean(v) for k, v in values.items()}}
+    record = {"step": int(step), **{k: files.finite_or_none(v) for k, v in values.items()}}
     self._file.write(json.dumps(record) + "\n")
     self._file.flush()
     if self._tb is not None:
