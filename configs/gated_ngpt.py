@@ -46,7 +46,7 @@ def _test(c):
   c.model.update(num_layers=2, d_model=32, num_heads=4, compute_dtype="float32")
   c.data.update(tokenizer="byte", seq_len=32)
   c.optimizer.update(lr=0.02, embed_lr=0.01, head_lr=0.01, scalar_lr=0.01)
-  c.model.lazy_proj_freq = 3
+  c.optimizer.lazy_proj_freq = 3
   c.train.update(steps=12, batch_size=4, eval_every=6, eval_tokens=512, log_every=2,
                  eval_batch_size=256, progress_bar=False)
 
@@ -58,13 +58,12 @@ def get_config(variants: str = ""):
   c = base_config()
   c.name = "gated_ngpt"
   c.model.update(name="gated_ngpt", num_layers=11, d_model=768, num_heads=12, alpha=0.15,
-                 logit_scale=15.0, lazy_proj_freq=7, qk_norm=False, tie_embeddings=False,
-                 mlp_act="swiglu")
+                 logit_scale=15.0, qk_norm=False, tie_embeddings=False, mlp_act="swiglu")
   c.data.update(tokenizer="bpe", bpe_vocab_size=1024, seq_len=128)
   c.optimizer.update(name="muon", lr=0.003, momentum=0.95, momentum_style="ema", nesterov=False,
                      update_scale="none", orthogonalize="newton_schulz", ns_steps=5,
                      weight_decay=0.0, embed_lr=0.003, head_lr=0.003, scalar_lr=0.003,
                      b1=0.9, b2=0.95, eps=1e-8, grad_clip=0.0, schedule="cosine",
-                     warmup_frac=0.0, final_lr_frac=0.0)
+                     warmup_frac=0.0, final_lr_frac=0.0, lazy_proj_freq=7)
   c.train.update(steps=5000, batch_size=32, eval_every=50, eval_tokens=65536)
   return apply_variants(c, variants, VARIANTS)

@@ -10,15 +10,18 @@ from __future__ import annotations
 import importlib.util
 import json
 import pathlib
+import warnings
 from typing import Any, Callable, Iterable, Mapping
 
 from ml_collections import config_dict
 
+# Importing the packages fills the registries that validation reads.
+from jaxgpt import data, models, optim, registry  # noqa: F401
+from jaxgpt.errors import ConfigError
+
 placeholder = config_dict.placeholder
 
 
-class ConfigError(ValueError):
-  """A bad config key or value; the message is one line naming `key=value` and the rule."""
 
 
 def base_config() -> config_dict.ConfigDict:
@@ -53,7 +56,7 @@ def base_config() -> config_dict.ConfigDict:
       # nGPT family (ngpt, gated_ngpt):
       alpha=0.15,  # gated nGPT: initial residual step size
       logit_scale=15.0,  # gated nGPT: logits = logit_scale * cosine(h, output embedding)
-      lazy_proj_freq=1,  # re-normalize matrices onto the sphere every k optimizer steps
+      lazy_proj_freq=placeholder(int),  # renamed optimizer.lazy_proj_freq (read for one release)
       mlp_sqrt_d="uv",  # nGPT: sqrt(d) on both MLP inputs u, v (NVIDIA's code) or "v" (paper)
   ))
 
@@ -95,6 +98,7 @@ def base_config() -> config_dict.ConfigDict:
       cautious_wd=False,
       momentum_warmup_steps=0,
       matrix_sharding="round_robin",  # Muon on a sharded mesh: round_robin | gather | gspmd
+      lazy_proj_freq=1,  # families with a projection (nGPT): back onto the sphere every k steps
   ))
 
   c.train = config_dict.ConfigDict(dict(
@@ -216,7 +220,7 @@ def apply_variants(config: config_dict.ConfigDict, variants: str,
   names = [v.strip() for v in variants.split(",") if v.strip()]
   for name in names:
     if name not in table:
-      raise ValueError(f"unknown config variant {name!r}; this config allows: "
+      raise ConfigError(f"unknown config variant {name!r}; this config allows: "
                        f"{', '.join(sorted(table)) or '(none)'}")
     table[name](config)
   config.variants = ",".join(names)
@@ -225,12 +229,13 @@ def apply_variants(config: config_dict.ConfigDict, variants: str,
 
 
 # ------------------------------------------------------------------------------------------
-# Validation.
+# Validation. Allowed names come from the registries (`jaxgpt.registry`), filled by the modules
+# that implement them; each registered entry checks its own keys.
 
 def _one_of(key: str, value: Any, allowed: Iterable[Any]) -> None:
   allowed = tuple(allowed)
   if value not in allowed:
-    raise ValueError(f"{key}={value!r} is not allowed; choose one of {allowed}")
+    raise ConfigError(f"{key}={value!r} is not allowed; choose one of {allowed}")
 
 
 def _positive(key: str, value: Any, *, allow_zero: bool = False, allow_none: bool = False):
@@ -240,79 +245,74 @@ def _positive(key: str, value: Any, *, allow_zero: bool = False, allow_none: boo
       value >= 0 if allow_zero else value > 0)
   if not ok:
     kind = "a number >= 0" if allow_zero else "a number > 0"
-    raise ValueError(f"{key}={value!r} must be {kind}")
+    raise ConfigError(f"{key}={value!r} must be {kind}")
+
+
+def _integer(key: str, value: Any, minimum: int) -> None:
+  if not (isinstance(value, int) and not isinstance(value, bool) and value >= minimum):
+    raise ConfigError(f"{key}={value!r} must be an integer >= {minimum}")
 
 
 def _fraction(key: str, value: Any) -> None:
   if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
-    raise ValueError(f"{key}={value!r} must be a fraction in [0, 1]")
+    raise ConfigError(f"{key}={value!r} must be a fraction in [0, 1]")
 
 
-OPTIMIZERS = ("adamw", "muon")
-SCHEDULES = ("constant", "cosine", "linear", "wsd", "tidal")
+# Keys renamed since a release: old -> new. The old key is still read (with a warning) for one
+# release, and checkpoints saved under the old name resume without a config change.
+RENAMED = {"model.lazy_proj_freq": "optimizer.lazy_proj_freq"}
+
+
+def resolve_renamed(config: config_dict.ConfigDict) -> None:
+  """Moves values set under a renamed key to the new key (with a warning naming both)."""
+  for old, new in RENAMED.items():
+    old_section, old_key = old.split(".")
+    value = config[old_section].get(old_key)
+    if value is None:
+      continue
+    warnings.warn(f"{old}={value!r} is deprecated and will be removed in the next release; "
+                  f"set {new} instead", FutureWarning, stacklevel=3)
+    set_key(config, new, value)
+    config[old_section][old_key] = None
 
 
 def validate(config: config_dict.ConfigDict) -> None:
-  """Checks every value once, at start; raises ValueError naming the key, value and rule."""
+  """Checks every value once, at start; raises ConfigError naming the key, value and rule."""
+  resolve_renamed(config)
   m, d, o, t = config.model, config.data, config.optimizer, config.train
   for key in ("num_layers", "d_model", "num_heads"):
-    _positive(f"model.{key}", m[key])
-    if not isinstance(m[key], int):
-      raise ValueError(f"model.{key}={m[key]!r} must be an integer")
+    _integer(f"model.{key}", m[key], 1)
   _positive("model.vocab_size", m.vocab_size, allow_none=True)
-  if not (isinstance(m.lazy_proj_freq, int) and m.lazy_proj_freq >= 1):
-    raise ValueError(f"model.lazy_proj_freq={m.lazy_proj_freq!r} must be an integer >= 1")
   _one_of("model.compute_dtype", m.compute_dtype, ("float32", "bfloat16"))
+  registry.MODELS.get(m.name).check(config)
 
-  _one_of("data.name", d.name, ("shakespeare", "shards"))
-  if not (d.name == "shards" and str(d.tokenizer).endswith(".json")):
-    _one_of("data.tokenizer", d.tokenizer, ("byte", "bpe"))
-  _positive("data.seq_len", d.seq_len)
-  _positive("data.bpe_vocab_size", d.bpe_vocab_size)
-  if d.name == "shards":
-    for key in ("train_pattern", "val_pattern"):
-      if not d[key]:
-        raise ValueError(f"data.{key} must be set (a glob of token shards) when data.name='shards'")
-    if m.vocab_size is None:
-      raise ValueError("model.vocab_size must be set when data.name='shards' (e.g. 50304 for "
-                       "GPT-2 token shards)")
-  if d.worker_count < 0:
-    raise ValueError(f"data.worker_count={d.worker_count!r} must be >= 0")
+  registry.DATA_SOURCES.get(d.name).check(config)
+  _integer("data.seq_len", d.seq_len, 1)
+  _integer("data.bpe_vocab_size", d.bpe_vocab_size, 1)
+  _integer("data.worker_count", d.worker_count, 0)
 
-  _one_of("optimizer.name", o.name, OPTIMIZERS)
-  _one_of("optimizer.orthogonalize", o.orthogonalize,
-          ("newton_schulz", "polar_express", "newton_schulz_cubic"))
-  if not (isinstance(o.ns_steps, int) and o.ns_steps >= 1):
-    raise ValueError(f"optimizer.ns_steps={o.ns_steps!r} must be an integer >= 1")
-  _one_of("optimizer.update_scale", o.update_scale, ("none", "shape", "rms_match"))
-  _one_of("optimizer.variance_reduction", o.variance_reduction, ("none", "normuon", "mars"))
-  _one_of("optimizer.momentum_style", o.momentum_style, ("ema", "sgd"))
-  _one_of("optimizer.matrix_sharding", o.matrix_sharding, ("round_robin", "gather", "gspmd"))
-  _fraction("optimizer.momentum", o.momentum)
-  _fraction("optimizer.beta2", o.beta2)
-  if not (isinstance(o.momentum_warmup_steps, int) and o.momentum_warmup_steps >= 0):
-    raise ValueError(f"optimizer.momentum_warmup_steps={o.momentum_warmup_steps!r} must be an "
-                     "integer >= 0")
+  opt = registry.OPTIMIZERS.get(o.name)
+  _one_of("optimizer.schedule", o.schedule, registry.SCHEDULES.names())
   _positive("optimizer.lr", o.lr)
   for key in ("embed_lr", "head_lr", "scalar_lr"):
     _positive(f"optimizer.{key}", o[key], allow_none=True)
   _positive("optimizer.weight_decay", o.weight_decay, allow_zero=True)
   _positive("optimizer.grad_clip", o.grad_clip, allow_zero=True)
-  _one_of("optimizer.schedule", o.schedule, SCHEDULES)
   for key in ("warmup_frac", "decay_frac", "final_lr_frac", "b1", "b2"):
     _fraction(f"optimizer.{key}", o[key])
+  _integer("optimizer.lazy_proj_freq", o.lazy_proj_freq, 1)
+  opt.check(config)
+  registry.SCHEDULES.get(o.schedule).check(config)
 
   for key in ("steps", "batch_size", "grad_accum", "eval_every", "eval_tokens", "log_every"):
-    _positive(f"train.{key}", t[key])
-    if not isinstance(t[key], int):
-      raise ValueError(f"train.{key}={t[key]!r} must be an integer")
+    _integer(f"train.{key}", t[key], 1)
   if t.batch_size % t.grad_accum:
-    raise ValueError(f"train.batch_size={t.batch_size} must be divisible by "
-                     f"train.grad_accum={t.grad_accum}")
+    raise ConfigError(f"train.batch_size={t.batch_size} must be divisible by "
+                      f"train.grad_accum={t.grad_accum}")
   _positive("train.max_time_s", t.max_time_s, allow_none=True)
-  if t.data_seed is not None and not (isinstance(t.data_seed, int) and t.data_seed >= 0):
-    raise ValueError(f"train.data_seed={t.data_seed!r} must be an integer >= 0 or None "
-                     "(= train.seed)")
+  if t.data_seed is not None:
+    _integer("train.data_seed", t.data_seed, 0)
+  _positive("train.target_loss", t.target_loss, allow_zero=True, allow_none=True)
   _positive("train.checkpoint_every", t.checkpoint_every, allow_none=True)
   _positive("train.eval_batch_size", t.eval_batch_size, allow_none=True)
   _positive("train.keep_checkpoints", t.keep_checkpoints)
@@ -320,15 +320,14 @@ def validate(config: config_dict.ConfigDict) -> None:
 
   e = config.export
   if not isinstance(e.at_end, bool):
-    raise ValueError(f"export.at_end={e.at_end!r} must be True or False")
+    raise ConfigError(f"export.at_end={e.at_end!r} must be True or False")
   for key in ("fp16_max_numel", "budget_bytes"):
-    if not (isinstance(e[key], int) and not isinstance(e[key], bool) and e[key] >= 0):
-      raise ValueError(f"export.{key}={e[key]!r} must be an integer >= 0")
+    _integer(f"export.{key}", e[key], 0)
 
   for key in ("data", "fsdp", "tensor"):
     v = config.mesh[key]
     if not (isinstance(v, int) and (v >= 1 or v == -1)):
-      raise ValueError(f"mesh.{key}={v!r} must be a positive integer or -1 (take the rest)")
+      raise ConfigError(f"mesh.{key}={v!r} must be a positive integer or -1 (take the rest)")
   validate_distributed(config.distributed)
 
 
@@ -337,12 +336,12 @@ def validate_distributed(dist: config_dict.ConfigDict) -> None:
   _one_of("distributed.initialize", dist.initialize, ("auto", "always", "never"))
   addr = dist.coordinator_address
   if addr is not None and not (isinstance(addr, str) and addr.rpartition(":")[2].isdigit()):
-    raise ValueError(f"distributed.coordinator_address={addr!r} must be 'host:port'")
+    raise ConfigError(f"distributed.coordinator_address={addr!r} must be 'host:port'")
   n, i = dist.num_processes, dist.process_id
   if n is not None and not (isinstance(n, int) and n >= 1):
-    raise ValueError(f"distributed.num_processes={n!r} must be an integer >= 1")
+    raise ConfigError(f"distributed.num_processes={n!r} must be an integer >= 1")
   if i is not None and not (isinstance(i, int) and i >= 0 and (n is None or i < n)):
-    raise ValueError(f"distributed.process_id={i!r} must be an integer in [0, "
+    raise ConfigError(f"distributed.process_id={i!r} must be an integer in [0, "
                      f"distributed.num_processes={n})")
 
 
@@ -370,9 +369,18 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 RESUME_FREE_KEYS = ("train.progress_bar", "sample.", "export.", "mesh.", "distributed.")
 
 
+def _renamed(flat: dict[str, Any]) -> dict[str, Any]:
+  for old, new in RENAMED.items():
+    value = flat.pop(old, None)
+    if value is not None and flat.get(new) is None:
+      flat[new] = value
+  return flat
+
+
 def config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
-  """Keys whose values differ between two config dicts, as key -> (old, new)."""
-  a, b = flatten(old), flatten(new)
+  """Keys whose values differ between two config dicts, as key -> (old, new). Values saved
+  under a renamed key (`RENAMED`) compare as the new key's."""
+  a, b = _renamed(flatten(old)), _renamed(flatten(new))
   diff = {}
   for key in sorted(set(a) | set(b)):
     if key.startswith(RESUME_FREE_KEYS):

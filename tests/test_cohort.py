@@ -142,7 +142,8 @@ def test_gated_ngpt_alpha_and_lazy_projection_per_trial():
   configs = []
   for alpha, freq, seed in ((0.15, 3, 0), (0.3, 2, 1)):
     c = load_config("gated_ngpt", "test")
-    c.model.update(alpha=alpha, lazy_proj_freq=freq)
+    c.model.update(alpha=alpha)
+    c.optimizer.update(lazy_proj_freq=freq)
     c.train.update(seed=seed, data_seed=0)
     configs.append(c)
   assert cohort.group_static(configs) == [[0, 1]]

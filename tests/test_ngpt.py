@@ -330,7 +330,7 @@ def test_param_count_and_flops_dispatch(name):
 
 @pytest.mark.parametrize("key,value", [
     ("logit_softcap", 30.0), ("tie_embeddings", True), ("qk_norm", True), ("mlp_act", "relu2"),
-    ("alpha", 0.0), ("logit_scale", -1.0), ("lazy_proj_freq", 0), ("mlp_sqrt_d", "u"),
+    ("alpha", 0.0), ("logit_scale", -1.0), ("mlp_sqrt_d", "u"),
     ("num_kv_heads", 3), ("remat", None),
 ])
 @pytest.mark.parametrize("name", ["ngpt", "gated_ngpt"])

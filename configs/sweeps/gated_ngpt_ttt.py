@@ -60,7 +60,7 @@ def get_config(variants: str = ""):
   c.space.variance_reduction = dict(key="optimizer.variance_reduction",
                                     values=("none", "normuon"))
   c.space.cautious_wd = dict(key="optimizer.cautious_wd", values=(False, True))
-  c.space.lazy_proj = dict(key="model.lazy_proj_freq", values=(3, 5, 7, 10, 15, 20))
+  c.space.lazy_proj = dict(key="optimizer.lazy_proj_freq", values=(3, 5, 7, 10, 15, 20))
   c.space.lr = dict(key="optimizer.lr", low=0.0005, high=0.02, log=True)
   c.space.batch = dict(key="train.batch_size", values=(16, 32, 64, 128))
   c.space.momentum = dict(key="optimizer.momentum", values=(0.85, 0.90, 0.95, 0.98))

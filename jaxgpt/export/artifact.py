@@ -27,6 +27,9 @@ import zlib
 from typing import Any
 
 import numpy as np
+from ml_collections import config_dict
+
+from jaxgpt import models
 
 MAGIC = b"JAXGPT-INT8-ZLIB-1\n"
 FILENAME = "model.int8.zlib"
@@ -130,9 +133,6 @@ def load(path: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
 def load_model(path: str):
   """(flax module, params tree, meta) from the artifact file alone:
   `module.apply({"params": params}, tokens_bt)` gives float32 logits."""
-  from ml_collections import config_dict
-
-  from jaxgpt import models
   meta, flat = load(path)
   model = models.build_model(config_dict.ConfigDict(meta["config"]["model"]), meta["vocab_size"])
   return model, unflatten(flat), meta

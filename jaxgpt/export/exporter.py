@@ -21,8 +21,13 @@ from typing import Any
 import jax
 import numpy as np
 
+import jaxgpt
+from jaxgpt import config as config_lib
+from jaxgpt import files
 from jaxgpt.export import artifact
 from jaxgpt.keypath import path_str
+from jaxgpt.optim import partition
+from jaxgpt.train.inference import load_params
 
 SUMMARY = "summary.json"
 
@@ -33,7 +38,6 @@ def reduce_axes(path: str, shape: tuple[int, ...]) -> tuple[int, ...]:
   Muon matrices: partition's fan_in axes (layers axes stay per-layer). Other kernels (Dense
   (in, out), e.g. the untied LM head): the axis before the last. Tables (vocab, d_model): the
   last axis, one scale per row."""
-  from jaxgpt.optim import partition
   try:
     info = partition.classify(path, shape)
   except ValueError:
@@ -47,7 +51,6 @@ def int8_axes(path: str, shape: tuple[int, ...], fp16_max_numel: int) -> tuple[i
   """The reduce axes if the leaf is stored int8, None if fp16: int8 when one layer's matrix
   (the shape without stacked axes such as scanned layers) has at least 2 axes and more than
   `fp16_max_numel` elements."""
-  from jaxgpt.optim import partition
   stacked = sum(n for pattern, n in partition.DEFAULT.stacked if re.search(pattern, path))
   core = tuple(shape)[stacked:]
   if len(core) < 2 or math.prod(core) <= fp16_max_numel:
@@ -61,7 +64,6 @@ def flat_params(params: Any) -> dict[str, np.ndarray]:
 
 
 def write_artifact(config, params: Any, vocab_size: int, path: str) -> None:
-  from jaxgpt import config as config_lib
   flat = flat_params(params)
   plan = {p: int8_axes(p, w.shape, config.export.fp16_max_numel) for p, w in flat.items()}
   meta = {"config": config_lib.to_dict(config), "vocab_size": int(vocab_size)}
@@ -70,7 +72,6 @@ def write_artifact(config, params: Any, vocab_size: int, path: str) -> None:
 
 def roundtrip_in_fresh_process(path: str) -> dict:
   """`python -m jaxgpt.export PATH` in a new interpreter, run from an empty directory."""
-  import jaxgpt
   root = os.path.dirname(os.path.dirname(os.path.abspath(jaxgpt.__file__)))
   env = dict(os.environ)
   env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
@@ -98,16 +99,13 @@ def export_workdir(config, workdir: str, params: Any = None,
   """Writes `workdir/model.int8.zlib` from `params` (default: the latest checkpoint's), runs the
   round-trip evaluation in a fresh process, merges the export keys into summary.json and
   returns them."""
-  from jaxgpt import files
   t0 = time.perf_counter()
   if params is None:
-    from jaxgpt.train.inference import load_params
     run, params, _ = load_params(config, workdir)
     vocab_size = run.vocab_size
   path = os.path.join(workdir, artifact.FILENAME)
   write_artifact(config, params, vocab_size, path)
   rt = roundtrip_in_fresh_process(path)
-  import jaxgpt
   root = os.path.dirname(os.path.dirname(os.path.abspath(jaxgpt.__file__)))
   code_files = rt.pop("code_files")
   model_bytes = os.path.getsize(path)

@@ -5,7 +5,9 @@ reports.
     variables = model.init(rng, tokens_bt)         # params boxed with logical axis names
     logits_btv = model.apply({"params": params}, tokens_bt)   # float32
 
-A new family is one line in MODELS: name -> builder(cfg_model, vocab_size) -> flax Module.
+Each family registers itself in its own module (`registry.MODELS.register(name,
+registry.ModelFamily(...))`, see `gpt.py`, `ngpt.py`); importing this package registers them all.
+A new family is a new module with one `register` call, plus its import here.
 """
 
 from __future__ import annotations
@@ -16,37 +18,20 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax
 
-from jaxgpt.models import gpt, ngpt
-from jaxgpt.models.gpt import GPTConfig
+from jaxgpt import registry
+from jaxgpt.models import gpt, ngpt  # noqa: F401 - importing registers the families
 
-Builder = Callable[[Any, "int | None"], nn.Module]
-
-MODELS: dict[str, Builder] = {
-    "gpt": gpt.build,
-    "ngpt": ngpt.build,
-    "gated_ngpt": ngpt.build,
-}
-
-
-# Families whose parameters live on a constraint set: params -> params projected back onto it,
-# applied after optimizer steps (every `model.lazy_proj_freq` steps) by the trainer.
-PROJECTIONS: dict[str, Callable[[Any], Any]] = {
-    "ngpt": ngpt.project,
-    "gated_ngpt": ngpt.project,
-}
+family = registry.MODELS.get  # model.name -> registry.ModelFamily (ConfigError if unknown)
 
 
 def projection(cfg_model: Any) -> Callable[[Any], Any] | None:
   """The projection of `config.model`'s family, or None if it has none."""
-  return PROJECTIONS.get(cfg_model.name)
+  return family(cfg_model.name).projection
 
 
 def build_model(cfg_model: Any, vocab_size: int | None = None) -> nn.Module:
   """The flax Module for `config.model`; `vocab_size` is the trainer's resolved vocabulary."""
-  name = cfg_model.name
-  if name not in MODELS:
-    raise ValueError(f"model.name={name!r} is not allowed; choose one of {tuple(MODELS)}")
-  return MODELS[name](cfg_model, vocab_size)
+  return family(cfg_model.name).build(cfg_model, vocab_size)
 
 
 def _numel(tree: Any) -> int:
@@ -60,8 +45,8 @@ def count_params(params: Any) -> int:
 
 
 def non_embedding_params(params: Any, cfg: Any) -> int:
-  """N for MFU (REFERENCE.md): all parameters but the embedding table, plus the LM head. Tied, the
-  table is the head, so N counts it; untied, `lm_head` is already in the tree."""
+  """N for MFU (docs/formulas.md "MFU"): all parameters but the embedding table, plus the LM
+  head. Tied, the table is the head, so N counts it; untied, `lm_head` is already in the tree."""
   if "params" in params:
     params = params["params"]
   table = _numel(params["embed"])
@@ -69,7 +54,5 @@ def non_embedding_params(params: Any, cfg: Any) -> int:
 
 
 def flops_per_token(cfg_model: Any, vocab_size: int | None, seq_len: int) -> float:
-  """Training FLOPs per token, 6 N + 12 L d T (REFERENCE.md MFU)."""
-  if cfg_model.get("name") in ngpt.NAMES:
-    return ngpt.model_flops_per_token(cfg_model, vocab_size, seq_len)
-  return gpt.flops_per_token(GPTConfig.from_config(cfg_model, vocab_size), seq_len)
+  """Training FLOPs per token of `config.model`'s family (docs/formulas.md "MFU")."""
+  return family(cfg_model.name).flops_per_token(cfg_model, vocab_size, seq_len)

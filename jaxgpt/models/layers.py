@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-if TYPE_CHECKING:
-  from jaxgpt.models.gpt import GPTConfig
+from jaxgpt.models import dims
+from jaxgpt.models.dims import GPTConfig
 
 Initializer = Callable[..., jax.Array]
 
@@ -49,6 +49,7 @@ INIT_SCHEMES: dict[str, Callable[[float, int], dict[str, Initializer]]] = {
     "gpt2": gpt2_init,
     "zero_out": zero_out_init,
 }
+assert tuple(INIT_SCHEMES) == dims.INIT_SCHEMES, "dims.INIT_SCHEMES must name exactly these"
 
 
 def initializers(cfg: GPTConfig) -> dict[str, Initializer]:
@@ -100,6 +101,7 @@ GATED_ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "swiglu": jax.nn.silu,
 }
 MLP_ACTS = tuple(ACTIVATIONS) + tuple(GATED_ACTIVATIONS)
+assert MLP_ACTS == dims.MLP_ACTS, "dims.MLP_ACTS must name exactly these activations"
 
 
 # ------------------------------------------------------------------------------------------

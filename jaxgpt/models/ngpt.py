@@ -45,8 +45,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxgpt.models import gpt, layers
-from jaxgpt.models.gpt import _check_one_of, _check_positive, _check_positive_int
+from jaxgpt import registry
+from jaxgpt.errors import ConfigError
+from jaxgpt.keypath import key_str
+from jaxgpt.models import dims, gpt, layers
+from jaxgpt.models.dims import check_one_of, check_positive, check_positive_int
 
 NAMES = ("ngpt", "gated_ngpt")
 MLP_SQRT_D = ("uv", "v")  # where the sqrt(d) input scale goes: NVIDIA code ("uv"), paper ("v")
@@ -90,30 +93,29 @@ class NGPTConfig:
     so the std drops out)."""
     m = cfg_model
     name = m.get("name", "ngpt")
-    _check_one_of("name", name, NAMES)
+    check_one_of("name", name, NAMES)
     # The shared shape keys go through the GPT validation on a copy with neutral GPT knobs.
     neutral = dict(mlp_act="relu2", qk_norm=False, tie_embeddings=False, logit_softcap=None,
                    init="gpt2", init_std=0.02)
-    g = gpt.GPTConfig.from_config(_Overlay(m, neutral), vocab_size)
+    g = dims.GPTConfig.from_config(_Overlay(m, neutral), vocab_size)
     if m.get("logit_softcap") is not None:
-      raise ValueError(f"model.logit_softcap={m.logit_softcap!r} must be None for {name}: its "
+      raise ConfigError(f"model.logit_softcap={m.logit_softcap!r} must be None for {name}: its "
                        "logits are already bounded (s_z / logit_scale)")
     if m.get("tie_embeddings", False) is not False:
-      raise ValueError(f"model.tie_embeddings={m.tie_embeddings!r} must be False for {name}: "
+      raise ConfigError(f"model.tie_embeddings={m.tie_embeddings!r} must be False for {name}: "
                        "the output embedding lm_head/embedding is its own table")
     if m.get("qk_norm", False) is not False:
-      raise ValueError(f"model.qk_norm={m.qk_norm!r} must be False for {name}: q and k are "
+      raise ConfigError(f"model.qk_norm={m.qk_norm!r} must be False for {name}: q and k are "
                        "always L2-normalised and scaled by s_qk (no RMSNorm gains)")
     if m.get("mlp_act", "swiglu") != "swiglu":
-      raise ValueError(f"model.mlp_act={m.mlp_act!r} must be 'swiglu' for {name}: its MLP is "
+      raise ConfigError(f"model.mlp_act={m.mlp_act!r} must be 'swiglu' for {name}: its MLP is "
                        "u * SiLU(v)")
     alpha = m.get("alpha", 0.15)
     logit_scale = m.get("logit_scale", 15.0)
-    _check_positive("alpha", alpha)
-    _check_positive("logit_scale", logit_scale)
-    _check_positive_int("lazy_proj_freq", m.get("lazy_proj_freq", 7))
+    check_positive("alpha", alpha)
+    check_positive("logit_scale", logit_scale)
     mlp_sqrt_d = m.get("mlp_sqrt_d", "uv")
-    _check_one_of("mlp_sqrt_d", mlp_sqrt_d, MLP_SQRT_D)
+    check_one_of("mlp_sqrt_d", mlp_sqrt_d, MLP_SQRT_D)
     return cls(vocab_size=g.vocab_size, num_layers=g.num_layers, d_model=g.d_model,
                num_heads=g.num_heads, num_kv_heads=g.num_kv_heads, head_dim=g.head_dim,
                mlp_dim=g.mlp_dim, gated=name == "gated_ngpt", rope_base=g.rope_base,
@@ -373,3 +375,24 @@ def build(cfg_model: Any, vocab_size: int | None = None) -> NGPT:
 def model_flops_per_token(cfg_model: Any, vocab_size: int | None, seq_len: int) -> float:
   return flops_per_token(NGPTConfig.from_config(cfg_model, vocab_size), seq_len)
 
+
+def set_traced(params: Any, values: dict) -> Any:
+  """Gated nGPT's `model.alpha` is the initial value of every `alpha_*` leaf: writes one
+  trial's value into freshly initialised parameters (vmapped cohorts differ in it)."""
+  alpha = values["model.alpha"]
+
+  def fix(path, leaf):
+    return jnp.full_like(leaf, alpha) if key_str(path[-1]).startswith("alpha_") else leaf
+
+  return jax.tree_util.tree_map_with_path(fix, params)
+
+
+def check(config: Any) -> None:
+  NGPTConfig.from_config(config.model, config.model.get("vocab_size") or 64)
+
+
+registry.MODELS.register("ngpt", registry.ModelFamily(
+    build=build, check=check, flops_per_token=model_flops_per_token, projection=project))
+registry.MODELS.register("gated_ngpt", registry.ModelFamily(
+    build=build, check=check, flops_per_token=model_flops_per_token, projection=project,
+    traced_keys=("model.alpha",), set_traced=set_traced))

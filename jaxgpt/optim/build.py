@@ -1,10 +1,12 @@
 """The optimizer a config asks for, as one optax chain whose learning rate follows `progress`.
 
-The chain is `clip -> optimizer (base learning rates) -> scale by schedule(progress)`. The last
-transform reads the traced `progress` passed as an extra argument to `update`, so the jitted step
-never recompiles when the schedule moves and a time-capped run completes its decay. The weight
-decay term sits inside the optimizer, so the schedule scales it as well (as PyTorch's
-`p -= lr * wd * p` with a scheduled lr does).
+The chain is `clip -> optimizer (base learning rates) -> scale by schedule(progress)
+[-> projection every optimizer.lazy_proj_freq steps]`. The optimizer comes from
+`registry.OPTIMIZERS` (`adamw.py`, `muon.py` register theirs), the schedule from
+`registry.SCHEDULES` (`schedules.py`). The schedule transform reads the traced `progress` passed
+as an extra argument to `update`, so the jitted step never recompiles when the schedule moves
+and a time-capped run completes its decay. The weight decay term sits inside the optimizer, so
+the schedule scales it as well (as PyTorch's `p -= lr * wd * p` with a scheduled lr does).
 
 `hparams` (a dict of scalars, possibly traced) overrides the numeric hyperparameters named in
 `TRACED_OPTIMIZER_KEYS`: a vmapped cohort of trials builds the chain inside `jax.vmap` from
@@ -20,9 +22,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxgpt.keypath import path_str
-from jaxgpt.optim import muon as muon_lib
-from jaxgpt.optim import partition, schedules
+from jaxgpt import registry
+from jaxgpt.optim import adamw, muon, schedules  # noqa: F401 - importing registers them
+from jaxgpt.optim.projection import project_every
 
 
 def scale_by_progress_schedule(schedule: Callable[[jnp.ndarray], jnp.ndarray]
@@ -41,17 +43,10 @@ def scale_by_progress_schedule(schedule: Callable[[jnp.ndarray], jnp.ndarray]
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def weight_decay_mask(params: Any) -> Any:
-  """Decay dense kernels (matrices); never embeddings, norms, gains, biases or scalars."""
-  def decays(path, leaf):
-    name = path_str(path)
-    return name.endswith("kernel") and jnp.ndim(leaf) >= 2
-  return jax.tree_util.tree_map_with_path(decays, params)
-
-
 # Numeric optimizer keys that `build_optimizer(..., hparams=...)` may take as traced scalars.
 TRACED_OPTIMIZER_KEYS = ("lr", "embed_lr", "head_lr", "scalar_lr", "momentum", "weight_decay",
-                         "b1", "b2", "beta2", "warmup_frac", "decay_frac", "final_lr_frac")
+                         "b1", "b2", "beta2", "warmup_frac", "decay_frac", "final_lr_frac",
+                         "lazy_proj_freq")
 
 
 class _Overlay:
@@ -65,35 +60,19 @@ class _Overlay:
       return self._values[key]
     return getattr(self._cfg, key)
 
-
-def _muon_with_adamw(o) -> optax.GradientTransformation:
-  """Muon on hidden matrices, AdamW (no weight decay) on embeddings, the head and vectors.
-
-  Which leaf goes where, and each Muon leaf's fan_in / fan_out / batch axes, comes from the
-  rules in `jaxgpt.optim.partition`; `optimizer.embed_lr`, `head_lr`, `scalar_lr` default to
-  `optimizer.lr` when unset.
-  """
-  adam = lambda lr: optax.adam(lr if lr is not None else o.lr, b1=o.b1, b2=o.b2, eps=o.eps)
-  transforms = {
-      partition.MUON: muon_lib.muon(
-          o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov,
-          momentum_style=o.momentum_style, momentum_warmup_steps=o.momentum_warmup_steps,
-          orthogonalizer=o.orthogonalize, ns_steps=o.ns_steps, update_scale=o.update_scale,
-          variance_reduction=o.variance_reduction, beta2=o.beta2, cautious_wd=o.cautious_wd,
-          dimension_numbers=partition.muon_dims_fn(), matrix_sharding=o.matrix_sharding),
-      partition.ADAMW_EMBED: adam(o.embed_lr),
-      partition.ADAMW_HEAD: adam(o.head_lr),
-      partition.ADAMW_SCALAR: adam(o.scalar_lr),
-  }
-  return partition.multi_transform(transforms)
+  def __getitem__(self, key):
+    return getattr(self, key)
 
 
-def build_optimizer(opt_cfg, hparams: dict | None = None
+def build_optimizer(opt_cfg, hparams: dict | None = None,
+                    projection: Callable[[Any], Any] | None = None
                     ) -> optax.GradientTransformationExtraArgs:
   """optax chain for `config.optimizer`; call `update(..., progress=p)`.
 
   `hparams`: optional {key: scalar} for keys of `TRACED_OPTIMIZER_KEYS`, used instead of the
   config's values (they may be tracers; an unset embed/head/scalar lr falls back to `lr`).
+  `projection`: the model family's params -> params constraint (nGPT's sphere), applied every
+  `optimizer.lazy_proj_freq` steps as the chain's last transform; None for none.
   """
   if hparams:
     unknown = sorted(set(hparams) - set(TRACED_OPTIMIZER_KEYS))
@@ -104,16 +83,12 @@ def build_optimizer(opt_cfg, hparams: dict | None = None
   parts = []
   if opt_cfg.grad_clip and opt_cfg.grad_clip > 0:
     parts.append(optax.clip_by_global_norm(opt_cfg.grad_clip))
-  if opt_cfg.name == "adamw":
-    parts.append(optax.adamw(learning_rate=opt_cfg.lr, b1=opt_cfg.b1, b2=opt_cfg.b2,
-                             eps=opt_cfg.eps, weight_decay=opt_cfg.weight_decay,
-                             mask=weight_decay_mask))
-  elif opt_cfg.name == "muon":
-    parts.append(_muon_with_adamw(opt_cfg))
-  else:
-    raise ValueError(f"optimizer.name={opt_cfg.name!r} is not one of 'adamw', 'muon'")
+  parts.append(registry.OPTIMIZERS.get(opt_cfg.name).build(opt_cfg))
   parts.append(scale_by_progress_schedule(schedules.from_config(opt_cfg)))
-  return optax.chain(*parts)
+  tx = optax.chain(*parts)
+  if projection is not None:  # e.g. nGPT: back onto the sphere every lazy_proj_freq steps
+    tx = optax.chain(tx, project_every(projection, opt_cfg.lazy_proj_freq))
+  return tx
 
 
 def learning_rate(opt_cfg, progress: float) -> float:

@@ -47,7 +47,10 @@ import jax.numpy as jnp
 import optax
 from optax.contrib import MuonDimensionNumbers
 
+from jaxgpt import registry
+from jaxgpt.errors import ConfigError
 from jaxgpt.optim import orthogonalize as ortho
+from jaxgpt.optim import partition
 
 ArrayLike = jax.typing.ArrayLike
 
@@ -426,7 +429,57 @@ def injectable_muon(**kwargs) -> optax.GradientTransformationExtraArgs:
   return optax.inject_hyperparams(muon, static_args=MUON_STATIC_ARGS)(**kwargs)
 
 
+# ------------------------------------------------------------------------------------------
+# `optimizer.name="muon"`: Muon on hidden matrices, AdamW on the rest (registered below).
+
+def muon_with_adamw(o) -> optax.GradientTransformation:
+  """Muon on hidden matrices, AdamW (no weight decay) on embeddings, the head and vectors.
+
+  Which leaf goes where, and each Muon leaf's fan_in / fan_out / batch axes, comes from the
+  rules in `jaxgpt.optim.partition`; `optimizer.embed_lr`, `head_lr`, `scalar_lr` default to
+  `optimizer.lr` when unset. `o` is `config.optimizer` (or a view of it with traced values).
+  """
+  adam = lambda lr: optax.adam(lr if lr is not None else o.lr, b1=o.b1, b2=o.b2, eps=o.eps)
+  transforms = {
+      partition.MUON: muon(
+          o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov,
+          momentum_style=o.momentum_style, momentum_warmup_steps=o.momentum_warmup_steps,
+          orthogonalizer=o.orthogonalize, ns_steps=o.ns_steps, update_scale=o.update_scale,
+          variance_reduction=o.variance_reduction, beta2=o.beta2, cautious_wd=o.cautious_wd,
+          dimension_numbers=partition.muon_dims_fn(), matrix_sharding=o.matrix_sharding),
+      partition.ADAMW_EMBED: adam(o.embed_lr),
+      partition.ADAMW_HEAD: adam(o.head_lr),
+      partition.ADAMW_SCALAR: adam(o.scalar_lr),
+  }
+  return partition.multi_transform(transforms)
+
+
+def _check_config(config) -> None:
+  """The `optimizer.*` keys only Muon reads."""
+  o = config.optimizer
+  for key, allowed in (("orthogonalize", registry.ORTHOGONALIZERS.names()),
+                       ("update_scale", UPDATE_SCALES),
+                       ("variance_reduction", VARIANCE_REDUCTIONS),
+                       ("momentum_style", MOMENTUM_STYLES),
+                       ("matrix_sharding", ortho.SHARDINGS)):
+    if o[key] not in allowed:
+      raise ConfigError(f"optimizer.{key}={o[key]!r} is not allowed; choose one of {allowed}")
+  if not (isinstance(o.ns_steps, int) and not isinstance(o.ns_steps, bool) and o.ns_steps >= 1):
+    raise ConfigError(f"optimizer.ns_steps={o.ns_steps!r} must be an integer >= 1")
+  for key in ("momentum", "beta2"):
+    if not (isinstance(o[key], (int, float)) and 0.0 <= o[key] <= 1.0):
+      raise ConfigError(f"optimizer.{key}={o[key]!r} must be a fraction in [0, 1]")
+  if not (isinstance(o.momentum_warmup_steps, int) and o.momentum_warmup_steps >= 0):
+    raise ConfigError(f"optimizer.momentum_warmup_steps={o.momentum_warmup_steps!r} must be an "
+                      "integer >= 0")
+
+
+registry.OPTIMIZERS.register("muon", registry.Optimizer(build=muon_with_adamw,
+                                                        check=_check_config))
+
+
 __all__ = [
     "MUON_STATIC_ARGS", "MuonDimensionNumbers", "MuonState", "add_decoupled_weight_decay",
-    "dims_per_leaf", "injectable_muon", "matrix_layout", "momentum_at", "muon", "scale_by_muon",
+    "dims_per_leaf", "injectable_muon", "matrix_layout", "momentum_at", "muon",
+    "muon_with_adamw", "scale_by_muon",
 ]

@@ -57,8 +57,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxgpt import registry
+
 Method = Literal["newton_schulz", "polar_express", "newton_schulz_cubic"]
-METHODS = ("newton_schulz", "polar_express", "newton_schulz_cubic")
 
 # Keller Jordan's quintic: maximizes the slope at 0 while keeping the iteration bounded.
 NEWTON_SCHULZ_COEFFS = (3.4445, -4.7750, 2.0315)
@@ -80,13 +81,6 @@ PE_LOWER = 1e-3
 PE_SAFETY_EPS = 0.02
 PE_CUSHION = 0.02
 
-# (scale, eps) of each method's normalization: X = G / (scale * ||G||_F + eps).
-# The cubic's published normalization has no eps; 1e-7 only keeps a zero input finite.
-NORMALIZATION = {
-    "newton_schulz": (1.0, 1e-7),
-    "polar_express": (1.0 + PE_SAFETY_EPS, 1e-6),
-    "newton_schulz_cubic": (1.1, 1e-7),
-}
 
 
 def _poly(coeffs, s):
@@ -148,19 +142,34 @@ def optimal_composition(num_steps: int, lower: float = PE_LOWER,
   return np.array(out)
 
 
+def _polar_express_coefficients(steps: int, pe_lower: float) -> tuple:
+  if steps == len(POLAR_EXPRESS_5) and pe_lower == PE_LOWER:
+    return POLAR_EXPRESS_5
+  return tuple(tuple(float(v) for v in row) for row in optimal_composition(steps, lower=pe_lower))
+
+
+# Each method: its coefficient list and the (scale, eps) of X = G / (scale * ||G||_F + eps).
+# The cubic's published normalization has no eps; 1e-7 only keeps a zero input finite.
+registry.ORTHOGONALIZERS.register("newton_schulz", registry.Orthogonalizer(
+    coefficients=lambda steps, _: (NEWTON_SCHULZ_COEFFS,) * steps, normalization=(1.0, 1e-7)))
+registry.ORTHOGONALIZERS.register("polar_express", registry.Orthogonalizer(
+    coefficients=_polar_express_coefficients, normalization=(1.0 + PE_SAFETY_EPS, 1e-6)))
+registry.ORTHOGONALIZERS.register("newton_schulz_cubic", registry.Orthogonalizer(
+    coefficients=lambda steps, _: (CUBIC_COEFFS,) * steps, normalization=(1.1, 1e-7)))
+METHODS = registry.ORTHOGONALIZERS.names()
+NORMALIZATION = {m: registry.ORTHOGONALIZERS.get(m).normalization for m in METHODS}  # a view
+
+
+def _method(method: str) -> registry.Orthogonalizer:
+  if method not in registry.ORTHOGONALIZERS:
+    raise ValueError(f"orthogonalize method={method!r} is not one of {', '.join(METHODS)}")
+  return registry.ORTHOGONALIZERS.get(method)
+
+
 @functools.lru_cache(maxsize=None)
 def _coefficients_cached(method: str, steps: int, pe_lower: float
                          ) -> tuple[tuple[float, float, float], ...]:
-  if method == "newton_schulz":
-    return (NEWTON_SCHULZ_COEFFS,) * steps
-  if method == "newton_schulz_cubic":
-    return (CUBIC_COEFFS,) * steps
-  if method == "polar_express":
-    if steps == len(POLAR_EXPRESS_5) and pe_lower == PE_LOWER:
-      return POLAR_EXPRESS_5
-    return tuple(tuple(float(v) for v in row)
-                 for row in optimal_composition(steps, lower=pe_lower))
-  raise ValueError(f"orthogonalize method={method!r} is not one of {', '.join(METHODS)}")
+  return _method(method).coefficients(steps, pe_lower)
 
 
 def coefficients(method: str, steps: int, pe_lower: float = PE_LOWER) -> np.ndarray:
@@ -190,7 +199,7 @@ def closed_form(g, method: str = "newton_schulz", steps: int = 5,
                 pe_lower: float = PE_LOWER) -> np.ndarray:
   """Reference U p(S / n(G)) V^T of one matrix via float64 numpy SVD (tests, benchmarks)."""
   g = np.asarray(g, dtype=np.float64)
-  scale, eps = NORMALIZATION[method]
+  scale, eps = _method(method).normalization
   u, s, vt = np.linalg.svd(g, full_matrices=False)
   s_out = composed_polynomial(s / (scale * np.linalg.norm(g) + eps), method, steps,
                               pe_lower=pe_lower)
@@ -250,7 +259,7 @@ def orthogonalize(x: jax.Array, method: Method = "newton_schulz", steps: int = 5
     steps: number of iterations (static Python int). 3, 5 and 7 are tested for every method.
     compute_dtype: dtype of the iteration's matmuls. None picks `default_compute_dtype()`:
       bf16 on GPU, f32 elsewhere. The Frobenius norm is always taken in f32.
-    eps: overrides the method's additive normalization eps (`NORMALIZATION`), e.g. 1e-8 to
+    eps: overrides the method's additive normalization eps (its registered normalization), e.g. 1e-8 to
       match `optax.contrib.muon`.
     pe_lower: Polar Express only: the smallest normalized singular value its list is built to
       lift (`coefficients`); 1e-3 reproduces modded-nanogpt at 5 steps.
@@ -269,13 +278,12 @@ def orthogonalize(x: jax.Array, method: Method = "newton_schulz", steps: int = 5
   """
   if x.ndim < 2:
     raise ValueError(f"orthogonalize needs an array of rank >= 2, got shape {x.shape}")
-  if method not in NORMALIZATION:
-    raise ValueError(f"orthogonalize method={method!r} is not one of {', '.join(METHODS)}")
+  entry = _method(method)
   table = (coefficients(method, steps, pe_lower) if coeffs is None
            else np.asarray(coeffs, np.float64))
   if table.ndim != 2 or table.shape[1] != 3:
     raise ValueError(f"coeffs must have shape (steps, 3), got {table.shape}")
-  scale, default_eps = NORMALIZATION[method]
+  scale, default_eps = entry.normalization
   eps = default_eps if eps is None else eps
   dtype = default_compute_dtype() if compute_dtype is None else jnp.dtype(compute_dtype)
   out_dtype = x.dtype

@@ -1,6 +1,6 @@
 """Learning-rate schedules on the one training clock.
 
-Every schedule is a pure function of `progress` in [0, 1] (ARCHITECTURE.md "One training clock":
+Every schedule is a pure function of `progress` in [0, 1] (docs/design.md "One training clock":
 `progress = max(step / train.steps, train_time_s / train.max_time_s)`), returning a multiplier
 of the base learning rate. Because progress reaches 1 at the step budget or at the time cap,
 whichever binds first, a time-capped run always completes its decay. A schedule driven by the
@@ -20,6 +20,8 @@ from __future__ import annotations
 from typing import Callable
 
 import jax.numpy as jnp
+
+from jaxgpt import registry
 
 Schedule = Callable[[jnp.ndarray], jnp.ndarray]
 
@@ -77,23 +79,21 @@ def tidal(final_lr_frac: float = 0.0) -> Schedule:
   return cosine(TIDAL_PEAK, final_lr_frac)
 
 
-SCHEDULES = ("constant", "cosine", "linear", "wsd", "tidal")
+# Each schedule, built from `config.optimizer` (or a view of it with traced fractions).
+for _name, _build in (
+    ("constant", lambda o: constant(o.warmup_frac)),
+    ("cosine", lambda o: cosine(o.warmup_frac, o.final_lr_frac)),
+    ("linear", lambda o: linear(o.warmup_frac, o.final_lr_frac)),
+    ("wsd", lambda o: wsd(o.warmup_frac, o.decay_frac, o.final_lr_frac)),
+    ("tidal", lambda o: tidal(o.final_lr_frac)),
+):
+  registry.SCHEDULES.register(_name, registry.Schedule(build=_build))
+SCHEDULES = registry.SCHEDULES.names()
 
 
 def from_config(opt_cfg) -> Schedule:
   """The schedule named by `optimizer.schedule`, with its fractions from the same config."""
-  name = opt_cfg.schedule
-  if name == "constant":
-    return constant(opt_cfg.warmup_frac)
-  if name == "cosine":
-    return cosine(opt_cfg.warmup_frac, opt_cfg.final_lr_frac)
-  if name == "linear":
-    return linear(opt_cfg.warmup_frac, opt_cfg.final_lr_frac)
-  if name == "wsd":
-    return wsd(opt_cfg.warmup_frac, opt_cfg.decay_frac, opt_cfg.final_lr_frac)
-  if name == "tidal":
-    return tidal(opt_cfg.final_lr_frac)
-  raise ValueError(f"optimizer.schedule={name!r} is not allowed; choose one of {SCHEDULES}")
+  return registry.SCHEDULES.get(opt_cfg.schedule).build(opt_cfg)
 
 
 def progress(step, steps: int, train_time_s=None, max_time_s: float | None = None):

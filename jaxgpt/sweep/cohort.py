@@ -13,11 +13,14 @@ Data: the order is `train.data_seed` (unset: `train.seed`), exactly as in a sing
 whose data seeds agree share each batch (broadcast, not copied); otherwise each trial reads its
 own stream, so trial i reproduces the single run of `configs[i]` up to float rounding.
 
-Per trial, on the host: metrics at every log step, periodic evaluation (one vmapped pass scores
-all trials), early stopping at `train.target_loss`, pruning by `on_eval`, and divergence: a trial
-whose loss or gradient norm is not finite is marked in a per-trial `alive` mask inside the step
-and its whole state is frozen with `jnp.where`, so the others compute exactly what they would
-without it. A stopped trial (target, pruned, diverged) is frozen the same way. Time to target is
+The loop is the single run's (`jaxgpt.train.loop.Loop`): the clock, the event schedule, stop
+reasons, evaluation and resume checks are shared, with a trial axis. Per trial: metrics at every
+log step, periodic evaluation (one vmapped pass scores all trials), early stopping at
+`train.target_loss`, pruning by `on_eval`, and divergence: a trial whose loss or gradient norm is
+not finite is marked in a per-trial `alive` mask inside the step and its whole state is frozen
+with `jnp.where`, so the others compute exactly what they would without it. A stopped trial
+(target, pruned, diverged) is frozen the same way. Ctrl-C / SIGTERM saves a checkpoint and
+raises KeyboardInterrupt (the sweep runner re-queues the trials). Time to target is
 `step_to_target x solo_step_time_s`, the measured step time of a K=1 program of the same static
 structure (compile apart, cached per static key): what the trial would have taken alone; the
 cohort's own times are reported apart. `train.max_time_s` caps the cohort's training clock (all
@@ -45,32 +48,27 @@ import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxgpt import config as config_lib
-from jaxgpt import data, models
+from jaxgpt import data, files, models, registry
 from jaxgpt.optim import build as build_lib
-from jaxgpt.optim import schedules
-from jaxgpt.optim.projection import project_every
 from jaxgpt.train import checkpoint as ckpt_lib
-from jaxgpt import files
+from jaxgpt.train import evaluate as eval_lib
 from jaxgpt.train import loop as loop_lib
 from jaxgpt.train import metrics as metrics_lib
 from jaxgpt.train import setup as setup_lib
 from jaxgpt.train import state as state_lib
 from jaxgpt.train import step as step_lib
 
-# Config keys that may differ inside one cohort (numeric values fed to the step as arrays, or
-# host-side settings of each trial).
+# Config keys that may differ inside one cohort: the optimizer's traceable numbers, each model
+# family's traced keys (registry.ModelFamily.traced_keys), and host-side settings of each trial.
 TRACED_KEYS: tuple[str, ...] = (
-    "optimizer.lr", "optimizer.embed_lr", "optimizer.head_lr", "optimizer.scalar_lr",
-    "optimizer.momentum", "optimizer.weight_decay", "optimizer.b1", "optimizer.b2",
-    "optimizer.beta2", "optimizer.warmup_frac", "optimizer.decay_frac",
-    "optimizer.final_lr_frac", "model.alpha", "model.lazy_proj_freq", "train.seed",
-    "train.data_seed", "train.target_loss")
+    *(f"optimizer.{k}" for k in build_lib.TRACED_OPTIMIZER_KEYS),
+    *dict.fromkeys(k for name in registry.MODELS for k in models.family(name).traced_keys),
+    "train.seed", "train.data_seed", "train.target_loss")
 # Keys that name or display a run and change nothing it computes.
 _FREE_KEYS = ("name", "variants", "train.progress_bar", "sample.", "export.")
 _LR_KEYS = ("embed_lr", "head_lr", "scalar_lr")
 
-STOP_STEPS, STOP_TARGET, STOP_DIVERGED, STOP_PRUNED, STOP_TIME = (
-    "steps", "target", "diverged", "pruned", "time_cap")
+STOP_STEPS, STOP_DIVERGED = loop_lib.STOP_STEPS, loop_lib.STOP_DIVERGED
 
 _SOLO_STEP_TIME: dict[str, float] = {}  # static key -> measured seconds per step (K = 1)
 _PROGRAMS: dict[tuple, "CohortProgram"] = {}  # (static key, K, shared batch, devices) -> program
@@ -115,14 +113,19 @@ def _check_same_static(configs: Sequence[Any]) -> None:
 # ------------------------------------------------------------------------------------------
 # Per-trial hyperparameters (traced) and the pieces built from them.
 
+_INT_KEYS = ("lazy_proj_freq",)
+
+
 def trial_hparams(config) -> dict[str, float | int]:
-  """The traced values of one trial (an unset embed/head/scalar lr is `optimizer.lr`)."""
+  """The traced values of one trial: optimizer keys by their short name (an unset
+  embed/head/scalar lr is `optimizer.lr`), the model family's traced keys by full name."""
   o = config.optimizer
-  hp = {k: float(o[k]) for k in build_lib.TRACED_OPTIMIZER_KEYS if k not in _LR_KEYS}
-  for k in _LR_KEYS:
-    hp[k] = float(o.lr if o[k] is None else o[k])
-  hp["alpha"] = float(config.model.alpha)
-  hp["lazy_proj_freq"] = int(config.model.lazy_proj_freq)
+  hp: dict[str, float | int] = {}
+  for k in build_lib.TRACED_OPTIMIZER_KEYS:
+    value = o.lr if k in _LR_KEYS and o[k] is None else o[k]
+    hp[k] = int(value) if k in _INT_KEYS else float(value)
+  for key in models.family(config.model.name).traced_keys:
+    hp[key] = float(config_lib.get_key(config, key))
   return hp
 
 
@@ -135,36 +138,13 @@ def stack_hparams(configs) -> dict[str, np.ndarray]:
 
 def _tx_builder(config) -> Callable[[dict], optax.GradientTransformationExtraArgs]:
   """hparams -> the single run's optimizer chain (`setup.build`) with traced values."""
-  project = models.projection(config.model)
+  projection = models.projection(config.model)
 
   def tx_for(hp):
-    tx = build_lib.build_optimizer(
-        config.optimizer, {k: hp[k] for k in build_lib.TRACED_OPTIMIZER_KEYS})
-    if project is not None:
-      tx = optax.chain(tx, project_every(project, hp["lazy_proj_freq"]))
-    return tx
+    return build_lib.build_optimizer(
+        config.optimizer, {k: hp[k] for k in build_lib.TRACED_OPTIMIZER_KEYS}, projection)
 
   return tx_for
-
-
-def _set_alpha(config, params, alpha):
-  """Gated nGPT: `model.alpha` is the init value of every `alpha_*` leaf; set it per trial."""
-  if config.model.name != "gated_ngpt":
-    return params
-
-  def fix(path, leaf):
-    name = str(getattr(path[-1], "key", path[-1]))
-    return jnp.full_like(leaf, alpha) if name.startswith("alpha_") else leaf
-
-  return jax.tree_util.tree_map_with_path(fix, params)
-
-
-def _num(x) -> float | None:
-  """A float for JSON files: None for NaN, +-1e308 for infinities (as metrics.jsonl does)."""
-  x = float(x)
-  if math.isnan(x):
-    return None
-  return x if math.isfinite(x) else math.copysign(1e308, x)
 
 
 def _data_seed(config) -> int:
@@ -188,13 +168,17 @@ class CohortProgram:
     model = run.model
     tokens = np.zeros((1, config.data.seq_len), np.int32)
     grad_accum = config.train.grad_accum
+    family = models.family(config.model.name)
 
     def init_one(seed, hp):
       state, _ = state_lib.create(model, tx_for(hp), jax.random.PRNGKey(seed), tokens)
-      return state.replace(params=_set_alpha(config, state.params, hp["alpha"]))
+      if family.set_traced is None:
+        return state
+      values = {k: hp[k] for k in family.traced_keys}
+      return state.replace(params=family.set_traced(state.params, values))
 
     def train_one(state, hp, alive, batch, progress):
-      step_fn = step_lib.make_train_step(model.apply, tx_for(hp), grad_accum)
+      step_fn = step_lib.make_train_step(model.apply, tx_for(hp), grad_accum, family.collections)
       new, m = step_fn(state, batch, progress)
       ok = alive & jnp.isfinite(m["train_loss"]) & jnp.isfinite(m["grad_norm"])
       new = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, state)
@@ -237,40 +221,30 @@ class CohortProgram:
   def _compile(self, with_eval: bool):
     """AOT-compiles the train step and, `with_eval`, the eval step."""
     cfg, k = self.config, self.k
-    b, t = cfg.train.batch_size, cfg.data.seq_len
-    bshape = (b, t) if self.shared_batch else (k, b, t)
-    bsh = self.repl if self.shared_batch else self.cohort
-    batch = {n: jax.ShapeDtypeStruct(bshape, jnp.int32, sharding=bsh)
-             for n in ("inputs", "targets")}
+    if self.shared_batch:
+      batch, ebatch = loop_lib.abstract_batches(cfg, self.repl)
+    else:
+      batch, ebatch = loop_lib.abstract_batches(cfg, self.cohort, lead=(k,))
+      ebatch = loop_lib.abstract_batches(cfg, self.repl)[1]
     hp = {n: jax.ShapeDtypeStruct((k,), v.dtype, sharding=self.cohort)
           for n, v in stack_hparams([cfg]).items()}
     alive = jax.ShapeDtypeStruct((k,), jnp.bool_, sharding=self.cohort)
     prog = jax.ShapeDtypeStruct((), jnp.float32, sharding=self.repl)
-    st = self.state_shardings()
-    train = jax.jit(self._train, out_shardings=(st, self.cohort, self.cohort),
-                    donate_argnums=(0,)).lower(self.abstract_with_shardings(), hp, alive, batch,
-                                               prog).compile()
+    train = loop_lib.aot_compile(
+        self._train, (self.abstract_with_shardings(), hp, alive, batch, prog),
+        out_shardings=(self.state_shardings(), self.cohort, self.cohort), donate_argnums=(0,))
     if not with_eval:
       return train, None
-    eb = setup_lib.eval_batch_size(cfg)
-    ebatch = {"inputs": jax.ShapeDtypeStruct((eb, t), jnp.int32, sharding=self.repl),
-              "targets": jax.ShapeDtypeStruct((eb, t), jnp.int32, sharding=self.repl),
-              "weights": jax.ShapeDtypeStruct((eb, t), jnp.float32, sharding=self.repl)}
-    evl = jax.jit(self._eval, out_shardings=self.cohort).lower(
-        self.abstract_with_shardings().params, ebatch).compile()
+    evl = loop_lib.aot_compile(self._eval, (self.abstract_with_shardings().params, ebatch),
+                               out_shardings=self.cohort)
     return train, evl
 
-
-def _evaluate(prog: CohortProgram, eval_fn, params, max_tokens: int | None) -> list[dict]:
-  """Per-trial eval summaries over the validation windows (sums in float64 on the host)."""
-  cfg = prog.config
-  sums: dict[str, np.ndarray] = {}
-  for local in data.eval_batches(prog.run.spec, "val", seq_len=cfg.data.seq_len,
-                                 batch_size=setup_lib.eval_batch_size(cfg), max_tokens=max_tokens):
-    out = jax.device_get(eval_fn(params, prog.put(local, prog.repl)))
-    for name, v in out.items():
-      sums[name] = sums.get(name, 0.0) + np.asarray(v, np.float64)
-  return [step_lib.summarize_eval({n: v[i] for n, v in sums.items()}) for i in range(prog.k)]
+  def evaluate(self, eval_fn, params, split: str, max_tokens: int | None, *,
+               desc: str = "eval", show: bool = False) -> list[dict]:
+    """Per-trial summaries of `split` (sums in float64 on the host)."""
+    return eval_lib.evaluate_trials(self.run.spec, self.config, eval_fn, params, split,
+                                    max_tokens, lambda b: self.put(b, self.repl), desc=desc,
+                                    show=show)
 
 
 def cohort_program(config, k: int, shared_batch: bool, devices) -> CohortProgram:
@@ -310,13 +284,15 @@ def _solo_step_time(config, devices, steps: int) -> float:
 
 
 # ------------------------------------------------------------------------------------------
-# The loop.
+# The cohort as a program of the shared loop.
 
 class _Batches:
-  """One training iterator per distinct data seed; a shared [B, T] batch or a stacked [K, B, T]."""
+  """One training iterator per distinct data seed; a shared [B, T] batch or a stacked [K, B, T],
+  placed on the cohort's devices."""
 
-  def __init__(self, spec, configs):
+  def __init__(self, spec, configs, prog: CohortProgram):
     c = configs[0]
+    self.prog = prog
     self.seeds = [_data_seed(x) for x in configs]
     self.its = {s: data.train_iterator(spec, seq_len=c.data.seq_len,
                                        global_batch_size=c.train.batch_size, seed=s,
@@ -327,8 +303,9 @@ class _Batches:
   def next(self) -> dict:
     got = {s: next(it) for s, it in self.its.items()}
     if self.shared:
-      return got[self.seeds[0]]
-    return {n: np.stack([got[s][n] for s in self.seeds]) for n in ("inputs", "targets")}
+      return self.prog.put(got[self.seeds[0]], self.prog.repl)
+    return self.prog.put({n: np.stack([got[s][n] for s in self.seeds])
+                          for n in ("inputs", "targets")})
 
   def get_state(self) -> dict:
     return {"iterators": {str(s): it.get_state() for s, it in self.its.items()}}
@@ -342,22 +319,43 @@ class _Batches:
       it.close()
 
 
-def _new_record(config) -> dict:
-  return {"stop_reason": None, "best_val_loss": None, "step_to_target": None, "steps": 0,
-          "curve": [], "target_loss": config.train.target_loss}
+class _CohortRun:
+  """The loop's view of a cohort: the carry is {"state": stacked TrainState, "alive": [K]}."""
 
+  def __init__(self, prog: CohortProgram, configs: Sequence[Any], hp):
+    self.prog, self.configs, self.k, self.hp = prog, list(configs), prog.k, hp
+    c = configs[0]
+    self.tokens_per_step = c.train.batch_size * c.data.seq_len
+    self.host_update_fn = registry.OPTIMIZERS.get(c.optimizer.name).host_update
+    self._train = self._eval = None
 
-def _check_resume(saved: list, current: list) -> None:
-  lines = []
-  for i, (a, b) in enumerate(zip(saved, current)):
-    for key, (x, y) in config_lib.config_diff(a, b).items():
-      lines.append(f"  trial {i} {key}: {x!r} -> {y!r}")
-  if len(saved) != len(current):
-    lines.append(f"  number of trials: {len(saved)} -> {len(current)}")
-  if lines:
-    raise loop_lib.ConfigChangedError(
-        "this cohort workdir holds trials with a different config; differing keys:\n"
-        + "\n".join(lines) + "\nuse another workdir")
+  def compile(self) -> float:
+    self._train, self._eval, seconds = self.prog.compile()
+    return seconds
+
+  def step(self, carry, batch, progress):
+    state, alive, m = self._train(carry["state"], self.hp, carry["alive"], batch,
+                                  self.prog.put(np.float32(progress), self.prog.repl))
+    return {"state": state, "alive": alive}, m
+
+  def observe(self, carry, metrics) -> list[dict]:
+    m, alive, steps = jax.device_get((metrics, carry["alive"], carry["state"].step))
+    jax.block_until_ready(carry)
+    return [dict({k: float(v[i]) for k, v in m.items()}, steps=int(steps[i]),
+                 finite=bool(alive[i])) for i in range(self.k)]
+
+  def evaluate(self, carry, split, max_tokens, desc, show) -> list[dict]:
+    return self.prog.evaluate(self._eval, carry["state"].params, split, max_tokens, desc=desc,
+                              show=show)
+
+  def freeze(self, carry, live):
+    return dict(carry, alive=self.prog.put(np.asarray(live, bool)))
+
+  def host_update(self, carry, step, evals):
+    if self.host_update_fn is None:
+      return carry
+    state = self.host_update_fn(self.configs[0].optimizer, carry["state"], step, evals)
+    return dict(carry, state=state)
 
 
 def train_cohort(configs: Sequence[Any], workdir: str, *,
@@ -373,6 +371,7 @@ def train_cohort(configs: Sequence[Any], workdir: str, *,
   `final_eval_tokens`: the final evaluation's tokens (None: the whole validation split, as a
   single run). `devices`: default all; the cohort axis is split over the largest number of
   them that divides K. Returns one summary per trial (also `workdir/trial_<i>/summary.json`).
+  Ctrl-C / SIGTERM: saves a checkpoint, then raises KeyboardInterrupt.
   """
   wall0 = time.time()
   if not configs:
@@ -386,30 +385,32 @@ def train_cohort(configs: Sequence[Any], workdir: str, *,
   shared = len({_data_seed(c) for c in configs}) == 1
   prog = cohort_program(cfg0, k, shared, devices)
   run = prog.run
-  batches = _Batches(run.spec, configs)
-  hp = prog.put(stack_hparams(configs))
+  program = _CohortRun(prog, configs, prog.put(stack_hparams(configs)))
+  batches = _Batches(run.spec, configs, prog)
   cfg_dicts = [config_lib.to_dict(c) for c in configs]
   trial_dirs = [os.path.join(workdir, f"trial_{i}") for i in range(k)]
   os.makedirs(workdir, exist_ok=True)
   mngr = ckpt_lib.manager(os.path.join(workdir, "checkpoints"),
                           keep_latest=tcfg.keep_checkpoints, keep_best=0)
 
-  meta = {"step": 0, "train_time_s": 0.0, "eval_time_s": 0.0, "solo_step_time_s": None,
-          "trials": [_new_record(c) for c in configs], "configs": cfg_dicts}
+  timing, solo = loop_lib.Clock(), None
   latest = mngr.latest_step()
   if latest is not None:
     saved = mngr.restore(latest, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-    _check_resume(saved["configs"], cfg_dicts)  # before the state, whose shapes may differ
+    loop_lib.check_resume(saved["configs"], cfg_dicts)  # before the state: shapes may differ
     target = {"state": prog.abstract_with_shardings(),
               "alive": jax.ShapeDtypeStruct((k,), jnp.bool_, sharding=prog.cohort)}
-    restored, data_state, saved = ckpt_lib.restore(mngr, target, latest)
-    meta.update(saved)
-    state, alive = restored["state"], restored["alive"]
+    carry, data_state, saved = ckpt_lib.restore(mngr, target, latest)
+    records = loop_lib.resume_records(saved, configs, changed=False)
+    timing.train_s, timing.eval_s = float(saved["train_time_s"]), float(saved["eval_time_s"])
+    solo = saved.get("solo_step_time_s")
     batches.set_state(data_state)
+    step = int(saved["step"])
   else:
-    state = prog.init([c.train.seed for c in configs], hp)
-    alive = prog.put(np.ones((k,), bool))
-  step, recs = int(meta["step"]), meta["trials"]
+    carry = {"state": prog.init([c.train.seed for c in configs], program.hp),
+             "alive": prog.put(np.ones((k,), bool))}
+    records, step = [loop_lib.new_record(c) for c in configs], 0
+  carry = program.freeze(carry, [r["stop_reason"] is None for r in records])
 
   writers = []
   for i, d in enumerate(trial_dirs):
@@ -418,94 +419,42 @@ def train_cohort(configs: Sequence[Any], workdir: str, *,
     w.truncate_after(step)
     writers.append(w)
 
-  train_step, eval_step, compile_s = prog.compile()
-  if solo_steps and meta["solo_step_time_s"] is None:
-    meta["solo_step_time_s"] = _solo_step_time(cfg0, devices, solo_steps)
-  tokens_per_step = tcfg.batch_size * cfg0.data.seq_len
-  train_time, eval_time = float(meta["train_time_s"]), float(meta["eval_time_s"])
-  ckpt_every = tcfg.checkpoint_every or tcfg.eval_every
+  compile_s = program.compile()
+  if solo_steps and solo is None:
+    solo = _solo_step_time(cfg0, devices, solo_steps)
 
-  def save():
-    meta.update(step=step, train_time_s=train_time, eval_time_s=eval_time)
-    ckpt_lib.save(mngr, step, {"state": state, "alive": alive}, batches.get_state(),
-                  json.loads(json.dumps(meta)), None)
+  def save(loop: loop_lib.Loop) -> None:
+    meta = {"step": loop.step, "train_time_s": loop.clock.train_s,
+            "eval_time_s": loop.clock.eval_s, "solo_step_time_s": solo,
+            "trials": loop.records, "configs": cfg_dicts}
+    ckpt_lib.save(mngr, loop.step, loop.carry, batches.get_state(), json.loads(json.dumps(meta)),
+                  None)
 
-  live = [r["stop_reason"] is None for r in recs]
-  seg_start = clock()
+  loop = loop_lib.Loop(program, carry, batches, records, timing, step, writers, save,
+                       on_eval=on_eval, time_fn=clock, show=bool(tcfg.progress_bar),
+                       desc=f"cohort of {k}")
   try:
-    while any(live) and step < tcfg.steps:
-      batch = batches.next()
-      batch = prog.put(batch, prog.repl if batches.shared else prog.cohort)
-      p = schedules.progress(step, tcfg.steps, train_time + clock() - seg_start, tcfg.max_time_s)
-      state, alive, m = train_step(state, hp, alive, batch, prog.put(np.float32(p), prog.repl))
-      step += 1
-      do_eval = step % tcfg.eval_every == 0 or step == tcfg.steps
-      do_ckpt = step % ckpt_every == 0
-      time_up = tcfg.max_time_s is not None and train_time + clock() - seg_start >= tcfg.max_time_s
-      if not (do_eval or do_ckpt or time_up or step % tcfg.log_every == 0 or step == tcfg.steps):
-        continue
-      # ---- timing boundary: wait for the device, close the training segment
-      m, alive_h = jax.device_get((m, alive))
-      jax.block_until_ready(state)
-      train_time += clock() - seg_start
-      steps_h = np.asarray(jax.device_get(state.step))
-      logged = [i for i in range(k) if live[i]]
-      for i in logged:
-        recs[i]["steps"] = int(steps_h[i])
-        if not alive_h[i]:
-          recs[i]["stop_reason"] = STOP_DIVERGED
-      ev = None
-      if do_eval and any(alive_h):
-        t0 = clock()
-        ev = _evaluate(prog, eval_step, state.params, tcfg.eval_tokens)
-        eval_time += clock() - t0
-      for i in logged:
-        rec, cfg = recs[i], configs[i]
-        row = {"elapsed_s": train_time, "train_loss": _num(m["train_loss"][i]),
-               "grad_norm": _num(m["grad_norm"][i]),
-               "lr": build_lib.learning_rate(cfg.optimizer, p)}
-        point = {"step": step, "train_loss": row["train_loss"], "val_loss": None}
-        if ev is not None and rec["stop_reason"] is None:
-          row.update(ev[i])
-          val = ev[i]["val_loss"]
-          point["val_loss"] = val
-          best = rec["best_val_loss"]
-          rec["best_val_loss"] = val if best is None else min(best, val)
-          if cfg.train.target_loss is not None and val <= cfg.train.target_loss:
-            rec.update(stop_reason=STOP_TARGET, step_to_target=step)
-          elif on_eval is not None and on_eval(i, step, dict(ev[i], train_loss=row["train_loss"])):
-            rec["stop_reason"] = STOP_PRUNED
-        rec["curve"].append(point)
-        writers[i].write(step, **row)
-      time_up = tcfg.max_time_s is not None and train_time >= tcfg.max_time_s
-      for i in logged:
-        if recs[i]["stop_reason"] is None and (time_up or step >= tcfg.steps):
-          recs[i]["stop_reason"] = STOP_TIME if time_up and step < tcfg.steps else STOP_STEPS
-      live = [r["stop_reason"] is None for r in recs]
-      alive = prog.put(np.asarray(live, bool))  # freezes every stopped trial from here on
-      if do_ckpt or not any(live):
-        save()
-      seg_start = clock()
-  except BaseException:  # a crash still completes the checkpoint being written
+    loop.run()
+  finally:  # a crash or an interrupt still completes the checkpoint being written
     mngr.wait_until_finished()
     batches.close()
+  mngr.close()
+  if loop_lib.STOP_INTERRUPT in [r["stop_reason"] for r in records]:
     for w in writers:
       w.close()
-    raise
-  mngr.wait_until_finished()
-  mngr.close()
-  batches.close()
+    raise KeyboardInterrupt("cohort interrupted; its checkpoint is saved")
 
-  finals = _evaluate(prog, eval_step, state.params, final_eval_tokens)
-  solo = meta["solo_step_time_s"]
+  state = loop.carry["state"]
+  finals = program.evaluate(loop.carry, "val", final_eval_tokens, "final eval", False)
+  n_params = models.count_params(run.abstract_state.params)
   summaries = []
-  for i, (rec, cfg, d) in enumerate(zip(recs, configs, trial_dirs)):
+  for i, (rec, cfg, d) in enumerate(zip(records, configs, trial_dirs)):
     fin = finals[i] if rec["stop_reason"] != STOP_DIVERGED else {}
     val_loss = fin.get("val_loss")
     s = {
         "trial_index": i, "cohort_size": k, "name": cfg.name, "hparams": trial_hparams(cfg),
-        "seed": cfg.train.seed, "data_seed": _data_seed(cfg), "num_params":
-        models.count_params(run.abstract_state.params), "tokens_per_step": tokens_per_step,
+        "seed": cfg.train.seed, "data_seed": _data_seed(cfg), "num_params": n_params,
+        "tokens_per_step": program.tokens_per_step,
         "steps": rec["steps"], "stop_reason": rec["stop_reason"] or STOP_STEPS,
         "final_val_loss": val_loss, "best_val_loss": rec["best_val_loss"],
         "val_bpb": fin.get("val_bpb"), "val_acc": fin.get("val_acc"),
@@ -515,20 +464,21 @@ def train_cohort(configs: Sequence[Any], workdir: str, *,
         "time_to_target_s": (rec["step_to_target"] * solo
                              if rec["step_to_target"] is not None and solo else None),
         "solo_step_time_s": solo,
-        "tokens_per_s": tokens_per_step / solo if solo else None,
-        "cohort_train_time_s": train_time, "cohort_eval_time_s": eval_time,
+        "tokens_per_s": program.tokens_per_step / solo if solo else None,
+        "cohort_train_time_s": timing.train_s, "cohort_eval_time_s": timing.eval_s,
         "compile_time_s": compile_s, "cohort_wall_time_s": time.time() - wall0,
         "cohort_devices": prog.mesh.size, "shared_batches": batches.shared,
         "backend": jax.default_backend(), "curve": rec["curve"],
     }
-    writers[i].write(rec["steps"], final_val_loss=val_loss, val_bpb=s["val_bpb"],
-                     val_acc=s["val_acc"])
+    writers[i].write(rec["steps"], elapsed_s=timing.train_s, final_val_loss=val_loss,
+                     val_bpb=s["val_bpb"], val_acc=s["val_acc"])
     writers[i].close()
     files.atomic_write_json(os.path.join(d, "summary.json"), s)
     summaries.append(s)
+  del state
   files.atomic_write_json(os.path.join(workdir, "cohort.json"), {
-      "cohort_size": k, "static_key": static_key(cfg0), "steps": step,
-      "cohort_train_time_s": train_time, "cohort_eval_time_s": eval_time,
+      "cohort_size": k, "static_key": static_key(cfg0), "steps": loop.step,
+      "cohort_train_time_s": timing.train_s, "cohort_eval_time_s": timing.eval_s,
       "compile_time_s": compile_s, "cohort_wall_time_s": time.time() - wall0,
       "solo_step_time_s": solo, "trials": [{x: v for x, v in s.items() if x != "curve"}
                                            for s in summaries]})

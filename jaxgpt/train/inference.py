@@ -11,6 +11,7 @@ import numpy as np
 
 from jaxgpt import config as config_lib
 from jaxgpt.train import checkpoint as ckpt_lib
+from jaxgpt.train.evaluate import evaluate
 from jaxgpt.train import setup as setup_lib
 from jaxgpt.train import step as step_lib
 
@@ -33,7 +34,6 @@ def load_params(config, workdir: str) -> tuple[setup_lib.Run, Any, int]:
 
 def evaluate_workdir(config, workdir: str) -> dict:
   """Full-validation-split loss, accuracy and bits per byte of the latest checkpoint."""
-  from jaxgpt.train.loop import evaluate  # the loop owns the batching of evaluation
   run, params, step = load_params(config, workdir)
   tb = setup_lib.token_bytes_array(run.spec, run.vocab_size)
   eval_fn = jax.jit(step_lib.make_eval_step(run.model.apply,

@@ -16,7 +16,6 @@ import optax
 
 from jaxgpt import data, models
 from jaxgpt.optim import build_optimizer
-from jaxgpt.optim.projection import project_every
 from jaxgpt.parallel import mesh as mesh_lib
 from jaxgpt.parallel import rules as rules_lib
 from jaxgpt.train import state as state_lib
@@ -113,10 +112,7 @@ def build(config, devices=None) -> Run:
   if spec.vocab_size is None:  # raw shards: no tokenizer vouches for the ids, so check them
     data.check_vocab(spec.train_files + spec.val_files, vocab_size)
   model = models.build_model(config.model, vocab_size)
-  tx = build_optimizer(config.optimizer)
-  project = models.projection(config.model)
-  if project is not None:  # e.g. nGPT: back onto the sphere every lazy_proj_freq steps
-    tx = optax.chain(tx, project_every(project, config.model.lazy_proj_freq))
+  tx = build_optimizer(config.optimizer, projection=models.projection(config.model))
   mesh = mesh_lib.make_mesh(config.mesh.to_dict(), devices)
   check_batch_layout(config, mesh)
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from jaxgpt.models import aux
 from jaxgpt.train.state import TrainState
 
 
@@ -17,45 +18,70 @@ def token_losses(logits_btv: jnp.ndarray, targets_bt: jnp.ndarray) -> jnp.ndarra
       logits_btv.astype(jnp.float32), targets_bt)
 
 
+def _loss_fn(apply_fn: Callable, collections: Sequence[str]) -> Callable:
+  """params, inputs_bt, targets_bt -> (loss to differentiate, (cross entropy, extra metrics)).
+
+  With no `collections` the loss is the cross entropy; otherwise the model's sown loss terms
+  (`jaxgpt.models.aux`) are added to it and logged with its sown metrics.
+  """
+  if not collections:
+    def plain(params, inputs_bt, targets_bt):
+      logits_btv = apply_fn({"params": params}, inputs_bt)
+      ce = token_losses(logits_btv, targets_bt).mean()
+      return ce, (ce, {})
+    return plain
+
+  def with_terms(params, inputs_bt, targets_bt):
+    logits_btv, mutated = apply_fn({"params": params}, inputs_bt, mutable=tuple(collections))
+    ce = token_losses(logits_btv, targets_bt).mean()
+    terms = aux.loss_terms(mutated)
+    extra = {f"loss/{k}": v for k, v in terms.items()}
+    extra.update({f"metric/{k}": v for k, v in aux.metrics(mutated).items()})
+    return ce + sum(terms.values(), jnp.zeros((), jnp.float32)), (ce, extra)
+
+  return with_terms
+
+
 def make_train_step(apply_fn: Callable, tx: optax.GradientTransformationExtraArgs,
-                    grad_accum: int) -> Callable:
+                    grad_accum: int, collections: Sequence[str] = ()) -> Callable:
   """train_step(state, batch, progress) -> (state, metrics).
 
   `batch` holds the whole optimizer step's sequences [B, T]; with `grad_accum` A > 1 they are
   split into A micro-batches of B/A rows (row r goes to micro-batch r mod A, which keeps each
   device's rows local under a batch-sharded layout), gradients are summed in float32 over a
-  `lax.scan`, then averaged, and the optimizer runs once.
+  `lax.scan`, then averaged, and the optimizer runs once. `collections`: the Flax collections
+  the model sows loss terms and metrics into (its family's `collections`; () = none).
+  Metrics: `train_loss` (cross entropy), `grad_norm`, and any `loss/...`, `metric/...`.
   """
-
-  def loss_fn(params, inputs_bt, targets_bt):
-    logits_btv = apply_fn({"params": params}, inputs_bt)
-    return token_losses(logits_btv, targets_bt).mean()
-
-  grad_fn = jax.value_and_grad(loss_fn)
+  grad_fn = jax.value_and_grad(_loss_fn(apply_fn, collections), has_aux=True)
 
   def train_step(state: TrainState, batch: dict, progress: jnp.ndarray):
     inputs_bt, targets_bt = batch["inputs"], batch["targets"]
     if grad_accum == 1:
-      loss, grads = grad_fn(state.params, inputs_bt, targets_bt)
+      (_, (loss, extra)), grads = grad_fn(state.params, inputs_bt, targets_bt)
     else:
       b, t = inputs_bt.shape
       split = lambda x: x.reshape(b // grad_accum, grad_accum, t).swapaxes(0, 1)
       micro = (split(inputs_bt), split(targets_bt))
 
       def accumulate(carry, mb):
-        loss_sum, grad_sum = carry
-        loss, grads = grad_fn(state.params, *mb)
+        loss_sum, extra_sum, grad_sum = carry
+        (_, (loss, extra)), grads = grad_fn(state.params, *mb)
         grad_sum = jax.tree.map(lambda s, g: s + g.astype(jnp.float32), grad_sum, grads)
-        return (loss_sum + loss, grad_sum), None
+        extra_sum = jax.tree.map(jnp.add, extra_sum, extra)
+        return (loss_sum + loss, extra_sum, grad_sum), None
 
       zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), state.params)
-      (loss_sum, grad_sum), _ = jax.lax.scan(accumulate, (jnp.zeros((), jnp.float32), zeros),
-                                             micro)
+      extra0 = jax.tree.map(jnp.zeros_like, jax.eval_shape(
+          lambda: grad_fn(state.params, micro[0][0], micro[1][0])[0][1][1]))
+      (loss_sum, extra_sum, grad_sum), _ = jax.lax.scan(
+          accumulate, (jnp.zeros((), jnp.float32), extra0, zeros), micro)
       loss = loss_sum / grad_accum
+      extra = jax.tree.map(lambda v: v / grad_accum, extra_sum)
       grads = jax.tree.map(lambda g, p: (g / grad_accum).astype(p.dtype), grad_sum, state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params, progress=progress)
     params = optax.apply_updates(state.params, updates)
-    metrics = {"train_loss": loss, "grad_norm": optax.tree.norm(grads)}
+    metrics = {"train_loss": loss, "grad_norm": optax.tree.norm(grads), **extra}
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   return train_step

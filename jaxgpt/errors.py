@@ -1,0 +1,6 @@
+"""The errors jaxgpt raises on purpose, each with a one-line message a user can act on."""
+
+
+class ConfigError(ValueError):
+  """A bad config key or value: the message names `key=value` and what is allowed. The entry
+  points print it as one line `error: ...` and exit 2."""

@@ -1,0 +1,146 @@
+"""The transformer dimensions and knobs shared by the model families, validated from config.
+
+`GPTConfig.from_config(config.model, vocab_size)` checks every GPT key once and names the bad
+key and value; the nGPT family validates its shared shape keys through it. The names of the MLP
+activations and init schemes live here (`layers` implements them), so that `layers`, `gpt` and
+`ngpt` all import this module and nothing imports back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax.numpy as jnp
+
+from jaxgpt.errors import ConfigError
+
+MLP_ACTS = ("relu2", "silu2", "gelu", "swiglu")  # layers.ACTIVATIONS + layers.GATED_ACTIVATIONS
+INIT_SCHEMES = ("gpt2", "zero_out")  # layers.INIT_SCHEMES
+COMPUTE_DTYPES = ("float32", "bfloat16")
+ATTENTION_IMPLS = (None, "xla", "cudnn")
+
+
+@dataclasses.dataclass(frozen=True)
+class GPTConfig:
+  vocab_size: int  # V: vocabulary size (the tokenizer's, padded)
+  num_layers: int  # L: transformer blocks
+  d_model: int  # D: residual stream width
+  num_heads: int  # H: query heads
+  num_kv_heads: int  # N: key/value heads; H % N == 0 (N == H: MHA, N == 1: MQA)
+  head_dim: int  # K: per-head width (default D // H)
+  mlp_dim: int  # F: MLP hidden width, int(mlp_mult * D)
+  mlp_act: str = "relu2"  # one of MLP_ACTS (relu2, silu2, gelu, swiglu)
+  qk_norm: bool = True  # RMS-normalise q and k per head before RoPE
+  rope_base: float = 10000.0  # RoPE wavelength base
+  logit_softcap: float | None = None  # logits -> cap * tanh(logits / cap)
+  tie_embeddings: bool = True  # LM head = embedding table transposed
+  scan_layers: bool = True  # nn.scan over blocks (params get a leading "layers" axis)
+  remat: bool = False  # recompute block activations in the backward pass
+  compute_dtype: str = "float32"  # matmul dtype; params stay float32
+  init: str = "gpt2"  # one of INIT_SCHEMES
+  init_std: float = 0.02  # base std of the init scheme
+  norm_eps: float = 1e-6  # RMSNorm epsilon
+  attention_impl: str | None = None  # jax.nn.dot_product_attention implementation
+  parallel_block: bool = False  # PaLM: x + Attn(n) + MLP(n) with one n = Norm(x)
+  encoder_layers: int = 0  # E: U-net skips, layer i < E feeds layer 2E-1-i; 0 = plain decoder
+
+  @property
+  def dtype(self) -> jnp.dtype:
+    return jnp.dtype(self.compute_dtype)
+
+  @classmethod
+  def from_config(cls, cfg_model: Any, vocab_size: int | None = None) -> GPTConfig:
+    """Validated config from `config.model`; `vocab_size` (resolved by the trainer) wins over
+    `model.vocab_size`. Errors name the key, the bad value and what is allowed."""
+    m = cfg_model
+    vocab = vocab_size if vocab_size is not None else m.get("vocab_size")
+    for key, value in (("vocab_size", vocab), ("num_layers", m.num_layers),
+                       ("d_model", m.d_model), ("num_heads", m.num_heads)):
+      check_positive_int(key, value)
+    num_kv_heads = m.num_heads if m.get("num_kv_heads") is None else m.num_kv_heads
+    check_positive_int("num_kv_heads", num_kv_heads)
+    if m.num_heads % num_kv_heads:
+      raise ConfigError(f"model.num_kv_heads={num_kv_heads} must divide model.num_heads="
+                       f"{m.num_heads} (each kv head serves num_heads / num_kv_heads queries)")
+    head_dim = m.get("head_dim")
+    if head_dim is None:
+      if m.d_model % m.num_heads:
+        raise ConfigError(f"model.d_model={m.d_model} must be divisible by model.num_heads="
+                         f"{m.num_heads} (or set model.head_dim)")
+      head_dim = m.d_model // m.num_heads
+    check_positive_int("head_dim", head_dim)
+    if head_dim % 2:
+      raise ConfigError(f"model.head_dim={head_dim} must be even (RoPE rotates pairs)")
+    check_positive("mlp_mult", m.mlp_mult)
+    mlp_dim = int(m.mlp_mult * m.d_model)
+    check_positive_int("mlp_mult * d_model", mlp_dim)
+    check_one_of("mlp_act", m.mlp_act, MLP_ACTS)
+    check_positive("rope_base", m.rope_base)
+    if m.get("logit_softcap") is not None:
+      check_positive("logit_softcap", m.logit_softcap)
+    for key in ("qk_norm", "tie_embeddings", "scan_layers", "remat"):
+      check_bool(key, m[key])
+    check_one_of("compute_dtype", m.compute_dtype, COMPUTE_DTYPES)
+    check_one_of("init", m.init, INIT_SCHEMES)
+    check_positive("init_std", m.init_std)
+    norm_eps = m.get("norm_eps", 1e-6)
+    check_positive("norm_eps", norm_eps)
+    attention_impl = m.get("attention_impl", None)
+    check_one_of("attention_impl", attention_impl, ATTENTION_IMPLS)
+    parallel_block, encoder_layers = check_block_knobs(m)
+    return cls(vocab_size=int(vocab), num_layers=m.num_layers, d_model=m.d_model,
+               num_heads=m.num_heads, num_kv_heads=num_kv_heads, head_dim=head_dim,
+               mlp_dim=mlp_dim, mlp_act=m.mlp_act, qk_norm=m.qk_norm,
+               rope_base=float(m.rope_base),
+               logit_softcap=None if m.get("logit_softcap") is None else float(m.logit_softcap),
+               tie_embeddings=m.tie_embeddings, scan_layers=m.scan_layers, remat=m.remat,
+               compute_dtype=m.compute_dtype, init=m.init, init_std=float(m.init_std),
+               norm_eps=float(norm_eps), attention_impl=attention_impl,
+               parallel_block=parallel_block, encoder_layers=encoder_layers)
+
+
+# Families built from this file's Block; others (nGPT) have their own block and refuse the
+# block knobs by name instead of silently ignoring them.
+BLOCK_FAMILIES = ("gpt",)
+
+
+def check_block_knobs(m: Any) -> tuple[bool, int]:
+  """model.parallel_block and model.encoder_layers: values, and combinations that make sense."""
+  parallel_block = m.get("parallel_block", False)
+  encoder_layers = m.get("encoder_layers", 0)
+  check_bool("parallel_block", parallel_block)
+  if not (isinstance(encoder_layers, int) and not isinstance(encoder_layers, bool)
+          and 0 <= encoder_layers <= m.num_layers // 2):
+    raise ConfigError(f"model.encoder_layers={encoder_layers!r} must be an integer in [0, "
+                     f"model.num_layers // 2 = {m.num_layers // 2}] (each encoder layer pairs "
+                     "with one later layer; 0 = plain decoder)")
+  name = m.get("name", "gpt")
+  if name not in BLOCK_FAMILIES:
+    for key, value, off in (("parallel_block", parallel_block, False),
+                            ("encoder_layers", encoder_layers, 0)):
+      if value != off:
+        raise ConfigError(f"model.{key}={value!r} is a GPT block knob and makes no sense with "
+                         f"model.name={name!r} (its block is its own); set model.{key}={off!r} "
+                         f"or model.name in {BLOCK_FAMILIES}")
+  return parallel_block, encoder_layers
+
+
+def check_positive_int(key: str, value: Any) -> None:
+  if not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+    raise ConfigError(f"model.{key}={value!r} must be a positive integer")
+
+
+def check_positive(key: str, value: Any) -> None:
+  if not (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0):
+    raise ConfigError(f"model.{key}={value!r} must be a number > 0")
+
+
+def check_bool(key: str, value: Any) -> None:
+  if not isinstance(value, bool):
+    raise ConfigError(f"model.{key}={value!r} must be True or False")
+
+
+def check_one_of(key: str, value: Any, allowed: tuple) -> None:
+  if value not in allowed:
+    raise ConfigError(f"model.{key}={value!r} is not allowed; choose one of {allowed}")

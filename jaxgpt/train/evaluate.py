@@ -1,0 +1,55 @@
+"""Evaluation over a split's fixed windows: sums on the device, totals in float64 on the host.
+
+One function serves single runs (params of one model) and vmapped cohorts (params stacked on a
+trial axis, eval step vmapped): the eval step returns sums of shape () or (K,), and the result
+is one summary per trial (`step.summarize_eval`: val_loss, val_acc, val_tokens, val_bpb).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from jaxgpt import data
+from jaxgpt.parallel import rules as rules_lib
+from jaxgpt.train import setup as setup_lib
+from jaxgpt.train import step as step_lib
+
+
+def evaluate_trials(spec: Any, config: Any, eval_fn: Callable, params: Any, split: str,
+                    max_tokens: int | None, put: Callable[[dict], Any], *,
+                    process_index: int = 0, process_count: int = 1, desc: str = "eval",
+                    show: bool = False) -> list[dict]:
+  """Per-trial summaries of `split` (first `max_tokens` tokens; None: all of it).
+
+  `put(local_batch) -> device batch` places each host batch (a single run: the global batch
+  over the mesh; a cohort: replicated over its devices).
+  """
+  kwargs = dict(split=split, seq_len=config.data.seq_len,
+                batch_size=setup_lib.eval_batch_size(config), max_tokens=max_tokens)
+  batches = data.eval_batches(spec, process_index=process_index, process_count=process_count,
+                              **kwargs)
+  if show:
+    batches = tqdm(batches, total=data.num_eval_batches(spec, **kwargs), desc=desc,
+                   leave=False, file=sys.stderr, dynamic_ncols=True)
+  sums: dict[str, np.ndarray] = {}
+  for local in batches:
+    out = jax.device_get(eval_fn(params, put(local)))
+    for name, v in out.items():
+      sums[name] = sums.get(name, 0.0) + np.asarray(v, np.float64)
+  k = int(np.size(next(iter(sums.values())))) if sums else 1
+  return [step_lib.summarize_eval({n: np.reshape(v, (-1,))[i] for n, v in sums.items()})
+          for i in range(k)]
+
+
+def evaluate(run: setup_lib.Run, eval_fn: Callable, params: Any, split: str,
+             max_tokens: int | None, *, desc: str = "eval", show: bool = False) -> dict:
+  """The summary of one model's `split` (a single run's params on its mesh)."""
+  return evaluate_trials(run.spec, run.config, eval_fn, params, split, max_tokens,
+                         lambda local: rules_lib.global_batch(local, run.mesh),
+                         process_index=jax.process_index(), process_count=jax.process_count(),
+                         desc=desc, show=show)[0]
