@@ -1,4 +1,4 @@
-"""JAX key paths as readable strings: ("blocks", "attn", "qkv", "kernel") -> "blocks/attn/qkv/kernel"."""
+"""JAX key paths as readable strings: (blocks, attn, qkv, kernel) -> "blocks/attn/qkv/kernel"."""
 
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ Running the same command again with the same workdir resumes from the latest che
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import sys
@@ -19,6 +20,11 @@ from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from jaxgpt import cli  # noqa: E402
+from jaxgpt.errors import ConfigError  # noqa: E402
+from jaxgpt.export.exporter import export_workdir  # noqa: E402
+from jaxgpt.parallel import distributed  # noqa: E402
+from jaxgpt.train.inference import evaluate_workdir, sample_workdir  # noqa: E402
+from jaxgpt.train.loop import train_and_evaluate  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:variants].",
                                           lock_config=True)
@@ -45,17 +51,18 @@ def main(argv):
   if config is None:
     raise app.UsageError("--config is required, e.g. --config configs/gpt.py:cpu")
   workdir = _WORKDIR.value or default_workdir(config)
-  mode = _MODE.value
-  from jaxgpt.parallel import distributed  # multi-host: join the job before devices are used
-  distributed.initialize(config.distributed)
+  try:
+    return dispatch(config, workdir, _MODE.value)
+  except (ConfigError, FileNotFoundError) as e:  # a bad key or value, a missing checkpoint
+    cli.fail(str(e))
+
+
+def dispatch(config, workdir: str, mode: str) -> int:
+  """Runs `mode` on `workdir`; returns the exit code."""
+  distributed.initialize(config.distributed)  # multi-host: join the job before devices are used
   if mode == "train":
-    from jaxgpt.train.loop import ConfigChangedError, train_and_evaluate
-    try:
-      summary = train_and_evaluate(config, workdir, allow_config_change=_ALLOW.value,
-                                   process_start=_PROCESS_START)
-    except ConfigChangedError as e:
-      print(f"error: {e}", file=sys.stderr)
-      return 2
+    summary = train_and_evaluate(config, workdir, allow_config_change=_ALLOW.value,
+                                 process_start=_PROCESS_START)
     keys = ("stop_reason", "steps", "final_val_loss", "val_bpb", "val_acc", "train_time_s",
             "wall_time_s", "tokens_per_s")
     if distributed.is_main():  # every process returns the summary; process 0 wrote it
@@ -63,25 +70,34 @@ def main(argv):
       print(f"[jaxgpt] wrote {workdir}/summary.json", file=sys.stderr)
     return 130 if summary["stop_reason"] == "interrupted" else 0
   if mode == "eval":
-    from jaxgpt.train.inference import evaluate_workdir
     print(json.dumps(evaluate_workdir(config, workdir), indent=1))
     return 0
   if mode == "sample":
-    from jaxgpt.train.inference import sample_workdir
     for text in sample_workdir(config, workdir):
       print(text)
       print("-" * 40)
     return 0
   # export: the int8+zlib artifact, its fresh-process round trip and the budget check
-  from jaxgpt.export.exporter import export_workdir
   out = export_workdir(config, workdir)
   print(json.dumps(out, indent=1))
   return 0 if out["artifact_within_budget"] else 3
 
 
-_parse_flags = cli.flags_parser(
-    lambda e, bad: f"unknown config key {e}; check the overrides {bad} against the config file "
-                   "(keys are listed in jaxgpt/config.py)")
+def _unknown_key(error: Exception, overrides: list[str]) -> str:
+  """One line for a misspelt `--config.<key>` (ml_collections' KeyError holds a repr with a
+  "Did you mean" on a second line)."""
+  text = str(error.args[0]) if error.args else str(error)
+  while len(text) > 1 and text[0] == text[-1] and text[0] in "'\"":  # a repr inside a repr
+    try:
+      text = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      break
+  text = "; ".join(part.strip() for part in str(text).splitlines() if part.strip())
+  return (f"unknown config key {text}; check the overrides {' '.join(overrides)} against the "
+          "config file (keys are listed in jaxgpt/config.py)")
+
+
+_parse_flags = cli.flags_parser(_unknown_key)
 
 
 def run():

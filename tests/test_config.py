@@ -1,20 +1,21 @@
 """Config errors name the key, the value and what is allowed."""
 
-import importlib.util
+import os
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
 from jaxgpt import config as config_lib
+from jaxgpt import registry
+from jaxgpt.errors import ConfigError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def load(name, variants=""):
-  spec = importlib.util.spec_from_file_location(name, ROOT / "configs" / f"{name}.py")
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config(variants)
+  return config_lib.load_file(f"configs/{name}.py", variants)
 
 
 @pytest.mark.parametrize("name,variants", [
@@ -88,3 +89,48 @@ def test_config_diff_names_keys():
   c.train.progress_bar = True  # free to change
   diff = config_lib.config_diff(a, config_lib.to_dict(c))
   assert set(diff) == {"train.steps", "optimizer.lr"}
+
+
+def test_allowed_names_come_from_the_registries():
+  """A registered entry is allowed at once; validation lists exactly the registered names."""
+  c = load("gpt", "test")
+  c.optimizer.schedule = "toy_step"
+  with pytest.raises(ConfigError, match=str(registry.SCHEDULES.names()).replace("(", r"\(")
+                     .replace(")", r"\)")):
+    config_lib.validate(c)
+  registry.SCHEDULES.register("toy_step", registry.Schedule(build=lambda o: lambda p: 1.0))
+  try:
+    config_lib.validate(c)
+  finally:
+    registry.SCHEDULES.unregister("toy_step")
+
+
+def test_renamed_lazy_proj_freq_is_read_with_a_warning():
+  c = load("gated_ngpt", "test")
+  c.model.lazy_proj_freq = 5
+  with pytest.warns(FutureWarning, match="model.lazy_proj_freq=5 is deprecated.*"
+                    "optimizer.lazy_proj_freq"):
+    config_lib.validate(c)
+  assert c.optimizer.lazy_proj_freq == 5 and c.model.lazy_proj_freq is None
+  # A checkpoint saved under the old key resumes without a config change.
+  old = config_lib.to_dict(load("gated_ngpt", "test"))
+  old["model"]["lazy_proj_freq"] = old["optimizer"].pop("lazy_proj_freq")
+  assert config_lib.config_diff(old, config_lib.to_dict(load("gated_ngpt", "test"))) == {}
+  old["model"]["lazy_proj_freq"] = 9
+  assert set(config_lib.config_diff(old, config_lib.to_dict(load("gated_ngpt", "test")))) == {
+      "optimizer.lazy_proj_freq"}
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["--config.optimizer.name=foo"], "error: optimizer.name='foo' is not allowed; choose one of"),
+    (["--config.optimizer.ns_steps=0"], "error: optimizer.ns_steps=0 must be an integer >= 1"),
+    (["--config.train.stepz=3"], "error: unknown config key 'stepz'; Did you mean \"steps\""),
+])
+def test_cli_config_errors_are_one_line(tmp_path, args, expected):
+  proc = subprocess.run(
+      [sys.executable, "-m", "jaxgpt.main", "--config", "configs/gpt.py:test",
+       "--workdir", str(tmp_path / "run"), *args], cwd=ROOT, capture_output=True, text=True,
+      env=dict(os.environ, JAX_PLATFORMS="cpu"), timeout=300)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  lines = [line for line in proc.stderr.splitlines() if line.strip()]
+  assert len(lines) == 1 and lines[0].startswith(expected), proc.stderr[-2000:]

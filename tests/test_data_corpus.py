@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest_data import bpe_spec, byte_spec, data_dir, shakespeare_config, split_tokens  # noqa: F401
 from jaxgpt import data
 from jaxgpt.data import shakespeare, tokenizer
+from tests.conftest_data import bpe_spec, byte_spec, data_dir, shakespeare_config, split_tokens  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 UNICODE = "naïve café — Ἀθῆναι, 日本語, emoji 🙂\r\n\ttabs  and   spaces\n\n\n"

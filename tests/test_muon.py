@@ -11,8 +11,14 @@ import pytest
 
 from jaxgpt.optim import orthogonalize as ortho
 from jaxgpt.optim import partition
-from jaxgpt.optim.muon import (MuonDimensionNumbers, add_decoupled_weight_decay,
-                               injectable_muon, momentum_at, muon, scale_by_muon)
+from jaxgpt.optim.muon import (
+  MuonDimensionNumbers,
+  add_decoupled_weight_decay,
+  injectable_muon,
+  momentum_at,
+  muon,
+  scale_by_muon,
+)
 
 
 def _rand(shape, seed, scale=1.0):

@@ -9,7 +9,8 @@ import subprocess
 import sys
 
 import pytest
-from jax.sharding import AbstractMesh, PartitionSpec as P
+from jax.sharding import AbstractMesh
+from jax.sharding import PartitionSpec as P
 
 from jaxgpt.optim import orthogonalize as ortho
 from jaxgpt.parallel import rules
@@ -35,6 +36,7 @@ def tiny_shards(folder) -> dict:
   """Token shards small enough that a run's final evaluation (the whole validation split) is
   one batch; returns the config overrides that point a run at them."""
   import numpy as np
+
   from jaxgpt.data.shards import write_shard
   rng = np.random.default_rng(0)
   write_shard(os.path.join(folder, "train_0.bin"), rng.integers(0, 256, 40_000, dtype=np.uint16))
@@ -90,9 +92,10 @@ def test_deal_axes_balances_whole_matrices():
 def test_build_refuses_heads_that_do_not_divide_tensor():
   """A real model's boxed parameters: heads that do not divide mesh.tensor are refused naming
   model.num_heads; dividing ones map as the rules say (abstract meshes: no devices needed)."""
+  import jax
+
   from jaxgpt import models
   from tests.helpers import load_config
-  import jax
   cfg = load_config("gpt", "test")
   model = models.build_model(cfg.model, 256)
   boxed = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
@@ -317,6 +320,7 @@ def test_bench_sharding_smoke(eight_device_run):
 def test_restore_onto_other_meshes_and_continue(eight_device_run):
   """(2, 4) -> (4, 2) checked in the subprocess; here (4, 2) -> 1 device, two more steps."""
   import json
+
   from jaxgpt.train import loop
   from tests.helpers import load_config
   _, workdir = eight_device_run
@@ -326,7 +330,7 @@ def test_restore_onto_other_meshes_and_continue(eight_device_run):
                     **json.load(open(workdir / "shards.json")))
   summary = loop.train_and_evaluate(cfg, str(workdir / "run"), allow_config_change=True)
   assert summary["mesh"] == {"data": 1, "fsdp": 1, "tensor": 1} and summary["steps"] == 8
-  records = [json.loads(l) for l in open(workdir / "run" / "metrics.jsonl")]
+  records = [json.loads(line) for line in open(workdir / "run" / "metrics.jsonl")]
   got = {r["step"]: r["train_loss"] for r in records if "train_loss" in r}
   assert sorted(got) == [2, 4, 6, 8], got
   assert abs(got[8] - straight["want"]["8"]) < 1e-5, (got, straight)

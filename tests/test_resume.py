@@ -39,7 +39,7 @@ def _last_logged_step(workdir):
   path = pathlib.Path(workdir) / "metrics.jsonl"
   if not path.exists():
     return 0
-  steps = [json.loads(l)["step"] for l in path.read_text().splitlines() if l.strip()]
+  steps = [json.loads(ln)["step"] for ln in path.read_text().splitlines() if ln.strip()]
   return max(steps, default=0)
 
 

@@ -11,7 +11,8 @@ import numpy as np
 import optax
 import pytest
 
-from jaxgpt.train import loop, step as step_lib
+from jaxgpt.train import loop
+from jaxgpt.train import step as step_lib
 from tests.helpers import load_config
 
 SUMMARY_KEYS = {
@@ -40,7 +41,7 @@ def test_run_writes_contract_files(finished_run):
                              rtol=1e-6)
   for name in ("config.json", "metrics.jsonl", "curves.png", "tensorboard", "checkpoints"):
     assert os.path.exists(os.path.join(workdir, name)), name
-  records = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+  records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
   assert [r["step"] for r in records if "train_loss" in r] == [2, 4, 6, 8, 10, 12]
   evals = [r for r in records if "val_loss" in r]
   assert [r["step"] for r in evals] == [6, 12]
@@ -51,7 +52,7 @@ def test_run_writes_contract_files(finished_run):
 
 def test_loss_decreases(finished_run):
   workdir, _ = finished_run
-  records = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+  records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
   losses = [r["train_loss"] for r in records if "train_loss" in r]
   assert losses[-1] < losses[0] - 0.3, losses  # from ~ln(256) = 5.5 nats
 
@@ -94,7 +95,7 @@ def test_time_cap_completes_decay(tmp_path):
                     optimizer__schedule="linear", optimizer__final_lr_frac=0.0)
   out = loop.train_and_evaluate(cfg, str(tmp_path), clock=lambda: float(next(ticks)))
   assert out["stop_reason"] == "time_cap" and out["steps"] < 1000
-  records = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+  records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
   lrs = [r["lr"] for r in records if "lr" in r]
   assert lrs[-1] <= 0.1 * cfg.optimizer.lr, lrs
 
@@ -120,9 +121,9 @@ def test_grad_accum_matches_full_batch():
     fn = jax.jit(step_lib.make_train_step(_tiny_apply(vocab), tx, accum))
     new, m = fn(state, batch, jnp.float32(0.0))
     outs.append((new.params, m["train_loss"]))
-  for p, l in outs[1:]:
+  for p, loss in outs[1:]:
     chex.assert_trees_all_close(p, outs[0][0], atol=1e-6)
-    chex.assert_trees_all_close(l, outs[0][1], atol=1e-6)
+    chex.assert_trees_all_close(loss, outs[0][1], atol=1e-6)
 
 
 def test_val_bpb_hand_computed():

@@ -25,10 +25,14 @@ from typing import Any
 
 from jaxgpt import registry
 from jaxgpt.data import shakespeare, shards  # noqa: F401 - importing registers the sources
-from jaxgpt.data.pipeline import (TrainIterator, eval_batches, num_eval_batches,
-                                  train_iterator)
-from jaxgpt.data.shards import (ShardError, TokenStream, check_vocab, glob_shards, read_shard,
-                                write_shard)
+from jaxgpt.data.pipeline import TrainIterator, eval_batches, num_eval_batches, train_iterator
+from jaxgpt.data.shards import (
+  ShardError,
+  TokenStream,
+  check_vocab,
+  read_shard,
+  write_shard,
+)
 from jaxgpt.data.spec import DataSpec, get
 from jaxgpt.data.tokenizer import BPETokenizer, ByteTokenizer, Tokenizer, load_tokenizer
 from jaxgpt.errors import ConfigError

@@ -49,7 +49,7 @@ from jaxgpt import registry
 from jaxgpt.errors import ConfigError
 from jaxgpt.keypath import key_str
 from jaxgpt.models import dims, gpt, layers
-from jaxgpt.models.dims import check_one_of, check_positive, check_positive_int
+from jaxgpt.models.dims import check_one_of, check_positive
 
 NAMES = ("ngpt", "gated_ngpt")
 MLP_SQRT_D = ("uv", "v")  # where the sqrt(d) input scale goes: NVIDIA code ("uv"), paper ("v")

@@ -15,7 +15,8 @@ One `update`, per matrix (every leaf is one matrix or a stack of independent mat
     O     = orthogonalize(u)          (Newton–Schulz / Polar Express / cubic, on (fan_in, fan_out))
     NorMuon: v = mean(O^2 over fan_in); nu = beta2 * nu + (1 - beta2) * v;
              O = O / sqrt(nu), rescaled so ||O||_F is unchanged
-    O     = scale * O;  scale = 1 | sqrt(max(1, fan_out / fan_in)) | 0.2 * sqrt(max(fan_in, fan_out))
+    O     = scale * O;
+            scale = 1 | sqrt(max(1, fan_out / fan_in)) | 0.2 * sqrt(max(fan_in, fan_out))
     cautious: mask = (O * g > 0);  O = O * mask * numel / (sum(mask) + 1)
     muon(): p <- p * (1 - lr * wd * [O * p >= 0 if cautious_wd]) - lr * O
 
@@ -343,7 +344,8 @@ def scale_by_muon(
 
 def add_decoupled_weight_decay(weight_decay: ArrayLike = 0.0, cautious: bool = False
                                ) -> optax.GradientTransformation:
-  """u <- u + wd * p, or with `cautious` (Chen et al. 2025, arXiv 2510.12402) u + wd * 1[u*p >= 0] * p.
+  """u <- u + wd * p, or with `cautious` (Chen et al. 2025, arXiv 2510.12402)
+  u + wd * 1[u*p >= 0] * p.
 
   Followed by -lr this is p <- p - lr * (u + wd * mask * p): decoupled decay, scaled by the
   learning rate (and its schedule) like PyTorch's. The cautious mask decays only coordinates the

@@ -241,7 +241,7 @@ def deal_axes(num_matrices: int, mesh_shape: dict[str, int]) -> tuple[str, ...]:
 
 
 def default_compute_dtype():
-  """bf16 on GPU (what Muon uses there: the iteration tolerates it and runs ~2x faster), else f32."""
+  """bf16 on GPU (what Muon uses there: the iteration tolerates it, ~2x faster), else f32."""
   return jnp.bfloat16 if jax.default_backend() == "gpu" else jnp.float32
 
 
@@ -259,7 +259,7 @@ def orthogonalize(x: jax.Array, method: Method = "newton_schulz", steps: int = 5
     steps: number of iterations (static Python int). 3, 5 and 7 are tested for every method.
     compute_dtype: dtype of the iteration's matmuls. None picks `default_compute_dtype()`:
       bf16 on GPU, f32 elsewhere. The Frobenius norm is always taken in f32.
-    eps: overrides the method's additive normalization eps (its registered normalization), e.g. 1e-8 to
+    eps: overrides the additive eps of the method's registered normalization, e.g. 1e-8 to
       match `optax.contrib.muon`.
     pe_lower: Polar Express only: the smallest normalized singular value its list is built to
       lift (`coefficients`); 1e-3 reproduces modded-nanogpt at 5 steps.

@@ -25,7 +25,8 @@ from typing import Any
 import flax.linen as nn
 import jax
 from absl import logging
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from jaxgpt.keypath import key_str, path_str
 

@@ -68,7 +68,8 @@ def base_sweep() -> config_dict.ConfigDict:
 
 resolve_path = config_lib.resolve_path
 load_config_file = config_lib.load_file
-get_key, set_key, apply_overrides = config_lib.get_key, config_lib.set_key, config_lib.apply_overrides
+get_key, set_key = config_lib.get_key, config_lib.set_key
+apply_overrides = config_lib.apply_overrides
 
 
 def load_sweep(arg: str) -> config_dict.ConfigDict:

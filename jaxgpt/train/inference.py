@@ -11,9 +11,9 @@ import numpy as np
 
 from jaxgpt import config as config_lib
 from jaxgpt.train import checkpoint as ckpt_lib
-from jaxgpt.train.evaluate import evaluate
 from jaxgpt.train import setup as setup_lib
 from jaxgpt.train import step as step_lib
+from jaxgpt.train.evaluate import evaluate
 
 
 def load_params(config, workdir: str) -> tuple[setup_lib.Run, Any, int]:

@@ -8,7 +8,6 @@ file reads as if the run had never been interrupted.
 from __future__ import annotations
 
 import json
-import math
 import os
 from typing import Any, Iterable
 
