@@ -1,11 +1,34 @@
-"""Command-line helpers shared by the entry points (`jaxgpt.main`, `jaxgpt.sweep`)."""
+"""Command-line helpers shared by the entry points: `jaxgpt.main`, `jaxgpt.sweep`,
+`jaxgpt.report` and `scripts/*.py` all parse absl flags the same way.
+
+A flag error (an unknown or malformed flag, a value out of range), a usage error (a missing or
+unexpected argument) and a config error (`jaxgpt.errors.ConfigError`: an unknown key, a bad
+value) are one line on stderr, `error: ...`, and exit code 2 — never a traceback or a page of
+usage text. `--help` prints the entry point's docstring and its flags.
+
+A script defines its flags at module level and ends with
+
+  if __name__ == "__main__":
+    cli.run(main)
+
+where `main(argv)` gets the positional arguments left after the flags (`argv[0]` is the
+program) and returns the exit code.
+"""
 
 from __future__ import annotations
 
 import sys
-from typing import Callable
+from typing import Any, Callable, Mapping, NoReturn, Sequence
 
-from absl import flags
+from absl import app, flags, logging
+
+from jaxgpt.errors import ConfigError
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+  """Prints `error: message` on stderr and exits with `code`."""
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(code)
 
 
 def flags_parser(unknown_key_message: Callable[[Exception, list[str]], str]
@@ -19,10 +42,75 @@ def flags_parser(unknown_key_message: Callable[[Exception, list[str]], str]
       return flags.FLAGS(argv)
     except (KeyError, AttributeError) as e:
       bad = [a for a in argv[1:] if a.startswith("--config.")]
-      print(f"error: {unknown_key_message(e, bad)}", file=sys.stderr)
-      sys.exit(2)
+      fail(unknown_key_message(e, bad))
     except flags.Error as e:
-      print(f"error: {e}", file=sys.stderr)
-      sys.exit(2)
+      fail(str(e))
 
   return parse
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing for the entry points without config overrides: a flag error is one line
+  `error: ...` and exit code 2. Returns `argv` without the flags (everything after `--` too)."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    fail(str(e))
+
+
+def run(main: Callable[[list[str]], int | None],
+        parser: Callable[[list[str]], list[str]] = parse_flags) -> NoReturn:
+  """`absl.app.run(main)` with one-line errors: flag errors (from `parser`), and an
+  `app.UsageError` or `ConfigError` raised by `main`, print `error: ...` and exit 2. absl logs
+  at WARNING unless `--verbosity` is given (Orbax logs every checkpoint save at INFO)."""
+
+  def wrapped(argv):
+    if not flags.FLAGS["verbosity"].present:
+      logging.set_verbosity(logging.WARNING)
+    try:
+      return main(argv)
+    except (app.UsageError, ConfigError) as e:
+      fail(str(e))
+
+  app.run(wrapped, flags_parser=parser)
+
+
+def no_arguments(argv: Sequence[str]) -> None:
+  """A usage error if any positional argument is left after the flags."""
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])} (this command takes "
+                         "flags only; see --help)")
+
+
+class _IntListParser(flags.ListParser):
+  """Comma-separated integers: `--ks=1,2,4` -> [1, 2, 4]."""
+
+  def parse(self, argument: Any) -> list[int]:
+    items = super().parse(argument)
+    try:
+      return [int(x) for x in items]
+    except (TypeError, ValueError):
+      raise ValueError(f"expected comma-separated integers, got {argument!r}") from None
+
+  def flag_type(self) -> str:
+    return "a comma separated list of integers"
+
+
+def define_int_list(name: str, default: Sequence[int] | None, help: str, **kwargs
+                    ) -> flags.FlagHolder:
+  """`flags.DEFINE_list` whose items are integers (`--seeds=0,1`)."""
+  return flags.DEFINE(_IntListParser(), name, None if default is None else list(default), help,
+                      serializer=flags.CsvListSerializer(","), **kwargs)
+
+
+def load_config(arg: str, overrides: Mapping[str, Any] | None = None):
+  """`jaxgpt.config.load(arg, overrides)` ("configs/gpt.py:cpu", {"train.steps": 10}); a config
+  error (missing file, unknown variant, unknown key, a value of the wrong type) is one line
+  `error: ...` and exit 2."""
+  # Imported here, not at the top: jaxgpt.config imports jax (through its registries), and
+  # this module is imported before jax where XLA_FLAGS is set first (scripts/bench_sharding.py).
+  from jaxgpt import config as config_lib
+  try:
+    return config_lib.load(arg, overrides)
+  except (ValueError, TypeError) as e:  # ConfigError is a ValueError; ConfigDict raises TypeError
+    fail(f"config {arg}: {e}")

@@ -1,5 +1,8 @@
 """Sweep reports: `python -m jaxgpt.report DIR [--storage URL]` -> DIR/report/report.md + PNGs.
 
+  python -m jaxgpt.report sweeps/grid2d
+  python -m jaxgpt.report sweeps/grid2d --storage postgresql://user@host/db
+
 Reads the sweep's studies (DIR/study.db by default; `DIR/sweep.json`, written by the workers,
 names the studies, knobs and references) and each trial's run files, then writes:
 - a top-k table: trial, knobs, val loss, solo-equivalent training time (steps x the measured
@@ -16,14 +19,17 @@ names the studies, knobs and references) and each trial's run files, then writes
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
-import sys
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
+import optuna
+from absl import app, flags
+
+from jaxgpt import cli
+from jaxgpt.sweep import study as study_lib
 
 METRICS = ("final_val_loss", "val_acc", "val_ppl")
 
@@ -51,18 +57,17 @@ def _curve(workdir: str, run_dir: str | None, index: int | None) -> list[dict]:
 
 def load_records(workdir: str, storage: str | None = None) -> tuple[list[dict], dict]:
   """One record per trial of the sweep's studies, and the sweep's metadata."""
-  import optuna
   optuna.logging.set_verbosity(optuna.logging.WARNING)
   meta_path = os.path.join(workdir, "sweep.json")
   meta = {}
   if os.path.exists(meta_path):
     with open(meta_path, encoding="utf-8") as f:
       meta = json.load(f)
-  url = storage or meta.get("storage") or "sqlite:///" + os.path.abspath(
-      os.path.join(workdir, "study.db"))
-  if url.startswith("sqlite:///") and not os.path.exists(url[len("sqlite:///"):]):
-    raise FileNotFoundError(f"no study database at {url[len('sqlite:///'):]} (run "
-                            "python -m jaxgpt.sweep first, or pass --storage)")
+  url = study_lib.storage_url(workdir, storage or meta.get("storage"))
+  db = study_lib.sqlite_path(url)
+  if db and not os.path.exists(db):
+    raise FileNotFoundError(f"no study database at {db} (run python -m jaxgpt.sweep first, or "
+                            "pass --storage)")
   names = [s.study_name for s in optuna.get_all_study_summaries(url)]
   studies = [n for n in meta.get("studies", names) if n in names]
   records = []
@@ -443,22 +448,27 @@ def write_report(records: Sequence[Mapping], meta: Mapping, outdir: str) -> str:
   return path
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m jaxgpt.report", description=__doc__.split(
-      "\n")[0])
-  parser.add_argument("workdir", help="the sweep directory (holds study.db and sweep.json)")
-  parser.add_argument("--storage", default=None, help="Optuna storage URL (default: "
-                      "DIR/study.db)")
-  args = parser.parse_args(argv)
+def generate(workdir: str, storage: str | None = None) -> str:
+  """Reads the sweep in `workdir` (or `storage`) and writes its report; returns report.md's
+  path. FileNotFoundError when there is no study database."""
+  records, meta = load_records(workdir, storage)
+  return write_report(records, meta, os.path.join(workdir, "report"))
+
+
+def main(argv: Sequence[str]) -> int:
+  if len(argv) != 2:
+    raise app.UsageError("give one sweep directory: python -m jaxgpt.report DIR [--storage URL]")
   try:
-    records, meta = load_records(args.workdir, args.storage)
+    path = generate(argv[1], flags.FLAGS.storage)
   except FileNotFoundError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  path = write_report(records, meta, os.path.join(args.workdir, "report"))
+    cli.fail(str(e))
   print(path)
   return 0
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  # Defined only when run: importing this module (tests, notebooks) defines no flags, so it
+  # never collides with jaxgpt.sweep's --storage.
+  flags.DEFINE_string("storage", None, "Optuna storage URL (default: the one in DIR/sweep.json, "
+                      "else DIR/study.db).")
+  cli.run(main)

@@ -1,6 +1,7 @@
 """Vmapped cohort vs the same trials one after another: training time of K proxies.
 
   python scripts/bench_cohort.py --config configs/gpt.py:cpu --steps 30 --out bench_cohort.json
+  python scripts/bench_cohort.py --config configs/gpt.py:test --steps 100 --ks=1,2,4,8,16,32
   python scripts/bench_cohort.py --smoke --out /tmp/bench_cohort.json   # tiny, for the tests
 
 K trials of one config that differ in traced hyperparameters (learning rates spread over 4x,
@@ -18,16 +19,24 @@ cohort step's memory analysis).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
-import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "scripts"))
+import jax
+import numpy as np
+from absl import app, flags
+
+from jaxgpt import cli, data
+from jaxgpt.sweep import cohort
+
+_CONFIG = flags.DEFINE_string("config", "configs/gpt.py:cpu", "Config file[:variants].")
+_STEPS = flags.DEFINE_integer("steps", 30, "Timed training steps per run.", lower_bound=1)
+_KS = cli.define_int_list("ks", [1, 2, 4, 8, 16], "Cohort sizes K to time, e.g. --ks=1,2,4.")
+_OUT = flags.DEFINE_string("out", None, "JSON output path.")
+_SMOKE = flags.DEFINE_bool("smoke", False, "Tiny run for tests (configs/gpt.py:test, 3 steps, "
+                           "K = 1, 2).")
 
 
 def trial_configs(base, k: int) -> list:
@@ -45,10 +54,6 @@ def trial_configs(base, k: int) -> list:
 
 def time_steps(prog, train, configs, batches) -> float:
   """Seconds for len(batches) steps of `configs` on `prog` (init and one warm-up apart)."""
-  import jax
-  import numpy as np
-  from jaxgpt.sweep import cohort
-
   k = len(configs)
   hp = prog.put(cohort.stack_hparams(configs))
   state = prog.init([c.train.seed for c in configs], hp)
@@ -64,29 +69,15 @@ def time_steps(prog, train, configs, batches) -> float:
   return time.perf_counter() - t0
 
 
-def main(argv=None):
-  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  ap.add_argument("--config", default="configs/gpt.py:cpu")
-  ap.add_argument("--steps", type=int, default=30)
-  ap.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4, 8, 16])
-  ap.add_argument("--out", default=None, help="JSON output path")
-  ap.add_argument("--smoke", action="store_true", help="tiny run for tests")
-  args = ap.parse_args(argv)
-  if args.smoke:
-    args.config, args.steps, args.ks = "configs/gpt.py:test", 3, [1, 2]
-
-  import jax
-  from bench_train import load_config
-  from jaxgpt import data
-  from jaxgpt.sweep import cohort
-
-  base = load_config(args.config)
+def bench(config_arg: str, steps: int, ks: list[int], smoke: bool = False) -> dict:
+  """Times cohorts of each K in `ks` against sequential runs; prints the table, returns JSON."""
+  base = cli.load_config(config_arg)
   devices = jax.devices()[:1]
-  trials = trial_configs(base, max(args.ks))
+  trials = trial_configs(base, max(ks))
   solo = cohort.cohort_program(trials[0], 1, True, devices)
   it = data.train_iterator(solo.run.spec, seq_len=base.data.seq_len,
                            global_batch_size=base.train.batch_size, seed=0)
-  host_batches = [next(it) for _ in range(args.steps)]
+  host_batches = [next(it) for _ in range(steps)]
   it.close()
   batches = [solo.put(b, solo.repl) for b in host_batches]
   train1, _, solo_compile = solo.compile(with_eval=False)
@@ -94,7 +85,7 @@ def main(argv=None):
 
   tokens_per_step = base.train.batch_size * base.data.seq_len
   rows = []
-  for k in args.ks:
+  for k in ks:
     prog = cohort.cohort_program(trials[0], k, True, devices)
     train_k, _, compile_s = prog.compile(with_eval=False)
     if k == 1:  # the very program the sequential runs compiled
@@ -105,14 +96,14 @@ def main(argv=None):
     rows.append({
         "k": k, "cohort_compile_s": compile_s, "cohort_train_s": cohort_s,
         "sequential_train_s": seq_s, "speedup": seq_s / cohort_s,
-        "cohort_tokens_per_s": k * args.steps * tokens_per_step / cohort_s,
-        "sequential_tokens_per_s": k * args.steps * tokens_per_step / seq_s,
+        "cohort_tokens_per_s": k * steps * tokens_per_step / cohort_s,
+        "sequential_tokens_per_s": k * steps * tokens_per_step / seq_s,
         "cohort_temp_bytes": getattr(mem, "temp_size_in_bytes", None),
         "cohort_argument_bytes": getattr(mem, "argument_size_in_bytes", None),
     })
   plateau = max(rows, key=lambda r: r["speedup"])["k"]  # the K with the largest gain
 
-  print(f"cohort vs sequential: {args.config}, {args.steps} steps, {tokens_per_step} tokens/step "
+  print(f"cohort vs sequential: {config_arg}, {steps} steps, {tokens_per_step} tokens/step "
         f"per trial, {jax.default_backend()}; sequential K=1 compile {solo_compile:.1f}s (once)")
   print(f"{'K':>3} {'compile s':>10} {'cohort s':>9} {'sequential s':>13} {'speedup':>8} "
         f"{'cohort tok/s':>13} {'temp MiB':>9}")
@@ -123,20 +114,30 @@ def main(argv=None):
           f"{r['cohort_tokens_per_s']:>13,.0f} "
           f"{temp / 2**20 if temp is not None else float('nan'):>9.1f}")
   print(f"gain stops growing at K = {plateau}")
-  result = {
-      "meta": {"config": args.config, "steps": args.steps, "smoke": args.smoke,
+  return {
+      "meta": {"config": config_arg, "steps": steps, "smoke": smoke,
                "tokens_per_step_per_trial": tokens_per_step, "backend": jax.default_backend(),
                "devices": [str(d) for d in devices], "jax": jax.__version__,
                "machine": platform.platform(), "cpu_count": os.cpu_count(),
                "sequential_compile_s": solo_compile},
       "rows": rows, "sequential_per_trial_s": seq_times, "plateau_k": plateau,
   }
-  if args.out:
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
+
+
+def main(argv):
+  cli.no_arguments(argv)
+  config_arg, steps, ks = _CONFIG.value, _STEPS.value, _KS.value
+  if _SMOKE.value:
+    config_arg, steps, ks = "configs/gpt.py:test", 3, [1, 2]
+  if not ks or min(ks) < 1:
+    raise app.UsageError(f"--ks={','.join(map(str, ks))}: give cohort sizes >= 1, e.g. --ks=1,2,4")
+  result = bench(config_arg, steps, ks, _SMOKE.value)
+  if _OUT.value:
+    os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
+    with open(_OUT.value, "w") as f:
       json.dump(result, f, indent=2)
-  return result
+  return 0
 
 
 if __name__ == "__main__":
-  main()
+  cli.run(main)

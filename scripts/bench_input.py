@@ -18,13 +18,31 @@ Prints a table and writes JSON (`--out`).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
 import sys
 import tempfile
 import time
+
+from absl import flags
+
+from jaxgpt import cli
+
+# numpy, Grain and jaxgpt.data are imported in the functions below, after `pin_to_one_core`:
+# importing them starts threads (numpy's BLAS pool), which would escape the pinning.
+
+_SEQ_LEN = flags.DEFINE_integer("seq_len", 1024, "Tokens per row.", lower_bound=1)
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Rows per batch.", lower_bound=1)
+_STEPS = flags.DEFINE_integer("steps", 2000, "Timed batches per variant.", lower_bound=1)
+_WARMUP = flags.DEFINE_integer("warmup", 50, "Untimed batches per variant.", lower_bound=0)
+_TOKENS = flags.DEFINE_integer("tokens", 50_000_000, "Synthetic tokens in total.", lower_bound=1)
+_DATA = flags.DEFINE_enum("data", "synthetic", ["synthetic", "shakespeare"],
+                          "Synthetic GPT-2-sized shards, or the prepared byte-level corpus.")
+_NUM_THREADS = flags.DEFINE_integer("num_threads", 2, "Grain prefetch threads.", lower_bound=0)
+_PREFETCH = flags.DEFINE_integer("prefetch", 8, "Grain prefetch buffer (batches).", lower_bound=0)
+_OUT = flags.DEFINE_string("out", None, "Write the results as JSON here.")
+_SMOKE = flags.DEFINE_bool("smoke", False, "Tiny sizes, a few seconds (tests).")
 
 
 def pin_to_one_core() -> list[int] | None:
@@ -36,28 +54,24 @@ def pin_to_one_core() -> list[int] | None:
   return sorted(os.sched_getaffinity(0))
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--seq_len", type=int, default=1024)
-  p.add_argument("--batch_size", type=int, default=32)
-  p.add_argument("--steps", type=int, default=2000, help="timed batches per variant")
-  p.add_argument("--warmup", type=int, default=50, help="untimed batches per variant")
-  p.add_argument("--tokens", type=int, default=50_000_000, help="synthetic tokens in total")
-  p.add_argument("--data", choices=("synthetic", "shakespeare"), default="synthetic")
-  p.add_argument("--num_threads", type=int, default=2, help="Grain prefetch threads")
-  p.add_argument("--prefetch", type=int, default=8, help="Grain prefetch buffer (batches)")
-  p.add_argument("--out", default=None, help="write the results as JSON here")
-  p.add_argument("--smoke", action="store_true", help="tiny sizes, a few seconds (tests)")
-  args = p.parse_args(argv)
-  if args.smoke:
-    args.seq_len, args.batch_size, args.steps, args.warmup, args.tokens = 64, 4, 20, 2, 20_000
-  return args
+class Args:
+  """The benchmark's sizes: the flags, or the smoke sizes with --smoke."""
+
+  def __init__(self):
+    self.seq_len, self.batch_size = _SEQ_LEN.value, _BATCH_SIZE.value
+    self.steps, self.warmup, self.tokens = _STEPS.value, _WARMUP.value, _TOKENS.value
+    self.data, self.num_threads, self.prefetch = _DATA.value, _NUM_THREADS.value, _PREFETCH.value
+    self.out, self.smoke = _OUT.value, _SMOKE.value
+    if self.smoke:
+      self.seq_len, self.batch_size, self.steps, self.warmup, self.tokens = 64, 4, 20, 2, 20_000
 
 
 def make_spec(args, tmp: str):
   """A DataSpec over synthetic shards in `tmp`, or over the prepared Shakespeare corpus."""
+  # After pin_to_one_core (main), like every numpy/Grain import here: see the top of the file.
   import numpy as np
   from ml_collections import config_dict
+
   from jaxgpt import data
   if args.data == "shakespeare":
     return data.prepare(config_dict.ConfigDict(dict(name="shakespeare", tokenizer="byte")))
@@ -73,8 +87,9 @@ def make_spec(args, tmp: str):
 
 def per_row_iterator(spec, args):
   """The alternative design: one Grain record per row, batched by Grain."""
-  import grain
+  import grain  # after pin_to_one_core (main): see the top of the file
   import numpy as np
+
   from jaxgpt.data import pipeline
   batches = pipeline.TrainBatches(spec.train_files, args.seq_len, args.batch_size, 0, range(1))
   t = args.seq_len
@@ -102,9 +117,11 @@ def time_batches(it, args) -> dict:
           "ms_per_batch": 1e3 * elapsed / args.steps, "steps": args.steps}
 
 
-def main(argv=None) -> dict:
-  args = parse_args(argv)
+def main(argv) -> int:
+  cli.no_arguments(argv)
+  args = Args()
   cpus = pin_to_one_core()  # before Grain starts threads: they inherit the affinity
+  # Imported only now, pinned: importing them starts threads (see the top of the file).
   from jaxgpt import data
   from jaxgpt.data import pipeline
 
@@ -143,8 +160,8 @@ def main(argv=None) -> dict:
     with open(args.out, "w") as f:
       json.dump(report, f, indent=2)
     print(f"wrote {args.out}")
-  return report
+  return 0
 
 
 if __name__ == "__main__":
-  main()
+  cli.run(main)

@@ -2,6 +2,7 @@
 
   python scripts/bench_muon.py --out runs/bench_muon.json          # 12 x 768 GPT (minutes on CPU)
   python scripts/bench_muon.py --smoke --out /tmp/bench_muon.json  # tiny, seconds (tests run it)
+  python scripts/bench_muon.py --cases "ours f32" --cases optax.adamw   # only those update cases
 
 1. Time per optimizer update (jitted, median of --repeats runs after a warm-up, with
    block_until_ready) on the hidden-matrix tree of an L x d GPT: per layer q, k, v (d, H, d/H),
@@ -18,7 +19,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -30,9 +30,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from absl import app, flags
 
+from jaxgpt import cli
 from jaxgpt.optim import orthogonalize as ortho
 from jaxgpt.optim.muon import MuonDimensionNumbers, muon
+
+_SMOKE = flags.DEFINE_bool("smoke", False, "Tiny sizes (seconds).")
+_OUT = flags.DEFINE_string("out", "bench_muon.json", "JSON output path.")
+_LAYERS = flags.DEFINE_integer("layers", 12, "GPT layers.", lower_bound=1)
+_D_MODEL = flags.DEFINE_integer("d-model", 768, "GPT width d.", lower_bound=1)
+_HEADS = flags.DEFINE_integer("heads", 12, "Attention heads H.", lower_bound=1)
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed runs per update case.", lower_bound=1)
+_ORTHO_SIZE = flags.DEFINE_integer("ortho-size", 256, "n of the n x n orthogonality inputs.",
+                                   lower_bound=2)
+_SKIP_TIMING = flags.DEFINE_bool("skip-timing", False, "Only the orthogonality part.")
+_CASES = flags.DEFINE_multi_string("cases", [], "Time only the update cases whose name contains "
+                                   "this (repeatable; names hold commas).")
 
 DIMS = {  # name -> (shape without layers axis given d, H, F; fan_in axes; fan_out axes)
     "q": (lambda d, h, f: (d, h, d // h), (0,), (1, 2)),
@@ -183,35 +197,28 @@ def bench_orthogonality(n, floor=0.02):
   return rows
 
 
-def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--smoke", action="store_true", help="tiny sizes (seconds)")
-  parser.add_argument("--out", default="bench_muon.json", help="JSON output path")
-  parser.add_argument("--layers", type=int, default=12)
-  parser.add_argument("--d-model", type=int, default=768)
-  parser.add_argument("--heads", type=int, default=12)
-  parser.add_argument("--repeats", type=int, default=3)
-  parser.add_argument("--ortho-size", type=int, default=256)
-  parser.add_argument("--skip-timing", action="store_true")
-  parser.add_argument("--cases", nargs="*", default=(),
-                      help="time only the update cases whose name contains one of these")
-  args = parser.parse_args(argv)
-  if args.smoke:
-    args.layers, args.d_model, args.heads, args.repeats, args.ortho_size = 2, 32, 4, 1, 24
+def main(argv):
+  cli.no_arguments(argv)
+  layers, d_model, heads = _LAYERS.value, _D_MODEL.value, _HEADS.value
+  repeats, ortho_size = _REPEATS.value, _ORTHO_SIZE.value
+  if _SMOKE.value:
+    layers, d_model, heads, repeats, ortho_size = 2, 32, 4, 1, 24
+  if d_model % heads:
+    raise app.UsageError(f"--d-model={d_model} is not a multiple of --heads={heads}")
 
-  meta = {"load_average_at_start": os.getloadavg(), "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
+  meta = {"load_average_at_start": os.getloadavg(), "backend": jax.default_backend(),
+          "devices": [str(d) for d in jax.devices()],
           "cpu_count": os.cpu_count(), "platform": platform.platform(),
           "python": sys.version.split()[0], "jax": jax.__version__, "optax": optax.__version__,
-          "layers": args.layers, "d_model": args.d_model, "heads": args.heads,
-          "repeats": args.repeats, "smoke": args.smoke, "ns_steps": 5}
+          "layers": layers, "d_model": d_model, "heads": heads,
+          "repeats": repeats, "smoke": _SMOKE.value, "ns_steps": 5}
   print(f"jax {jax.__version__} on {jax.default_backend()} ({os.cpu_count()} cpus); "
-        f"{args.layers} x {args.d_model} GPT hidden matrices, 5 Newton–Schulz steps", flush=True)
-  update_rows = [] if args.skip_timing else bench_updates(args.layers, args.d_model, args.heads,
-                                                          args.repeats, args.cases)
+        f"{layers} x {d_model} GPT hidden matrices, 5 Newton–Schulz steps", flush=True)
+  update_rows = [] if _SKIP_TIMING.value else bench_updates(layers, d_model, heads, repeats,
+                                                            _CASES.value)
 
-  print(f"\northogonality (sigma/||G||_F >= 0.02 directions), {args.ortho_size} x "
-        f"{args.ortho_size}")
-  ortho_rows = bench_orthogonality(args.ortho_size)
+  print(f"\northogonality (sigma/||G||_F >= 0.02 directions), {ortho_size} x {ortho_size}")
+  ortho_rows = bench_orthogonality(ortho_size)
   print(f"  {'input':<20s} {'method':<26s} {'steps':>5s} {'dtype':>8s} {'n':>4s} "
         f"{'min':>7s} {'max':>7s} {'max|s-1|':>9s}  scalar band")
   for r in ortho_rows:
@@ -221,11 +228,12 @@ def main(argv=None):
           f"{r['scalar_band'][1]:.4f}]")
 
   meta["load_average_at_end"] = os.getloadavg()  # other jobs on a shared machine skew timings
-  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-  with open(args.out, "w") as f:
+  os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
+  with open(_OUT.value, "w") as f:
     json.dump({"meta": meta, "updates": update_rows, "orthogonality": ortho_rows}, f, indent=1)
-  print(f"\nwrote {args.out}")
+  print(f"\nwrote {_OUT.value}")
+  return 0
 
 
 if __name__ == "__main__":
-  main()
+  cli.run(main)

@@ -20,35 +20,43 @@ Runs with `XLA_FLAGS=--xla_force_host_platform_device_count=N` (set here before 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
 import sys
 import time
 
-_ARGS = None
+from absl import app, flags
+
+from jaxgpt import cli
+
+_SMOKE = flags.DEFINE_bool("smoke", False, "Tiny test shapes, the FSDP mesh only.")
+_DEVICES = flags.DEFINE_integer("devices", 8, "Simulated CPU devices.", lower_bound=1)
+_REPEATS = flags.DEFINE_integer("repeats", None, "Timed Muon updates per case (default 3, 0 "
+                                "with --smoke).", lower_bound=0)
+_BATCH = flags.DEFINE_integer("batch", 8, "Sequences per step for part 1.", lower_bound=1)
+_SKIP_MEMORY = flags.DEFINE_bool("skip_memory", False, "Skip part 1 (memory).")
+_SKIP_MUON = flags.DEFINE_bool("skip_muon", False, "Skip part 2 (Muon on sharded matrices).")
+_OUT = flags.DEFINE_string("out", None, "Write the results as JSON.")
 
 
-def _parse(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  p.add_argument("--smoke", action="store_true", help="tiny test shapes")
-  p.add_argument("--devices", type=int, default=8)
-  p.add_argument("--repeats", type=int, default=None,
-                 help="timed Muon updates per case (default 3, 0 with --smoke)")
-  p.add_argument("--batch", type=int, default=8, help="sequences per step for part 1")
-  p.add_argument("--skip_memory", action="store_true")
-  p.add_argument("--skip_muon", action="store_true")
-  p.add_argument("--out", default=None, help="write the results as JSON")
-  return p.parse_args(argv)
+def _parse(argv: list[str]):
+  """Parses `argv` (flags only, no program name) and returns `flags.FLAGS`, which `main` reads
+  (`.smoke`, `.repeats`, ...): for a caller that imports this module in a process whose devices
+  are already up (tests/test_parallel.py)."""
+  cli.no_arguments(cli.parse_flags(["bench_sharding", *argv]))
+  return flags.FLAGS
 
 
 if __name__ == "__main__":
-  _ARGS = _parse()
+  # jax reads XLA_FLAGS (the simulated device count) and JAX_PLATFORMS when it loads, so the
+  # flags are parsed and the environment set before the jax imports below; `app.run` at the end
+  # reuses this parse.
+  app.define_help_flags()
+  _ARGV = cli.parse_flags(sys.argv)
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                             f" --xla_force_host_platform_device_count={_ARGS.devices}")
+                             f" --xla_force_host_platform_device_count={_DEVICES.value}")
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
-  sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -58,7 +66,8 @@ from jaxgpt.optim import muon as muon_lib  # noqa: E402
 from jaxgpt.optim import orthogonalize as ortho  # noqa: E402
 from jaxgpt.optim import partition  # noqa: E402
 from jaxgpt.parallel import rules  # noqa: E402
-from jaxgpt.train import setup, step as step_lib  # noqa: E402
+from jaxgpt.train import setup  # noqa: E402
+from jaxgpt.train import step as step_lib  # noqa: E402
 
 MESHES = {"DP(8)": (8, 1, 1), "FSDP(8)": (1, 8, 1), "TP(2)xFSDP(4)": (1, 4, 2)}
 SMOKE_MESHES = {"FSDP(8)": (1, 8, 1)}  # one mesh: the test that runs --smoke stays short
@@ -66,19 +75,12 @@ COLLECTIVES = ("all-gather", "all-reduce", "all-to-all", "reduce-scatter", "coll
 
 
 def load_config(smoke: bool, mesh: tuple[int, int, int], batch: int):
-  import importlib.util
-  root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-  spec = importlib.util.spec_from_file_location("cfg_gpt", os.path.join(root, "configs", "gpt.py"))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  c = mod.get_config("test" if smoke else "")
-  c.unlock()
-  c.mesh.update(dict(zip(("data", "fsdp", "tensor"), mesh)))
-  c.train.update(batch_size=batch, eval_batch_size=batch)
+  overrides = {**{f"mesh.{k}": v for k, v in zip(("data", "fsdp", "tensor"), mesh)},
+               "train.batch_size": batch, "train.eval_batch_size": batch}
   if not smoke:
-    c.model.vocab_size = 50304  # the GPT-2 vocabulary, padded: the 124M model
-    c.model.compute_dtype = "float32"  # CPU: XLA's CPU backend has no fast bf16 path
-  return c
+    overrides["model.vocab_size"] = 50304  # the GPT-2 vocabulary, padded: the 124M model
+    overrides["model.compute_dtype"] = "float32"  # CPU: XLA's CPU backend has no fast bf16 path
+  return cli.load_config("configs/gpt.py:test" if smoke else "configs/gpt.py", overrides)
 
 
 def state_bytes_per_device(abstract_state) -> int:
@@ -144,7 +146,10 @@ def muon_case(mesh_name: str, mesh, strategy: str, smoke: bool, repeats: int) ->
   cfg = load_config(smoke, mesh, 8)
   run = setup.build(cfg)
   labels = partition.param_labels(run.abstract_state.params)
-  keep = lambda tree: jax.tree.map(lambda x, l: x if l == partition.MUON else None, tree, labels)
+
+  def keep(tree):
+    return jax.tree.map(lambda x, label: x if label == partition.MUON else None, tree, labels)
+
   params = keep(run.abstract_state.params)
   shardings = keep(run.state_shardings.params)
   tx = muon_lib.scale_by_muon(dimension_numbers=partition.muon_dims_fn(),
@@ -183,6 +188,7 @@ def muon_case(mesh_name: str, mesh, strategy: str, smoke: bool, repeats: int) ->
 
 
 def main(args) -> dict:
+  """Both parts; `args` is the parsed flags (`_parse`)."""
   meshes = SMOKE_MESHES if args.smoke else MESHES
   repeats = args.repeats if args.repeats is not None else (0 if args.smoke else 3)
   results = {"devices": jax.device_count(), "backend": jax.default_backend(),
@@ -215,5 +221,11 @@ def main(args) -> dict:
   return results
 
 
+def _app_main(argv) -> int:
+  cli.no_arguments(argv)
+  main(flags.FLAGS)
+  return 0
+
+
 if __name__ == "__main__":
-  main(_ARGS)
+  cli.run(_app_main, parser=lambda argv: _ARGV)

@@ -1,7 +1,7 @@
 """parameter-golf baseline against the seed's best combination (`best_proxy`), at equal time.
 
   python scripts/compare_param_golf.py                  # param_golf.py:cpu vs :best_proxy,cpu
-  python scripts/compare_param_golf.py --time_s 180 --seeds 0 1 --out docs/param_golf.json
+  python scripts/compare_param_golf.py --time_s 180 --seeds=0,1 --out docs/param_golf.json
   python scripts/compare_param_golf.py --smoke          # tiny, for the tests
 
 Each (arm, seed) is one `python -m jaxgpt.main` process with the same training-time cap
@@ -17,18 +17,33 @@ Resumable: a run whose workdir already holds a summary with val_bpb_roundtrip is
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
 import sys
 import time
 
+from absl import app, flags
+
+from jaxgpt import cli
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARMS = {"baseline": "configs/param_golf.py:{size}",
         "best_proxy": "configs/param_golf.py:best_proxy,{size}"}
 KEYS = ("steps", "train_time_s", "wall_time_s", "process_wall_s", "val_bpb", "val_bpb_roundtrip",
         "artifact_bytes")
+
+_SIZE = flags.DEFINE_string("size", "cpu", "The size variant both arms use.")
+_SEEDS = cli.define_int_list("seeds", [0, 1], "Seeds per arm, e.g. --seeds=0,1.")
+_ARMS = flags.DEFINE_list("arms", list(ARMS), f"Arms to run, comma-separated: {', '.join(ARMS)}.")
+_TIME_S = flags.DEFINE_float("time_s", None, "Training-time cap for every run (default: the "
+                             "config's).")
+_ROOT = flags.DEFINE_string("root", os.path.join(ROOT, "checkpoints", "compare_param_golf"),
+                            "One workdir per (arm, seed) under this directory.")
+_OUT = flags.DEFINE_string("out", None, "JSON output path.")
+_SMOKE = flags.DEFINE_bool("smoke", False, "Test variants, one seed, a few steps.")
+flags.register_validator("arms", lambda arms: bool(arms) and set(arms) <= set(ARMS),
+                         f"give one or more of {', '.join(ARMS)}, comma-separated")
 
 
 def _read_json(path: str) -> dict:
@@ -64,31 +79,17 @@ def _mean_spread(runs: list[dict], key: str) -> tuple[float, float]:
   return sum(vals) / len(vals), max(vals) - min(vals)
 
 
-def main(argv=None):
-  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  ap.add_argument("--size", default="cpu", help="the size variant both arms use")
-  ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-  ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
-  ap.add_argument("--time_s", type=float, default=None,
-                  help="training-time cap for every run (default: the config's)")
-  ap.add_argument("--root", default=os.path.join(ROOT, "checkpoints", "compare_param_golf"),
-                  help="one workdir per (arm, seed) under this directory")
-  ap.add_argument("--out", default=None, help="JSON output path")
-  ap.add_argument("--smoke", action="store_true", help="test variants, one seed, a few steps")
-  args = ap.parse_args(argv)
-  extra = []
-  if args.smoke:
-    args.size, args.seeds, args.time_s = "test", args.seeds[:1], None
-    extra = ["--config.train.steps=2", "--config.train.eval_every=2",
-             "--config.export.fp16_max_numel=1024"]
+def compare(size: str, seeds: list[int], arms: list[str], time_s: float | None, root: str,
+            extra: list[str]) -> dict:
+  """Runs (or reuses) every (arm, seed); prints the tables and returns the JSON."""
   runs = []
   print(f"{'arm':<11}{'seed':>5}{'steps':>7}{'train_s':>9}{'wall_s':>8}{'proc_s':>8}"
         f"{'val_bpb':>9}{'roundtrip':>10}{'artifact':>12}")
-  for arm in args.arms:
-    config = ARMS[arm].format(size=args.size)
-    for seed in args.seeds:
-      workdir = os.path.join(args.root, f"{arm}-{args.size}-seed{seed}")
-      s = run_one(config, workdir, seed, args.time_s, extra)
+  for arm in arms:
+    config = ARMS[arm].format(size=size)
+    for seed in seeds:
+      workdir = os.path.join(root, f"{arm}-{size}-seed{seed}")
+      s = run_one(config, workdir, seed, time_s, extra)
       r = dict(arm=arm, config=config, seed=seed, workdir=workdir, cached=s["cached"],
                **{k: s.get(k) for k in KEYS})
       runs.append(r)
@@ -96,27 +97,41 @@ def main(argv=None):
       print(f"{arm:<11}{seed:>5}{r['steps']:>7}{r['train_time_s']:>9.1f}{r['wall_time_s']:>8.1f}"
             f"{proc:>8}{r['val_bpb']:>9.4f}{r['val_bpb_roundtrip']:>10.4f}"
             f"{r['artifact_bytes']:>12,}" + ("  (cached)" if r["cached"] else ""), flush=True)
-  arms = {}
+  per_arm = {}
   print(f"\n{'arm':<11}{'mean bpb':>9}{'spread':>8}{'mean rt':>9}{'spread':>8}{'artifact':>12}")
-  for arm in args.arms:
+  for arm in arms:
     rs = [r for r in runs if r["arm"] == arm]
     (bpb, bpb_sp), (rt, rt_sp) = _mean_spread(rs, "val_bpb"), _mean_spread(rs, "val_bpb_roundtrip")
-    arms[arm] = dict(mean_val_bpb=bpb, spread_val_bpb=bpb_sp, mean_val_bpb_roundtrip=rt,
-                     spread_val_bpb_roundtrip=rt_sp,
-                     artifact_bytes=[r["artifact_bytes"] for r in rs])
+    per_arm[arm] = dict(mean_val_bpb=bpb, spread_val_bpb=bpb_sp, mean_val_bpb_roundtrip=rt,
+                        spread_val_bpb_roundtrip=rt_sp,
+                        artifact_bytes=[r["artifact_bytes"] for r in rs])
     print(f"{arm:<11}{bpb:>9.4f}{bpb_sp:>8.4f}{rt:>9.4f}{rt_sp:>8.4f}"
           f"{max(r['artifact_bytes'] for r in rs):>12,}")
-  out = dict(size=args.size, seeds=args.seeds, time_s=args.time_s, runs=runs, arms=arms)
-  if len(arms) == 2:
-    gap = arms["baseline"]["mean_val_bpb_roundtrip"] - arms["best_proxy"]["mean_val_bpb_roundtrip"]
-    spread = max(a["spread_val_bpb_roundtrip"] for a in arms.values())
+  out = dict(size=size, seeds=seeds, time_s=time_s, runs=runs, arms=per_arm)
+  if len(per_arm) == 2:
+    gap = (per_arm["baseline"]["mean_val_bpb_roundtrip"] -
+           per_arm["best_proxy"]["mean_val_bpb_roundtrip"])
+    spread = max(a["spread_val_bpb_roundtrip"] for a in per_arm.values())
     print(f"\nbaseline - best_proxy (round trip): {gap:+.4f} bpb; largest seed spread {spread:.4f}")
     out.update(gap_roundtrip=gap, largest_spread_roundtrip=spread)
-  if args.out:
-    with open(args.out, "w") as f:
-      json.dump(out, f, indent=2)
   return out
 
 
+def main(argv):
+  cli.no_arguments(argv)
+  size, seeds, time_s, extra = _SIZE.value, _SEEDS.value, _TIME_S.value, []
+  if _SMOKE.value:
+    size, seeds, time_s = "test", seeds[:1], None
+    extra = ["--config.train.steps=2", "--config.train.eval_every=2",
+             "--config.export.fp16_max_numel=1024"]
+  if not seeds:
+    raise app.UsageError("--seeds needs at least one seed, e.g. --seeds=0,1")
+  out = compare(size, seeds, _ARMS.value, time_s, _ROOT.value, extra)
+  if _OUT.value:
+    with open(_OUT.value, "w") as f:
+      json.dump(out, f, indent=2)
+  return 0
+
+
 if __name__ == "__main__":
-  main()
+  cli.run(main)

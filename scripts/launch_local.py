@@ -13,13 +13,25 @@ JAX detects both (README, "Multi-host").
 
 from __future__ import annotations
 
-import argparse
 import os
 import socket
 import subprocess
 import sys
 import threading
 import time
+
+from absl import app, flags
+
+from jaxgpt import cli
+
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", 2, "Processes to start.", lower_bound=1,
+                                      short_name="n")
+_DEVICES = flags.DEFINE_integer("devices_per_process", 1, "Simulated CPU devices per process.",
+                                lower_bound=1)
+_PORT = flags.DEFINE_integer("port", 0, "Coordinator port (0: a free one).", lower_bound=0)
+_PLATFORM = flags.DEFINE_string("platform", "cpu", "JAX_PLATFORMS for the processes ('' keeps "
+                                "the environment's).")
+_TIMEOUT = flags.DEFINE_float("timeout", None, "Seconds before stopping all.")
 
 
 def free_port() -> int:
@@ -85,25 +97,14 @@ def launch(command: list[str], num_processes: int, *, port: int = 0, devices: in
   return code or next((p.returncode for p in procs if p.returncode), 0)
 
 
-def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("-n", "--num_processes", type=int, default=2)
-  parser.add_argument("--devices_per_process", type=int, default=1,
-                      help="simulated CPU devices per process")
-  parser.add_argument("--port", type=int, default=0, help="coordinator port (0: a free one)")
-  parser.add_argument("--platform", default="cpu", help="JAX_PLATFORMS for the processes "
-                      "('' keeps the environment's)")
-  parser.add_argument("--timeout", type=float, default=None, help="seconds before stopping all")
-  parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command")
-  args = parser.parse_args(argv)
-  command = args.command[1:] if args.command[:1] == ["--"] else args.command
+def main(argv) -> int:
+  command = argv[1:]  # absl stops parsing flags at `--` and passes the rest through
   if not command:
-    parser.error("give the command after --")
-  if args.num_processes < 1:
-    parser.error(f"--num_processes={args.num_processes} must be >= 1")
-  return launch(command, args.num_processes, port=args.port, devices=args.devices_per_process,
-                platform=args.platform or None, timeout=args.timeout)
+    raise app.UsageError("give the command after --, e.g. launch_local.py -n 2 -- python -m "
+                         "jaxgpt.main --config configs/gpt.py:test")
+  return launch(command, _NUM_PROCESSES.value, port=_PORT.value, devices=_DEVICES.value,
+                platform=_PLATFORM.value or None, timeout=_TIMEOUT.value)
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  cli.run(main)

@@ -13,31 +13,41 @@ The cache is `--data_dir`, else $JAXGPT_DATA_DIR, else ~/.cache/jaxgpt.
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+from absl import flags
 from ml_collections import config_dict
 
-from jaxgpt import data, files
+from jaxgpt import cli, data, files
 from jaxgpt.data import cache, shakespeare, shards
 
 FINEWEB_URL = "https://huggingface.co/datasets/kjj0/fineweb10B-gpt2/resolve/main/{name}"
 
+_TOKENIZER = flags.DEFINE_enum("tokenizer", "byte", ["byte", "bpe"], "Shakespeare's tokenizer.")
+_BPE_VOCAB_SIZE = flags.DEFINE_integer("bpe_vocab_size", 1024, "BPE vocabulary size.",
+                                       lower_bound=1)
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "The data cache (default: $JAXGPT_DATA_DIR, "
+                                "else ~/.cache/jaxgpt).")
+_ARCHIVE = flags.DEFINE_string("archive", None, f"A local {shakespeare.ARCHIVE_NAME} to use "
+                               "instead of downloading (its sha256 is checked).")
+_FINEWEB = flags.DEFINE_integer("fineweb", 0, "Download N FineWeb GPT-2 train shards (100M "
+                                "tokens each) and the val shard instead.", lower_bound=0)
 
-def prepare_shakespeare(args) -> None:
-  root = cache.data_dir(args.data_dir) / "shakespeare"
-  meta = shakespeare.prepare(root, args.tokenizer, args.bpe_vocab_size, archive=args.archive)
+
+def prepare_shakespeare(data_dir: str | None, tokenizer: str, bpe_vocab_size: int,
+                        archive: str | None = None) -> None:
+  root = cache.data_dir(data_dir) / "shakespeare"
+  meta = shakespeare.prepare(root, tokenizer, bpe_vocab_size, archive=archive)
   spec = data.prepare(config_dict.ConfigDict(dict(
-      name="shakespeare", tokenizer=args.tokenizer, bpe_vocab_size=args.bpe_vocab_size,
-      data_dir=args.data_dir, folio_val=True)))
+      name="shakespeare", tokenizer=tokenizer, bpe_vocab_size=bpe_vocab_size,
+      data_dir=data_dir, folio_val=True)))
   corpus = files.read_json(root / "corpus" / "corpus.json", None)
-  print(f"Shakespeare, {args.tokenizer} tokenizer (vocab {spec.vocab_size}), cached in "
-        f"{shakespeare.tokenized_dir(root, args.tokenizer, args.bpe_vocab_size)}")
+  print(f"Shakespeare, {tokenizer} tokenizer (vocab {spec.vocab_size}), cached in "
+        f"{shakespeare.tokenized_dir(root, tokenizer, bpe_vocab_size)}")
   print(f"{'split':<6} {'works':>5} {'bytes':>10} {'share':>6} {'tokens':>10} {'bytes/tok':>9} "
         f"{'shards':>6}")
   modern = corpus["modern_bytes"]
@@ -66,10 +76,10 @@ def download(url: str, dest: Path) -> None:
       os.unlink(tmp)
 
 
-def prepare_fineweb(args) -> None:
-  out = cache.data_dir(args.data_dir) / "fineweb10B-gpt2"
+def prepare_fineweb(data_dir: str | None, num_shards: int) -> None:
+  out = cache.data_dir(data_dir) / "fineweb10B-gpt2"
   names = ["fineweb_val_000000.bin"] + [f"fineweb_train_{k:06d}.bin"
-                                        for k in range(1, args.fineweb + 1)]
+                                        for k in range(1, num_shards + 1)]
   for name in names:
     if not (out / name).exists():
       print(f"downloading {name} ...", flush=True)
@@ -79,23 +89,14 @@ def prepare_fineweb(args) -> None:
         f"--config.data.val_pattern='{out}/fineweb_val_*.bin' --config.model.vocab_size=50304")
 
 
-def main(argv=None) -> None:
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--tokenizer", choices=("byte", "bpe"), default="byte")
-  p.add_argument("--bpe_vocab_size", type=int, default=1024)
-  p.add_argument("--data_dir", default=None)
-  p.add_argument("--archive", default=None,
-                 help=f"a local {shakespeare.ARCHIVE_NAME} to use instead of downloading "
-                      "(its sha256 is checked)")
-  p.add_argument("--fineweb", type=int, default=0, metavar="N",
-                 help="download N FineWeb GPT-2 train shards (100M tokens each) and the val "
-                      "shard instead")
-  args = p.parse_args(argv)
-  if args.fineweb:
-    prepare_fineweb(args)
+def main(argv) -> int:
+  cli.no_arguments(argv)
+  if _FINEWEB.value:
+    prepare_fineweb(_DATA_DIR.value, _FINEWEB.value)
   else:
-    prepare_shakespeare(args)
+    prepare_shakespeare(_DATA_DIR.value, _TOKENIZER.value, _BPE_VOCAB_SIZE.value, _ARCHIVE.value)
+  return 0
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  cli.run(main)

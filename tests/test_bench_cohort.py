@@ -1,23 +1,18 @@
 """scripts/bench_cohort.py --smoke runs and writes its JSON (so the benchmark never rots)."""
 
-import importlib.util
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load_script():
-  spec = importlib.util.spec_from_file_location("bench_cohort",
-                                                ROOT / "scripts" / "bench_cohort.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-def test_bench_cohort_smoke(tmp_path, capsys):
+def test_bench_cohort_smoke(tmp_path):
   out = tmp_path / "bench.json"
-  _load_script().main(["--smoke", "--out", str(out)])
+  proc = subprocess.run([sys.executable, "scripts/bench_cohort.py", "--smoke", "--out", str(out)],
+                        cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
   result = json.loads(out.read_text())
   assert result["meta"]["smoke"] is True
   assert [r["k"] for r in result["rows"]] == [1, 2]
@@ -26,4 +21,13 @@ def test_bench_cohort_smoke(tmp_path, capsys):
     assert r["speedup"] == r["sequential_train_s"] / r["cohort_train_s"]
   assert len(result["sequential_per_trial_s"]) == 2
   assert result["plateau_k"] in (1, 2)
-  assert "gain stops growing" in capsys.readouterr().out
+  assert "gain stops growing" in proc.stdout
+
+
+def test_bench_cohort_flag_errors_are_one_line():
+  """absl flags, like every entry point: a bad flag is one `error:` line and exit code 2."""
+  for bad in (["--ks=1,x"], ["--no_such_flag"], ["stray"]):
+    proc = subprocess.run([sys.executable, "scripts/bench_cohort.py", *bad], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, (bad, proc.stderr[-2000:])
+    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr

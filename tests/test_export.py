@@ -14,7 +14,6 @@ from jaxgpt.export import artifact, exporter
 from jaxgpt.train import loop
 from tests.helpers import load_config
 
-
 # ------------------------------------------------------------------------------------------
 # Quantization and format.
 

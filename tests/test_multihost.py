@@ -61,6 +61,7 @@ def test_distributed_config_errors():
 def test_each_process_needs_its_own_batch_rows(monkeypatch):
   """Two processes on a mesh whose batch axes have one device: both would hold the same rows."""
   import jax
+
   from jaxgpt.parallel import mesh as mesh_lib
   from jaxgpt.train import setup
   monkeypatch.setattr(jax, "process_count", lambda: 2)

@@ -4,6 +4,9 @@ import json
 import math
 import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import chex
 import numpy as np
@@ -11,6 +14,13 @@ import pytest
 
 from jaxgpt import report
 from jaxgpt.sweep import runner, spec
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _report_cli(*args):
+  return subprocess.run([sys.executable, "-m", "jaxgpt.report", *args], cwd=ROOT,
+                        capture_output=True, text=True, timeout=300)
 
 
 def _record(name, params, seed, loss, study="s", time_s=1.0):
@@ -69,8 +79,10 @@ def test_report_of_a_small_real_study(tmp_path):
   sweep.lock()
   counts = runner.run_worker(sweep, str(tmp_path), progress=False)
   assert counts["done"] == 3
-  assert report.main([str(tmp_path)]) == 0
+  proc = _report_cli(str(tmp_path))  # the command line, as a user runs it
+  assert proc.returncode == 0, proc.stderr[-3000:]
   out = tmp_path / "report"
+  assert proc.stdout.strip() == str(out / "report.md")
   md = (out / "report.md").read_text()
   for heading in ("## Top", "## Seeds", "### x (`optimizer.lr`)", "### y (`optimizer.momentum`)",
                   "## Time to target"):
@@ -86,3 +98,14 @@ def test_report_of_a_small_real_study(tmp_path):
     assert r["curve"] and math.isfinite(r["summary"]["final_val_loss"])
     assert r["summary"]["final_val_loss"] < math.log(256)  # it learned something
     assert f"{r['summary']['final_val_loss']:.4g}" in md
+
+
+def test_report_cli_errors_are_one_line(tmp_path):
+  """No study yet, no directory, an unknown flag: one `error:` line and exit code 2."""
+  for args, words in (((str(tmp_path),), "no study database"),
+                      ((), "give one sweep directory"),
+                      ((str(tmp_path), "--no_such_flag"), "no_such_flag")):
+    proc = _report_cli(*args)
+    assert proc.returncode == 2, (args, proc.stderr[-2000:])
+    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
+    assert words in proc.stderr
