@@ -1,4 +1,4 @@
-"""Architecture knobs of the speedrun / parameter-golf lineage (REFERENCE.md "Architecture
+"""Architecture knobs of the speedrun / parameter-golf lineage (docs/formulas.md "Architecture
 knobs"): parallel block and activations against float64 numpy, the encoder/decoder skips
 against an independent sequential reference (scanned in groups and unrolled), nonsense
 combinations refused naming the keys, and a fixed list of combinations that train."""
@@ -126,7 +126,7 @@ def skip_model(scan):
 
 def reference_forward(params, toks, pairs):
   """Layer by layer with plain blocks, adding skip_weight_i * output of layer pairs[i] before
-  layer i: written from REFERENCE.md's pairing, not from the model's stack."""
+  layer i: written from docs/formulas.md's pairing ("U-net skips"), not from the model's stack."""
   cfg = gpt.GPTConfig.from_config(model_cfg(**SKIP), V)
   plain = jax.jit(gpt.Block(cfg).apply)
   x = params["embed"]["embedding"][toks]

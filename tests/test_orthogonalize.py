@@ -97,7 +97,7 @@ def _output_band(method, steps, dtype, **kw):
 @pytest.mark.parametrize("method,lo,hi", [("newton_schulz", 0.68, 1.13),
                                           ("polar_express", 0.86, 1.14)])
 def test_reference_bands_5_steps(method, lo, hi):
-  # The float64 scalar band over sigma / ||G||_F in [0.02, 1] rounds to REFERENCE.md's band.
+  # The float64 scalar band over sigma / ||G||_F in [0.02, 1] rounds to docs/formulas.md's band.
   s = np.linspace(0.02, 1.0, 200001) / ortho.NORMALIZATION[method][0]
   p = ortho.composed_polynomial(s, method, 5)
   assert abs(p.min() - lo) < 0.005 and abs(p.max() - hi) < 0.005, (p.min(), p.max())

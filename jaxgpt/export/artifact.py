@@ -1,4 +1,4 @@
-"""The int8 + zlib artifact format (parameter-golf, REFERENCE.md "Metrics and formats").
+"""The int8 + zlib artifact format (parameter-golf; docs/formulas.md "Int8 + zlib artifact").
 
 Quantization, one leaf at a time, as the exporter plans it (`int8_axes`):
 - a leaf the plan leaves out is stored as float16 (vectors, and matrices of at most

@@ -4,9 +4,9 @@ Logits are float32 whatever the compute dtype. `scan_layers=True` stacks the blo
 `blocks` subtree with a leading "layers" axis (one compiled block, fast compiles at depth);
 `scan_layers=False` keeps `blocks_0 .. blocks_{L-1}`. Both compute the same function.
 
-Knobs of the speedrun / parameter-golf lineage (REFERENCE.md): parallel blocks (PaLM), MLP
-activation relu2 | silu2 | gelu | swiglu, GQA / MQA (`num_kv_heads`), QK-norm, RoPE base, logit
-soft-cap, tied or untied head, zero-init output projections (`init="zero_out"`) and U-net skips
+Knobs of the speedrun / parameter-golf lineage (docs/formulas.md "Architecture knobs"):
+parallel blocks (PaLM), MLP activation relu2 | silu2 | gelu | swiglu, GQA / MQA
+(`num_kv_heads`), QK-norm, RoPE base, logit soft-cap, tied or untied head, zero-init output projections (`init="zero_out"`) and U-net skips
 (`encoder_layers` E > 0): layer i < E pushes its output, layer 2E-1-i adds `skip_weight * output`
 before its block. Scanned, the layers then form up to three scans (`encoder_blocks`,
 `decoder_blocks`, `blocks` for the rest): the encoder scan's stacked outputs are the skip stack,
@@ -51,7 +51,7 @@ def matmul_param_count(cfg: GPTConfig) -> int:
 
 def flops_per_token(cfg: GPTConfig, seq_len: int) -> float:
   """6 N + 12 L (H K) T: forward + backward matmuls plus attention scores and mixing, counted
-  without causal halving (REFERENCE.md MFU). H K = d_model unless head_dim is set apart."""
+  without causal halving (docs/formulas.md "MFU"). H K = d_model unless head_dim is set apart."""
   attn_width = cfg.num_heads * cfg.head_dim
   return 6.0 * matmul_param_count(cfg) + 12.0 * cfg.num_layers * attn_width * seq_len
 

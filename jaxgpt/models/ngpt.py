@@ -1,5 +1,6 @@
 """nGPT, the normalized Transformer (Loshchilov et al. 2024, arXiv 2410.01131; NVIDIA/ngpt), and the
-gated variant swept by the seed repository (dnhkng/nGPT-muon). REFERENCE.md "nGPT".
+gated variant swept by the seed repository (dnhkng/nGPT-muon); docs/formulas.md "nGPT",
+"Gated nGPT".
 
 Every embedding row and every matrix is unit-norm along d_model, and so is the residual stream:
 each block moves the hidden state h on the unit sphere instead of adding to it.
@@ -154,7 +155,7 @@ def param_count(cfg: NGPTConfig) -> int:
 
 
 def flops_per_token(cfg: NGPTConfig, seq_len: int) -> float:
-  """6 N + 12 L (H K) T with N all parameters but the input table (REFERENCE.md MFU)."""
+  """6 N + 12 L (H K) T with N all parameters but the input table (docs/formulas.md "MFU")."""
   n = param_count(cfg) - cfg.vocab_size * cfg.d_model
   return 6.0 * n + 12.0 * cfg.num_layers * cfg.num_heads * cfg.head_dim * seq_len
 

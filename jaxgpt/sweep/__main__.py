@@ -18,6 +18,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from jaxgpt import cli
+from jaxgpt.sweep import runner
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Sweep config file[:variants].",
                                           lock_config=True)
@@ -39,7 +40,6 @@ def main(argv):
     raise app.UsageError("--config is required, e.g. --config configs/sweeps/grid2d.py:cpu")
   if not _WORKDIR.value:
     raise app.UsageError("--workdir is required (the sweep directory)")
-  from jaxgpt.sweep import runner
   try:
     counts = runner.run_worker(sweep, _WORKDIR.value, storage=_STORAGE.value,
                                max_cohorts=_MAX_COHORTS.value, progress=_PROGRESS.value)
