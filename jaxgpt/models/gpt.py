@@ -7,10 +7,10 @@ Logits are float32 whatever the compute dtype. `scan_layers=True` stacks the blo
 Knobs of the speedrun / parameter-golf lineage (docs/formulas.md "Architecture knobs"):
 parallel blocks (PaLM), MLP activation relu2 | silu2 | gelu | swiglu, GQA / MQA
 (`num_kv_heads`), QK-norm, RoPE base, logit soft-cap, tied or untied head, zero-init output
-projections (`init="zero_out"`) and U-net skips (`encoder_layers` E > 0): layer i < E pushes its output, layer 2E-1-i adds `skip_weight * output`
-before its block. Scanned, the layers then form up to three scans (`encoder_blocks`,
-`decoder_blocks`, `blocks` for the rest): the encoder scan's stacked outputs are the skip stack,
-read in reverse as the decoder scan's xs.
+projections (`init="zero_out"`) and U-net skips (`encoder_layers` E > 0): layer i < E pushes
+its output, layer 2E-1-i adds `skip_weight * output` before its block. Scanned, the layers then
+form up to three scans (`encoder_blocks`, `decoder_blocks`, `blocks` for the rest): the encoder
+scan's stacked outputs are the skip stack, read in reverse as the decoder scan's xs.
 """
 
 from __future__ import annotations
