@@ -1,10 +1,10 @@
 """Gated nGPT + Muon: the seed study's recommended run (A1_ne), the project's headline config.
 
-Default = A1_ne (docs/formulas.md "Gated nGPT", "Published reference numbers"): 11 layers x 768
-(12 heads of 64), gated residuals `x = Norm(x + sigmoid(g) * alpha * out)` with alpha 0.15, logits 15 * cosine; Muon lr
-0.003 with EMA momentum 0.95, no Nesterov, no update scaling (`update_scale = none`: the seed's
-lr belongs to an unscaled update) and 5 quintic Newton-Schulz steps; lazy projection onto the
-hypersphere every 7 steps; batch 32 x 128 tokens, 5000 steps, validation every 50 steps; the
+Default = A1_ne (docs/formulas.md "Gated nGPT", "Published reference numbers"): 11 layers x 768 (12
+heads of 64), gated residuals `x = Norm(x + sigmoid(g) * alpha * out)` with alpha 0.15, logits 15 *
+cosine; Muon lr 0.003 with EMA momentum 0.95, no Nesterov, no update scaling (`update_scale = none`:
+the seed's lr belongs to an unscaled update) and 5 quintic Newton-Schulz steps; lazy projection onto
+the hypersphere every 7 steps; batch 32 x 128 tokens, 5000 steps, validation every 50 steps; the
 embedded Shakespeare corpus with a 1024-token BPE (FineWeb shards with `data.name=shards`). No
 weight decay (nGPT). `train.target_loss` is unset: the seed's 5.708 was measured on other data.
 
