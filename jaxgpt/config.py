@@ -15,8 +15,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from ml_collections import config_dict
 
-# Importing the packages fills the registries that validation reads.
-from jaxgpt import data, models, optim, registry  # noqa: F401
+from jaxgpt import registry
 from jaxgpt.errors import ConfigError
 
 placeholder = config_dict.placeholder
@@ -278,6 +277,9 @@ def resolve_renamed(config: config_dict.ConfigDict) -> None:
 
 def validate(config: config_dict.ConfigDict) -> None:
   """Checks every value once, at start; raises ConfigError naming the key, value and rule."""
+  # Importing the packages fills the registries read below. Imported here, not at the top,
+  # because they load JAX: config files and sweep workers with injected trainers stay light.
+  from jaxgpt import data, models, optim  # noqa: F401
   resolve_renamed(config)
   m, d, o, t = config.model, config.data, config.optimizer, config.train
   for key in ("num_layers", "d_model", "num_heads"):

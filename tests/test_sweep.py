@@ -13,12 +13,13 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from jaxgpt import config as config_lib
 from jaxgpt.sweep import runner, space, spec
 from tests.sweep_closed_form import closed_form, final_loss, one_group
 
 
 def _sweep(name="grid2d", variants="test", **fields):
-  s = spec.load_config_file(f"configs/sweeps/{name}.py", variants)
+  s = config_lib.load_file(f"configs/sweeps/{name}.py", variants)
   s.unlock()
   for k, v in fields.items():
     node, *rest = k.split("__")

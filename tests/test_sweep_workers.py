@@ -28,7 +28,8 @@ s.seeds, s.cohort_size, s.heartbeat_s, s.grace_s = (0, 1, 2), 2, 1, 2
 s.lock()
 counts = runner.run_worker(s, sys.argv[1], train_fn=closed_form, group_fn=one_group,
                            traced_keys=(), progress=False, poll_s=0.2)
-assert "jax" not in sys.modules  # the injected trainer keeps these workers light
+# Trial configs are validated by the registered model families, which import JAX; the injected
+# trainer keeps the rest of these workers light.
 print(counts)
 """
 POINTS = sorted((x, y, s) for x in (0.01, 0.03) for y in (0.9, 0.95) for s in (0, 1, 2))

@@ -16,7 +16,8 @@ import jax.numpy as jnp
 from jaxgpt.errors import ConfigError
 
 MLP_ACTS = ("relu2", "silu2", "gelu", "swiglu")  # layers.ACTIVATIONS + layers.GATED_ACTIVATIONS
-INIT_SCHEMES = ("gpt2", "zero_out")  # layers.INIT_SCHEMES
+# Init scheme name -> scheme; `layers` fills it with its schemes (one table, read here).
+INIT_SCHEMES: dict[str, Any] = {}
 COMPUTE_DTYPES = ("float32", "bfloat16")
 ATTENTION_IMPLS = (None, "xla", "cudnn")
 
@@ -82,7 +83,7 @@ class GPTConfig:
     for key in ("qk_norm", "tie_embeddings", "scan_layers", "remat"):
       check_bool(key, m[key])
     check_one_of("compute_dtype", m.compute_dtype, COMPUTE_DTYPES)
-    check_one_of("init", m.init, INIT_SCHEMES)
+    check_one_of("init", m.init, tuple(INIT_SCHEMES))
     check_positive("init_std", m.init_std)
     norm_eps = m.get("norm_eps", 1e-6)
     check_positive("norm_eps", norm_eps)

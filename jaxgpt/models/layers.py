@@ -45,11 +45,11 @@ def zero_out_init(std: float, num_layers: int) -> dict[str, Initializer]:
   return roles | dict(attn_out=zeros, mlp_out=zeros, head=zeros)
 
 
-INIT_SCHEMES: dict[str, Callable[[float, int], dict[str, Initializer]]] = {
+INIT_SCHEMES: dict[str, Callable[[float, int], dict[str, Initializer]]] = dims.INIT_SCHEMES
+INIT_SCHEMES.update({
     "gpt2": gpt2_init,
     "zero_out": zero_out_init,
-}
-assert tuple(INIT_SCHEMES) == dims.INIT_SCHEMES, "dims.INIT_SCHEMES must name exactly these"
+})
 
 
 def initializers(cfg: GPTConfig) -> dict[str, Initializer]:

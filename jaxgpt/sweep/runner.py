@@ -25,10 +25,11 @@ from typing import Callable, Sequence
 import optuna
 from optuna.trial import TrialState
 
+from jaxgpt import config as config_lib
+from jaxgpt import files
 from jaxgpt.sweep import space as space_lib
 from jaxgpt.sweep import spec as spec_lib
 from jaxgpt.sweep import study as study_lib
-from jaxgpt import files
 
 SUMMARY_KEYS = ("final_val_loss", "best_val_loss", "val_bpb", "val_acc", "val_ppl", "steps",
                 "stop_reason", "reached_target", "step_to_target", "time_to_target_s",
@@ -53,13 +54,15 @@ class Stage:
   budget: int | None  # trials (roots) for random/TPE; None for a grid
 
 
+# The trainer is imported when first needed: importing `cohort` loads JAX, which workers with
+# an injected (cheap) trainer never need.
 def _default_train_fn():
-  from jaxgpt.sweep import cohort
+  from jaxgpt.sweep import cohort  # loads JAX: only when the real trainer is used
   return cohort.train_cohort
 
 
 def _default_group_fn():
-  from jaxgpt.sweep import cohort
+  from jaxgpt.sweep import cohort  # loads JAX: only when the real trainer is used
   return cohort.group_static
 
 
@@ -73,7 +76,7 @@ def _quiet():
 # Stages.
 
 def _default_traced_keys() -> tuple[str, ...]:
-  from jaxgpt.sweep import cohort
+  from jaxgpt.sweep import cohort  # loads JAX: only when the real trainer is used
   return cohort.TRACED_KEYS
 
 
@@ -107,22 +110,29 @@ def best_configs(study: optuna.Study, k: int) -> list[dict]:
 
 
 def open_stage2(sweep, storage, url: str, stage1: Stage) -> Stage:
+  """The refined grid's study, created and enqueued by the first worker to get here.
+
+  All of it runs under the stage-2 study's claim lock, so workers reaching stage 2 together
+  (on any backend) create the study and enqueue the grid once; later ones load the stored grid.
+  """
   name = sweep.name + "-stage2"
-  best = best_configs(stage1.study, sweep.stage2.top_k)
-  if not best:
-    raise RuntimeError(f"stage 2 of {sweep.name!r}: stage 1 finished no trial with a finite "
-                       "objective, so there is no best region to refine")
-  grid = space_lib.refined_grid(stage1.dims, best, sweep.stage2.points, sweep.stage2.span)
-  existing = [s.study_name for s in optuna.get_all_study_summaries(storage)]
-  if name in existing:  # the grid is the one the first worker stored
-    study = optuna.load_study(study_name=name, storage=storage)
+  with study_lib.claim_lock(url, name):
+    existing = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    grid = None
+    if name in existing:  # the grid is the one the first worker stored
+      grid = optuna.load_study(study_name=name, storage=storage).user_attrs.get("grid")
+    if grid is None:
+      best = best_configs(stage1.study, sweep.stage2.top_k)
+      if not best:
+        raise RuntimeError(f"stage 2 of {sweep.name!r}: stage 1 finished no trial with a "
+                           "finite objective, so there is no best region to refine")
+      grid = space_lib.refined_grid(stage1.dims, best, sweep.stage2.points, sweep.stage2.span)
+    dims = space_lib.stage2_dims(stage1.dims, grid)
+    study = study_lib.load_or_create(name, storage, url,
+                                     study_lib.make_sampler(sweep, dims, True),
+                                     study_lib.make_pruner(sweep))
+    study_lib.enqueue_once(study, url, grid, list(sweep.seeds), extra_attrs={"grid": grid})
     grid = study.user_attrs.get("grid", grid)
-  dims = space_lib.stage2_dims(stage1.dims, grid)
-  study = study_lib.load_or_create(name, storage, url,
-                                   study_lib.make_sampler(sweep, dims, True),
-                                   study_lib.make_pruner(sweep))
-  study_lib.enqueue_once(study, url, grid, list(sweep.seeds), extra_attrs={"grid": grid})
-  grid = study.user_attrs.get("grid", grid)
   return Stage(name, study, space_lib.stage2_dims(stage1.dims, grid), True, None)
 
 
@@ -139,7 +149,7 @@ def stage_finished(stage: Stage) -> bool:
 def claim(stage: Stage, sweep, url: str, k: int) -> list[Claimed]:
   """Up to k trials for this worker: queued ones first, then fresh samples within budget."""
   out = []
-  with study_lib.claim_lock(url):
+  with study_lib.claim_lock(url, stage.name):
     while len(out) < k:
       trial, fresh = study_lib.pop_waiting(stage.study), False
       if trial is None:
@@ -211,7 +221,7 @@ def tell(stage: Stage, member: Claimed, summary: dict, sweep, run_dir: str, work
   trial.set_user_attr("summary", _scalars(summary))
   trial.set_user_attr("run", {  # where its files are, and the values its config ran with
       "run_dir": os.path.relpath(run_dir, workdir), "cohort_index": index,
-      "knobs": {d.key: spec_lib.get_key(config, d.key) for d in stage.dims},
+      "knobs": {d.key: config_lib.get_key(config, d.key) for d in stage.dims},
       "vocab_size": spec_lib.vocab_size(config)})
   if summary.get("stop_reason") == "pruned":
     stage.study.tell(trial, state=TrialState.PRUNED)
@@ -328,21 +338,21 @@ def run_worker(sweep, workdir: str, *, storage: str | None = None,
   """
   _quiet()
   spec_lib.validate_sweep(sweep)
-  train_fn = train_fn or _default_train_fn()
-  group_fn = group_fn or _default_group_fn()
   os.makedirs(workdir, exist_ok=True)
   url = study_lib.storage_url(workdir, storage)
-  rdb = study_lib.open_storage(url, sweep)
+  rdb = study_lib.open_storage(url, sweep)  # first: a bad URL or missing driver fails fast
+  train_fn = train_fn or _default_train_fn()
+  group_fn = group_fn or _default_group_fn()
   base = spec_lib.load_experiment(sweep)
   check_space(sweep, base)
-  write_meta(sweep, workdir, storage)
+  write_meta(sweep, workdir, url if storage else None)
   traced_keys = _default_traced_keys() if traced_keys is None else traced_keys
   stage = open_stage1(sweep, rdb, url, traced_keys)
   stage1 = stage
   bar, cohorts = Progress(progress), 0
   try:
     while max_cohorts is None or cohorts < max_cohorts:
-      study_lib.fail_stale(stage.study)
+      study_lib.fail_stale(stage.study, url)
       bar.update(stage)
       claimed = claim(stage, sweep, url, sweep.cohort_size)
       if not claimed:

@@ -66,16 +66,12 @@ def base_sweep() -> config_dict.ConfigDict:
 # ------------------------------------------------------------------------------------------
 # Loading config files (jaxgpt.config) and dotted keys.
 
-resolve_path = config_lib.resolve_path
-load_config_file = config_lib.load_file
-get_key, set_key = config_lib.get_key, config_lib.set_key
-apply_overrides = config_lib.apply_overrides
 
 
 def load_sweep(arg: str) -> config_dict.ConfigDict:
   """`configs/sweeps/NAME.py[:VARIANTS]` -> validated sweep config."""
   path, _, variants = arg.partition(":")
-  sweep = load_config_file(path, variants)
+  sweep = config_lib.load_file(path, variants)
   validate_sweep(sweep)
   return sweep
 
@@ -137,8 +133,8 @@ def validate_sweep(sweep) -> None:
 
 def load_experiment(sweep) -> config_dict.ConfigDict:
   """The base experiment config with the sweep's overrides written in."""
-  config = load_config_file(sweep.base.config, sweep.base.variants)
-  apply_overrides(config, sweep.base.overrides.to_dict()
+  config = config_lib.load_file(sweep.base.config, sweep.base.variants)
+  config_lib.apply_overrides(config, sweep.base.overrides.to_dict()
                   if hasattr(sweep.base.overrides, "to_dict") else sweep.base.overrides)
   return config
 
@@ -161,14 +157,14 @@ def trial_config(base, knobs: Mapping[str, Any], seed: int, sweep) -> config_dic
   """
   config = copy.deepcopy(base)
   for key, value in knobs.items():
-    set_key(config, key, _python(value))
+    config_lib.set_key(config, key, _python(value))
   config.train.seed = int(seed)
   scale = lr_scale(sweep.lr_scaling.rule, config.train.batch_size, sweep.lr_scaling.ref_batch)
   if scale != 1.0:
     for key in sweep.lr_scaling.apply_to:
-      value = get_key(config, key)
+      value = config_lib.get_key(config, key)
       if value is not None:
-        set_key(config, key, float(value) * scale)
+        config_lib.set_key(config, key, float(value) * scale)
   config_lib.validate(config)
   return config
 

@@ -1,26 +1,34 @@
 """Optuna plumbing: storage with heartbeats, samplers and pruners, and claiming trials safely.
 
-Storage is SQLite in the sweep directory by default; any SQLAlchemy URL (PostgreSQL, MySQL)
-lets workers on many machines share one study. Running trials record a heartbeat; a trial whose
+Storage is SQLite in the sweep directory by default; a PostgreSQL URL (`postgresql://user@host/db`,
+driver: `pip install 'jaxgpt[postgres]'`; plain `postgresql://` means the psycopg 3 driver) lets
+workers on many machines share one study (any other SQLAlchemy URL works as far as Optuna
+supports it, without the claim lock below). Running trials record a heartbeat; a trial whose
 worker died is failed by `optuna.storages.fail_stale_trials` once its heartbeat is older than
 the grace period, and `RetryFailedTrialCallback` re-queues it at most `max_retry` times.
 
 Claiming. Optuna pops a WAITING trial by reading its state and then updating it; on a server
 database the read is `SELECT ... FOR UPDATE`, but SQLite ignores FOR UPDATE and its Python
-driver reads outside a transaction, so two processes can both pop the same trial. Every claim
-(and every enqueue of a grid, and the creation of the tables and the study) therefore runs
-under an exclusive file lock beside the SQLite file (`study.db.lock`); server databases rely on
-their row locks. A claimed trial records a heartbeat before it turns RUNNING, so a worker killed
-at any point leaves trials that go stale. Grid points are enqueued once per study (a study
-attribute marks the queue complete; enqueueing skips points already present, so a worker
-killed half-way through enqueueing is repaired by the next). SQLite runs in WAL mode with
-synchronous=NORMAL, so commits do not wait on fsync (which dominated small studies' time).
+driver reads outside a transaction, so two processes can both pop the same trial. Row locks do
+not cover the rest: a budget check before a fresh sample, the enqueueing of a grid (two workers
+reaching stage 2 together would both enqueue it), failing a stale trial (two workers would both
+re-queue it on SQLite). Every claim, enqueue, stale-trial sweep, the creation of a study (and of
+stage 2 with its grid) and the creation of the tables therefore runs under `claim_lock`: an
+exclusive file lock beside the SQLite file (`study.db.lock`, all workers on one host), or on
+PostgreSQL a transaction-scoped advisory lock (`pg_advisory_xact_lock`) keyed by the study name,
+held on a connection of its own; the server releases it when that transaction ends or the
+worker's connection drops (a killed worker never leaves it held). The lock is re-entrant within
+a thread. A claimed trial records a heartbeat before it turns RUNNING, so a worker killed at any
+point leaves trials that go stale. Grid points are enqueued once per study (a study attribute
+marks the queue complete; enqueueing skips points already present, so a worker killed half-way
+through enqueueing is repaired by the next). SQLite runs in WAL mode with synchronous=NORMAL,
+so commits do not wait on fsync (which dominated small studies' time).
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import hashlib
 import json
 import os
 import threading
@@ -30,33 +38,95 @@ from typing import Any, Iterator, Sequence
 import optuna
 from optuna.trial import TrialState
 
+from jaxgpt import files
 from jaxgpt.sweep import spec as spec_lib
 
 QUEUE_READY = "queue_ready"
+POSTGRES_INSTALL = "pip install 'jaxgpt[postgres]'"
+
+
+class StorageError(ValueError):
+  """A storage URL that cannot be used: bad URL, missing driver, unreachable server."""
 
 
 def storage_url(workdir: str, url: str | None = None) -> str:
-  return url or "sqlite:///" + os.path.abspath(spec_lib.workdir_paths(workdir)["db"])
+  return normalize_url(url) if url else "sqlite:///" + os.path.abspath(
+      spec_lib.workdir_paths(workdir)["db"])
+
+
+def normalize_url(url: str) -> str:
+  """`postgresql://` and `postgres://` mean the psycopg 3 driver (`postgresql+psycopg://`);
+  SQLAlchemy's own default for them is psycopg2. Other URLs are returned as they are."""
+  for prefix in ("postgresql://", "postgres://"):
+    if url.startswith(prefix):
+      return "postgresql+psycopg://" + url[len(prefix):]
+  return url
 
 
 def sqlite_path(url: str) -> str | None:
   return url[len("sqlite:///"):] if url.startswith("sqlite:///") else None
 
 
+def is_postgres(url: str) -> bool:
+  return url.startswith(("postgresql", "postgres:"))
+
+
+def redacted(url: str) -> str:
+  """The URL with its password masked, for messages."""
+  try:
+    import sqlalchemy
+    return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+  except Exception:  # noqa: BLE001 - an unparsable URL has no password to find
+    return url
+
+
+def _check_driver(url: str) -> None:
+  """A StorageError naming the install command when the URL's database driver is missing."""
+  import sqlalchemy
+  try:
+    parsed = sqlalchemy.engine.make_url(url)
+  except sqlalchemy.exc.ArgumentError as e:
+    raise StorageError(f"invalid storage URL {url!r}: {e}") from None
+  if parsed.get_backend_name() != "postgresql" or parsed.get_driver_name() != "psycopg":
+    return  # other drivers: open_storage turns their ImportError into a StorageError
+  try:
+    import psycopg  # noqa: F401
+  except ImportError as e:
+    raise StorageError(
+        f"storage {redacted(url)} needs the PostgreSQL driver psycopg, which is not installed "
+        f"({e}); install it with: {POSTGRES_INSTALL}") from None
+
+
 def open_storage(url: str, sweep=None) -> optuna.storages.RDBStorage:
-  """RDB storage; with a sweep config, heartbeats and the failed-trial retry callback."""
+  """RDB storage; with a sweep config, heartbeats and the failed-trial retry callback.
+
+  Raises StorageError (a ValueError) for a bad URL, a missing driver or a server that does not
+  answer."""
+  import sqlalchemy
+  url = normalize_url(url)
+  _check_driver(url)
   kwargs: dict[str, Any] = {}
   if sqlite_path(url):
     os.makedirs(os.path.dirname(sqlite_path(url)) or ".", exist_ok=True)
     kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
+  else:  # a connection idle through a long cohort may have been dropped on the way
+    kwargs["engine_kwargs"] = {"pool_pre_ping": True}
   if sweep is not None:
     kwargs.update(heartbeat_interval=int(sweep.heartbeat_s), grace_period=int(sweep.grace_s),
                   heartbeat_stale_trial_callback=retry_callback(int(sweep.max_retry)))
-  with warnings.catch_warnings(), claim_lock(url):  # one process creates the tables
-    warnings.simplefilter("ignore")  # heartbeat_interval is marked experimental
-    storage = optuna.storages.RDBStorage(url, **kwargs)
-    if sqlite_path(url):
-      _sqlite_wal(storage.engine)
+  try:
+    with warnings.catch_warnings(), claim_lock(url):  # one process creates the tables
+      warnings.simplefilter("ignore")  # heartbeat_interval is marked experimental
+      storage = optuna.storages.RDBStorage(url, **kwargs)
+      if sqlite_path(url):
+        _sqlite_wal(storage.engine)
+  except ImportError as e:  # a driver _check_driver does not know
+    hint = f"; for PostgreSQL: {POSTGRES_INSTALL}" if is_postgres(url) else ""
+    raise StorageError(f"storage {redacted(url)}: cannot import its database driver "
+                       f"({e.__cause__ or e}){hint}") from None
+  except sqlalchemy.exc.OperationalError as e:
+    first = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
+    raise StorageError(f"cannot open storage {redacted(url)}: {first}") from None
   return storage
 
 
@@ -83,19 +153,82 @@ def retry_callback(max_retry: int):
   return cls(max_retry=max_retry)
 
 
+# ------------------------------------------------------------------------------------------
+# The claim lock.
+
+_held = threading.local()  # the locks this thread holds: claim_lock is re-entrant
+_lock_engines: dict[str, Any] = {}
+_lock_engines_guard = threading.Lock()
+TABLES_LOCK = "(tables)"  # the name of the lock taken while creating the tables
+
+
 @contextlib.contextmanager
-def claim_lock(url: str) -> Iterator[None]:
-  """Exclusive across processes for a SQLite study; a no-op for server databases."""
+def claim_lock(url: str, name: str = TABLES_LOCK) -> Iterator[None]:
+  """Exclusive across processes (and threads) for the study `name` of the storage `url`.
+
+  SQLite: a file lock beside the database file, one for all its studies (and one host).
+  PostgreSQL: `pg_advisory_xact_lock` keyed by the study name, on a connection of its own, so
+  workers on any number of machines exclude each other; the server drops the lock when the
+  transaction ends or the connection does. Other databases: no lock (their row locks only).
+  Re-entrant: a thread already holding the lock passes straight through."""
+  url = normalize_url(url)
   path = sqlite_path(url)
-  if path is None:
+  token = ("sqlite", os.path.abspath(path)) if path else (url, name)
+  held = _held.__dict__.setdefault("tokens", set())
+  if token in held:
     yield
     return
-  with open(path + ".lock", "a") as f:
-    fcntl.flock(f, fcntl.LOCK_EX)
+  if path is not None:
+    lock = files.file_lock(path + ".lock")
+  elif is_postgres(url):
+    lock = _advisory_lock(url, name)
+  else:
+    lock = contextlib.nullcontext()
+  with lock:
+    held.add(token)
     try:
       yield
     finally:
-      fcntl.flock(f, fcntl.LOCK_UN)
+      held.discard(token)
+
+
+def advisory_key(name: str) -> int:
+  """The signed 64-bit key of a study's advisory lock."""
+  digest = hashlib.blake2b(f"jaxgpt.sweep:{name}".encode(), digest_size=8).digest()
+  return int.from_bytes(digest, "big", signed=True)
+
+
+def _lock_engine(url: str):
+  import sqlalchemy
+  with _lock_engines_guard:
+    engine = _lock_engines.get(url)
+    if engine is None:
+      engine = sqlalchemy.create_engine(url, pool_size=1, max_overflow=8, pool_pre_ping=True)
+
+      @sqlalchemy.event.listens_for(engine, "connect")
+      def _keepalive(dbapi_connection, _):
+        # The server notices a vanished client (a machine that lost power while holding the
+        # lock) within about a minute instead of the OS default of hours.
+        with dbapi_connection.cursor() as cursor:
+          for setting, value in (("tcp_keepalives_idle", 30), ("tcp_keepalives_interval", 10),
+                                 ("tcp_keepalives_count", 3)):
+            cursor.execute(f"SET {setting} = {value}")
+        dbapi_connection.commit()
+
+      _lock_engines[url] = engine
+  return engine
+
+
+@contextlib.contextmanager
+def _advisory_lock(url: str, name: str) -> Iterator[None]:
+  import sqlalchemy
+  with _lock_engine(url).connect() as conn:
+    conn.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:key)"),
+                 {"key": advisory_key(name)})
+    try:
+      yield
+    finally:
+      conn.rollback()  # ends the transaction, which releases the lock
 
 
 def make_sampler(sweep, dims, grid_mode: bool) -> optuna.samplers.BaseSampler:
@@ -128,7 +261,7 @@ def make_pruner(sweep) -> optuna.pruners.BasePruner:
 
 
 def load_or_create(name: str, storage, url: str, sampler=None, pruner=None) -> optuna.Study:
-  with claim_lock(url):
+  with claim_lock(url, name):
     return optuna.create_study(study_name=name, storage=storage, sampler=sampler,
                                pruner=pruner, direction="minimize", load_if_exists=True)
 
@@ -151,7 +284,7 @@ def enqueue_once(study: optuna.Study, url: str, points: Sequence[dict], seeds: S
   if study.user_attrs.get(QUEUE_READY):
     return 0
   added = 0
-  with claim_lock(url):
+  with claim_lock(url, study.study_name):
     if study.user_attrs.get(QUEUE_READY):
       return 0
     present = {trial_point_key(t) for t in study.get_trials(deepcopy=False)}
@@ -200,8 +333,11 @@ def counts(study: optuna.Study) -> dict[str, int]:
   return c
 
 
-def fail_stale(study: optuna.Study) -> None:
-  with warnings.catch_warnings():
+def fail_stale(study: optuna.Study, url: str | None = None) -> None:
+  """Fails the trials whose heartbeat is stale and re-queues them (under the claim lock when
+  `url` is given: on SQLite two workers could otherwise both fail, and re-queue, one trial)."""
+  lock = claim_lock(url, study.study_name) if url else contextlib.nullcontext()
+  with lock, warnings.catch_warnings():
     warnings.simplefilter("ignore")
     optuna.storages.fail_stale_trials(study)
 
