@@ -45,6 +45,12 @@ def flags_parser(unknown_key_message: Callable[[Exception, list[str]], str]
       fail(unknown_key_message(e, bad))
     except flags.Error as e:
       fail(str(e))
+    except Exception as e:  # noqa: BLE001 - the config file itself raised while loading
+      where = next((a.split("=", 1)[-1] for a in argv[1:] if a.startswith("--config=")), None)
+      if where is None and "--config" in argv:
+        where = argv[argv.index("--config") + 1]
+      text = " ".join(str(e).split()) or "(no message)"
+      fail(f"config file {where} failed to load: {type(e).__name__}: {text}")
 
   return parse
 

@@ -20,11 +20,14 @@ from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from jaxgpt import cli  # noqa: E402
+from jaxgpt.data import ShardError  # noqa: E402
 from jaxgpt.errors import ConfigError  # noqa: E402
 from jaxgpt.export.exporter import export_workdir  # noqa: E402
 from jaxgpt.parallel import distributed  # noqa: E402
+from jaxgpt.train.checkpoint import CheckpointError  # noqa: E402
 from jaxgpt.train.inference import evaluate_workdir, sample_workdir  # noqa: E402
 from jaxgpt.train.loop import train_and_evaluate  # noqa: E402
+from jaxgpt.train.workdir import WorkdirError  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:variants].",
                                           lock_config=True)
@@ -53,7 +56,8 @@ def main(argv):
   workdir = _WORKDIR.value or default_workdir(config)
   try:
     return dispatch(config, workdir, _MODE.value)
-  except (ConfigError, FileNotFoundError) as e:  # a bad key or value, a missing checkpoint
+  # A bad key or value, a missing or damaged checkpoint, a busy or unusable workdir.
+  except (ConfigError, FileNotFoundError, CheckpointError, WorkdirError, ShardError) as e:
     cli.fail(str(e))
 
 
@@ -68,6 +72,10 @@ def dispatch(config, workdir: str, mode: str) -> int:
     if distributed.is_main():  # every process returns the summary; process 0 wrote it
       print(json.dumps({k: summary.get(k) for k in keys}, indent=1))
       print(f"[jaxgpt] wrote {workdir}/summary.json", file=sys.stderr)
+    if summary["stop_reason"] == "diverged":
+      cli.fail(f"training diverged by step {summary['steps']} (the training loss is not finite); "
+               "the checkpoints saved before it are kept: lower optimizer.lr or raise "
+               "optimizer.warmup_frac", 1)
     return 130 if summary["stop_reason"] == "interrupted" else 0
   if mode == "eval":
     print(json.dumps(evaluate_workdir(config, workdir), indent=1))

@@ -11,6 +11,8 @@ from typing import Mapping, Sequence
 import jax
 from jax.sharding import AxisType, Mesh
 
+from jaxgpt.errors import ConfigError
+
 AXES = ("data", "fsdp", "tensor")
 
 
@@ -19,15 +21,15 @@ def resolve_axis_sizes(sizes: Mapping[str, int], num_devices: int) -> dict[str, 
   sizes = {a: int(sizes[a]) for a in AXES}
   free = [a for a, s in sizes.items() if s == -1]
   if len(free) > 1:
-    raise ValueError(f"only one mesh axis may be -1, got {', '.join('mesh.' + a for a in free)}")
+    raise ConfigError(f"only one mesh axis may be -1, got {', '.join('mesh.' + a for a in free)}")
   fixed = math.prod(s for s in sizes.values() if s != -1)
   if free:
     if num_devices % fixed:
-      raise ValueError(f"mesh axes {sizes} leave no whole number of devices for mesh.{free[0]}"
+      raise ConfigError(f"mesh axes {sizes} leave no whole number of devices for mesh.{free[0]}"
                        f" ({num_devices} devices, fixed axes use {fixed})")
     sizes[free[0]] = num_devices // fixed
   if math.prod(sizes.values()) != num_devices:
-    raise ValueError(f"mesh {sizes} has {math.prod(sizes.values())} devices but "
+    raise ConfigError(f"mesh {sizes} has {math.prod(sizes.values())} devices but "
                      f"{num_devices} are available; set mesh.data/fsdp/tensor so that the "
                      "product matches (or use -1 for one axis)")
   return sizes

@@ -28,6 +28,7 @@ from absl import logging
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxgpt.errors import ConfigError
 from jaxgpt.keypath import key_str, path_str
 
 LOGICAL_RULES: tuple[tuple[str, Any], ...] = (
@@ -59,7 +60,7 @@ CONFIG_KEYS = {
 }
 
 
-class ShardingError(ValueError):
+class ShardingError(ConfigError):
   """A parameter dimension that the rules shard does not divide over its mesh axes."""
 
 

@@ -44,7 +44,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -58,6 +57,7 @@ from jaxgpt.train import metrics as metrics_lib
 from jaxgpt.train import setup as setup_lib
 from jaxgpt.train import state as state_lib
 from jaxgpt.train import step as step_lib
+from jaxgpt.train.workdir import WorkdirLock
 
 # Config keys that may differ inside one cohort: the optimizer's traceable numbers, each model
 # family's traced keys (registry.ModelFamily.traced_keys), and host-side settings of each trial.
@@ -372,7 +372,8 @@ def train_cohort(configs: Sequence[Any], workdir: str, *,
   `final_eval_tokens`: the final evaluation's tokens (None: the whole validation split, as a
   single run). `devices`: default all; the cohort axis is split over the largest number of
   them that divides K. Returns one summary per trial (also `workdir/trial_<i>/summary.json`).
-  Ctrl-C / SIGTERM: saves a checkpoint, then raises KeyboardInterrupt.
+  Ctrl-C / SIGTERM: saves a checkpoint, then raises KeyboardInterrupt. The workdir is locked
+  for the process (`train.workdir.WorkdirLock`): a second worker on it stops with an error.
   """
   wall0 = time.time()
   if not configs:
@@ -380,6 +381,13 @@ def train_cohort(configs: Sequence[Any], workdir: str, *,
   for c in configs:
     config_lib.validate(c)
   _check_same_static(configs)
+  with WorkdirLock(workdir):
+    return _train_cohort(configs, workdir, on_eval, clock, solo_steps, final_eval_tokens,
+                         devices, wall0)
+
+
+def _train_cohort(configs, workdir, on_eval, clock, solo_steps, final_eval_tokens, devices,
+                  wall0) -> list[dict]:
   devices = list(devices) if devices is not None else jax.devices()
   k, cfg0 = len(configs), configs[0]
   tcfg = cfg0.train
@@ -395,13 +403,14 @@ def train_cohort(configs: Sequence[Any], workdir: str, *,
                           keep_latest=tcfg.keep_checkpoints, keep_best=0)
 
   timing, solo = loop_lib.Clock(), None
-  latest = mngr.latest_step()
-  if latest is not None:
-    saved = mngr.restore(latest, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-    loop_lib.check_resume(saved["configs"], cfg_dicts)  # before the state: shapes may differ
+  meta_only = ckpt_lib.restore_latest_good(mngr, None, items=("meta",))
+  if meta_only is not None:
+    # The configs first: with other trials the state's shapes may differ.
+    loop_lib.check_resume(meta_only.meta["configs"], cfg_dicts)
     target = {"state": prog.abstract_with_shardings(),
               "alive": jax.ShapeDtypeStruct((k,), jnp.bool_, sharding=prog.cohort)}
-    carry, data_state, saved = ckpt_lib.restore(mngr, target, latest)
+    restored = ckpt_lib.restore_latest_good(mngr, target)
+    carry, data_state, saved = restored.state, restored.data, restored.meta
     records = loop_lib.resume_records(saved, configs, changed=False)
     timing.train_s, timing.eval_s = float(saved["train_time_s"]), float(saved["eval_time_s"])
     solo = saved.get("solo_step_time_s")
@@ -436,10 +445,10 @@ def train_cohort(configs: Sequence[Any], workdir: str, *,
                        desc=f"cohort of {k}")
   try:
     loop.run()
-  finally:  # a crash or an interrupt still completes the checkpoint being written
-    mngr.wait_until_finished()
+  finally:  # a crash or an interrupt still completes (or reports) the save in flight
+    ckpt_lib.wait(mngr)
     batches.close()
-  mngr.close()
+  ckpt_lib.close(mngr)
   if loop_lib.STOP_INTERRUPT in [r["stop_reason"] for r in records]:
     for w in writers:
       w.close()

@@ -20,16 +20,20 @@ def load_params(config, workdir: str) -> tuple[setup_lib.Run, Any, int]:
   """The run's setup and the latest checkpoint's parameters (error if there is none)."""
   config_lib.validate(config)
   run = setup_lib.build(config)
-  mngr = ckpt_lib.manager(os.path.join(workdir, "checkpoints"),
-                          keep_latest=config.train.keep_checkpoints,
-                          keep_best=config.train.keep_best, async_save=False)
-  step = mngr.latest_step()
-  if step is None:
-    raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints: train first "
-                            f"(--mode train with the same --workdir)")
-  state, _, _ = ckpt_lib.restore(mngr, run.abstract_state, step)
+  directory = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(f"no checkpoint in {directory}: train first (--mode train with "
+                            "the same --workdir)")
+  # Read only: a training run may be writing here; damaged steps are skipped, not renamed.
+  mngr = ckpt_lib.manager(directory, keep_latest=config.train.keep_checkpoints,
+                          keep_best=config.train.keep_best, read_only=True)
+  restored = ckpt_lib.restore_latest_good(mngr, run.abstract_state, items=("state",),
+                                          quarantine=False)
   mngr.close()
-  return run, state.params, step
+  if restored is None:
+    raise FileNotFoundError(f"no checkpoint in {directory}: train first (--mode train with "
+                            "the same --workdir)")
+  return run, restored.state.params, restored.step
 
 
 def evaluate_workdir(config, workdir: str) -> dict:

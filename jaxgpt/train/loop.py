@@ -51,6 +51,7 @@ from jaxgpt.train import evaluate as eval_lib
 from jaxgpt.train import metrics as metrics_lib
 from jaxgpt.train import setup as setup_lib
 from jaxgpt.train import step as step_lib
+from jaxgpt.train.workdir import WorkdirLock
 
 STOP_STEPS, STOP_TARGET, STOP_TIME = "steps", "target", "time_cap"
 STOP_INTERRUPT, STOP_DIVERGED, STOP_PRUNED = "interrupted", "diverged", "pruned"
@@ -214,7 +215,9 @@ class Loop:
           seg = self.time_fn() - seg_start
           self.clock.close_segment(seg, seg_steps)
           self._boundary(obs, p, do_eval, seg, seg_steps, bar)
-          if do_ckpt or not any(self.live):
+          # A single run that diverged keeps its last good checkpoint (no NaN state saved).
+          diverged = self.program.k == 1 and self.records[0]["stop_reason"] == STOP_DIVERGED
+          if (do_ckpt or not any(self.live)) and not diverged:
             self.save(self)
           seg_start, seg_steps = self.time_fn(), 0
         if seg_steps:  # an interrupt mid-segment: close it so the clock stays exact
@@ -370,9 +373,15 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
   """
   wall0 = process_start if process_start is not None else time.time()
   config_lib.validate(config)
+  # One process per workdir (multi-host: the coordinator holds it for the job).
+  with WorkdirLock(workdir, enabled=jax.process_index() == 0):
+    return _train_and_evaluate(config, workdir, allow_config_change, clock, wall0, on_eval)
+
+
+def _train_and_evaluate(config, workdir: str, allow_config_change: bool,
+                        clock: Callable[[], float], wall0: float, on_eval: OnEval | None) -> dict:
   cfg, tcfg = config, config.train
   is_main = jax.process_index() == 0
-  os.makedirs(workdir, exist_ok=True)
   cfg_dict = config_lib.to_dict(cfg)
 
   run = setup_lib.build(cfg)
@@ -383,16 +392,17 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
   it = data.train_iterator(run.spec, seq_len=cfg.data.seq_len, global_batch_size=tcfg.batch_size,
                            seed=data_seed(tcfg), process_index=jax.process_index(),
                            process_count=jax.process_count(), worker_count=cfg.data.worker_count)
-  latest = mngr.latest_step()
   timing = Clock()
-  if latest is not None:
-    state, data_state, saved = ckpt_lib.restore(mngr, run.abstract_state, latest)
+  # The newest checkpoint that verifies; damaged ones are renamed aside with one line each.
+  restored = ckpt_lib.restore_latest_good(mngr, run.abstract_state)
+  if restored is not None:
+    state, data_state, saved = restored.state, restored.data, restored.meta
     changed = check_resume(saved.get("configs", [saved.get("config", {})]), [cfg_dict],
                            allow_config_change)
     records = resume_records(saved, [cfg], changed)
     timing.train_s, timing.eval_s = float(saved["train_time_s"]), float(saved["eval_time_s"])
     it.set_state(data_state, strict=not changed)
-    logging.info("resumed from step %d (%s)", latest, workdir)
+    logging.info("resumed from step %d (%s)", restored.step, workdir)
   else:
     state, records = run.init_state(), [new_record(cfg)]
   step = int(jax.device_get(state.step))
@@ -421,8 +431,10 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
 
   loop = Loop(program, state, _Batches(), records, timing, step, [writer], save,
               on_eval=on_eval, time_fn=clock, show=bool(tcfg.progress_bar) and is_main)
-  loop.run()
-  mngr.wait_until_finished()
+  try:
+    loop.run()
+  finally:  # a crash or an interrupt still completes (or reports) the save in flight
+    ckpt_lib.wait(mngr)
   state, rec = loop.carry, records[0]
   stop_reason = rec["stop_reason"] or STOP_STEPS
 
@@ -452,7 +464,7 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
                  val_bpb=final.get("val_bpb"), val_acc=final["val_acc"])
   summary["wall_time_s"] = time.time() - wall0
   writer.close()
-  mngr.close()
+  ckpt_lib.close(mngr)
   if is_main:
     files.atomic_write_json(os.path.join(workdir, "summary.json"), summary)
     with contextlib.suppress(Exception):

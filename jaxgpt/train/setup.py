@@ -15,6 +15,7 @@ import numpy as np
 import optax
 
 from jaxgpt import data, models
+from jaxgpt.errors import ConfigError
 from jaxgpt.optim import build_optimizer
 from jaxgpt.parallel import mesh as mesh_lib
 from jaxgpt.parallel import rules as rules_lib
@@ -78,20 +79,20 @@ def check_batch_layout(config, mesh: jax.sharding.Mesh) -> None:
   shards = mesh.shape["data"] * mesh.shape["fsdp"]
   micro = t.batch_size // t.grad_accum
   if micro % shards:
-    raise ValueError(
+    raise ConfigError(
         f"train.batch_size={t.batch_size} / train.grad_accum={t.grad_accum} = {micro} sequences "
         f"per micro-batch must be divisible by mesh data x fsdp = {shards}")
   if shards % jax.process_count():  # each process feeds its own rows to its own devices
-    raise ValueError(f"mesh data x fsdp = {shards} must be a multiple of the number of "
+    raise ConfigError(f"mesh data x fsdp = {shards} must be a multiple of the number of "
                      f"processes ({jax.process_count()}): every process reads its own rows, "
                      "so mesh.tensor must stay within a process (for tensor parallelism run "
                      "one process per host, not one per device)")
   if t.batch_size % jax.process_count():
-    raise ValueError(f"train.batch_size={t.batch_size} must be divisible by the number of "
+    raise ConfigError(f"train.batch_size={t.batch_size} must be divisible by the number of "
                      f"processes ({jax.process_count()})")
   eval_bs = eval_batch_size(config)
   if eval_bs % shards or eval_bs % jax.process_count():
-    raise ValueError(f"train.eval_batch_size={eval_bs} must be divisible by mesh data x fsdp "
+    raise ConfigError(f"train.eval_batch_size={eval_bs} must be divisible by mesh data x fsdp "
                      f"= {shards} and by the number of processes ({jax.process_count()})")
 
 
@@ -105,7 +106,7 @@ def build(config, devices=None) -> Run:
   if config.model.vocab_size is not None:
     vocab_size = int(config.model.vocab_size)
     if spec.vocab_size is not None and spec.vocab_size > vocab_size:
-      raise ValueError(f"model.vocab_size={vocab_size} is smaller than the tokenizer's "
+      raise ConfigError(f"model.vocab_size={vocab_size} is smaller than the tokenizer's "
                        f"vocabulary ({spec.vocab_size})")
   else:
     vocab_size = padded_vocab(spec.vocab_size)
