@@ -202,3 +202,25 @@ def test_cohort_axis_sharded_over_devices():
                        capture_output=True, text=True, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
   assert out.stdout.strip().endswith("ok")
+
+
+def test_cohort_ctrl_c_saves_then_resumes(baseline, tmp_path):
+  """SIGINT mid-cohort (sent at the step-6 evaluation): the cohort saves, raises
+  KeyboardInterrupt for the runner, and a restart ends exactly as the uninterrupted cohort."""
+  import signal
+  _, ref = baseline
+  configs = [trial_config(**t) for t in TRIALS]
+  sent = []
+
+  def interrupt_at_6(trial, step, metrics):
+    if step == 6 and not sent:
+      sent.append(step)
+      os.kill(os.getpid(), signal.SIGINT)
+    return False
+
+  with pytest.raises(KeyboardInterrupt):
+    cohort.train_cohort(configs, str(tmp_path), on_eval=interrupt_at_6, solo_steps=0)
+  assert sorted(int(d) for d in os.listdir(tmp_path / "checkpoints") if d.isdigit()) == [6]
+  out = cohort.train_cohort(configs, str(tmp_path), solo_steps=0, final_eval_tokens=512)
+  for i in range(3):
+    assert out[i]["curve"] == ref[i]["curve"] and out[i]["steps"] == ref[i]["steps"]

@@ -381,7 +381,7 @@ def train_cohort(configs: Sequence[Any], workdir: str, *,
   for c in configs:
     config_lib.validate(c)
   _check_same_static(configs)
-  with WorkdirLock(workdir):
+  with WorkdirLock(workdir, enabled=jax.process_index() == 0):
     return _train_cohort(configs, workdir, on_eval, clock, solo_steps, final_eval_tokens,
                          devices, wall0)
 
@@ -410,6 +410,8 @@ def _train_cohort(configs, workdir, on_eval, clock, solo_steps, final_eval_token
     target = {"state": prog.abstract_with_shardings(),
               "alive": jax.ShapeDtypeStruct((k,), jnp.bool_, sharding=prog.cohort)}
     restored = ckpt_lib.restore_latest_good(mngr, target)
+    if restored.step != meta_only.step:  # fell back past the step checked above
+      loop_lib.check_resume(restored.meta["configs"], cfg_dicts)
     carry, data_state, saved = restored.state, restored.data, restored.meta
     records = loop_lib.resume_records(saved, configs, changed=False)
     timing.train_s, timing.eval_s = float(saved["train_time_s"]), float(saved["eval_time_s"])

@@ -179,6 +179,7 @@ class Loop:
   time_fn: Callable[[], float] = time.perf_counter
   show: bool = False
   desc: str = "train"
+  _saved: int | None = None  # the step of the last checkpoint this loop wrote
 
   @property
   def live(self) -> list[bool]:
@@ -218,15 +219,19 @@ class Loop:
           # A single run that diverged keeps its last good checkpoint (no NaN state saved).
           diverged = self.program.k == 1 and self.records[0]["stop_reason"] == STOP_DIVERGED
           if (do_ckpt or not any(self.live)) and not diverged:
-            self.save(self)
+            self._save()
           seg_start, seg_steps = self.time_fn(), 0
         if seg_steps:  # an interrupt mid-segment: close it so the clock stays exact
           jax.block_until_ready(self.carry)
           self.clock.close_segment(self.time_fn() - seg_start, seg_steps)
     finally:
       bar.close()
-    if STOP_INTERRUPT in [r["stop_reason"] for r in self.records]:
-      self.save(self)
+    if STOP_INTERRUPT in [r["stop_reason"] for r in self.records] and self._saved != self.step:
+      self._save()  # (an interrupt right after a checkpoint: that one stands)
+
+  def _save(self) -> None:
+    self.save(self)
+    self._saved = self.step
 
   def _stop_live(self, reason: str) -> None:
     for r in self.records:
