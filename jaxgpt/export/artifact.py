@@ -21,7 +21,6 @@ byte offsets, so the file alone rebuilds the model (`load_model`).
 from __future__ import annotations
 
 import json
-import os
 import struct
 import zlib
 from typing import Any
@@ -29,7 +28,7 @@ from typing import Any
 import numpy as np
 from ml_collections import config_dict
 
-from jaxgpt import models
+from jaxgpt import files, models
 
 MAGIC = b"JAXGPT-INT8-ZLIB-1\n"
 FILENAME = "model.int8.zlib"
@@ -103,13 +102,8 @@ def decode(raw: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
 
 
 def write(path: str, raw: bytes) -> None:
-  """Atomic write: a temporary file beside `path`, then rename."""
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "wb") as f:
-    f.write(raw)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
+  """Writes the artifact atomically (`jaxgpt.files.atomic_write`)."""
+  files.atomic_write(path, raw)
 
 
 def unflatten(flat: dict[str, np.ndarray]) -> dict[str, Any]:

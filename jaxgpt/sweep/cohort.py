@@ -301,7 +301,10 @@ class _Batches:
                 for s in dict.fromkeys(self.seeds)}
     self.shared = len(self.its) == 1
 
-  def next(self) -> dict:
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict:
     got = {s: next(it) for s, it in self.its.items()}
     if self.shared:
       return self.prog.put(got[self.seeds[0]], self.prog.repl)
@@ -322,6 +325,8 @@ class _Batches:
 
 class _CohortRun:
   """The loop's view of a cohort: the carry is {"state": stacked TrainState, "alive": [K]}."""
+
+  freezes_diverged = True  # the step keeps a non-finite trial's previous state (jnp.where)
 
   def __init__(self, prog: CohortProgram, configs: Sequence[Any], hp):
     self.prog, self.configs, self.k, self.hp = prog, list(configs), prog.k, hp
@@ -436,11 +441,8 @@ def _train_cohort(configs, workdir, on_eval, clock, solo_steps, final_eval_token
     solo = _solo_step_time(cfg0, devices, solo_steps)
 
   def save(loop: loop_lib.Loop) -> None:
-    meta = {"step": loop.step, "train_time_s": loop.clock.train_s,
-            "eval_time_s": loop.clock.eval_s, "solo_step_time_s": solo,
-            "trials": loop.records, "configs": cfg_dicts}
-    ckpt_lib.save(mngr, loop.step, loop.carry, batches.get_state(), json.loads(json.dumps(meta)),
-                  None)
+    meta = dict(loop.meta(), configs=cfg_dicts, solo_step_time_s=solo)
+    ckpt_lib.save(mngr, loop.step, loop.carry, batches.get_state(), meta, None)
 
   loop = loop_lib.Loop(program, carry, batches, records, timing, step, writers, save,
                        on_eval=on_eval, time_fn=clock, show=bool(tcfg.progress_bar),
@@ -456,7 +458,6 @@ def _train_cohort(configs, workdir, on_eval, clock, solo_steps, final_eval_token
       w.close()
     raise KeyboardInterrupt("cohort interrupted; its checkpoint is saved")
 
-  state = loop.carry["state"]
   finals = program.evaluate(loop.carry, "val", final_eval_tokens, "final eval", False)
   n_params = models.count_params(run.abstract_state.params)
   summaries = []
@@ -487,7 +488,6 @@ def _train_cohort(configs, workdir, on_eval, clock, solo_steps, final_eval_token
     writers[i].close()
     files.atomic_write_json(os.path.join(d, "summary.json"), s)
     summaries.append(s)
-  del state
   files.atomic_write_json(os.path.join(workdir, "cohort.json"), {
       "cohort_size": k, "static_key": static_key(cfg0), "steps": loop.step,
       "cohort_train_time_s": timing.train_s, "cohort_eval_time_s": timing.eval_s,

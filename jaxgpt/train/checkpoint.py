@@ -3,7 +3,7 @@
 Each checkpoint is one step directory with four items:
   state        the TrainState pytree (params, optimizer state, step), restored onto given shardings
   data         the Grain iterator state (JSON), so a resumed run sees exactly the same batches
-  meta         JSON: elapsed training time, eval time, the RNG seed, best val loss, the config
+  meta         JSON: the step, training and eval time, each trial's record, the configs
   fingerprint  JSON: what the other three items held when they were saved (see below)
 Preservation keeps the latest `keep_checkpoints` plus the best `keep_best` by val loss
 (LatestN OR BestN; `max_to_keep` with `best_fn` alone would keep only the N best).

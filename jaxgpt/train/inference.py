@@ -21,15 +21,14 @@ def load_params(config, workdir: str) -> tuple[setup_lib.Run, Any, int]:
   config_lib.validate(config)
   run = setup_lib.build(config)
   directory = os.path.join(workdir, "checkpoints")
-  if not os.path.isdir(directory):
-    raise FileNotFoundError(f"no checkpoint in {directory}: train first (--mode train with "
-                            "the same --workdir)")
-  # Read only: a training run may be writing here; damaged steps are skipped, not renamed.
-  mngr = ckpt_lib.manager(directory, keep_latest=config.train.keep_checkpoints,
-                          keep_best=config.train.keep_best, read_only=True)
-  restored = ckpt_lib.restore_latest_good(mngr, run.abstract_state, items=("state",),
-                                          quarantine=False)
-  mngr.close()
+  restored = None
+  if os.path.isdir(directory):
+    # Read only: a training run may be writing here; damaged steps are skipped, not renamed.
+    mngr = ckpt_lib.manager(directory, keep_latest=config.train.keep_checkpoints,
+                            keep_best=config.train.keep_best, read_only=True)
+    restored = ckpt_lib.restore_latest_good(mngr, run.abstract_state, items=("state",),
+                                            quarantine=False)
+    mngr.close()
   if restored is None:
     raise FileNotFoundError(f"no checkpoint in {directory}: train first (--mode train with "
                             "the same --workdir)")

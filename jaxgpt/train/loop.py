@@ -163,13 +163,15 @@ class Clock:
 class Loop:
   """One training loop over `program` (a single run or a cohort); see the module docstring.
 
-  The program provides: `k`, `configs`, `tokens_per_step`, `step(carry, batch, progress)`,
+  The program provides: `k`, `configs`, `tokens_per_step`, `freezes_diverged` (its step keeps
+  a diverged trial's last finite state, so the carry may still be saved), `step(carry, batch,
+  progress)`,
   `observe(carry, metrics) -> [per-trial dict]`, `evaluate(carry, split, max_tokens, desc,
   show) -> [per-trial dict]`, `freeze(carry, live)`, `host_update(carry, step, evals)`.
   """
   program: Any
   carry: Any
-  batches: Any  # .next() -> device batch, .get_state(), .close()
+  batches: Any  # an iterator of batches (the program places them)
   records: list[dict]
   clock: Clock
   step: int
@@ -180,6 +182,11 @@ class Loop:
   show: bool = False
   desc: str = "train"
   _saved: int | None = None  # the step of the last checkpoint this loop wrote
+
+  def meta(self) -> dict:
+    """The checkpoint meta both kinds of program save: the step, the clock, the records."""
+    return {"step": self.step, "train_time_s": self.clock.train_s,
+            "eval_time_s": self.clock.eval_s, "trials": self.records}
 
   @property
   def live(self) -> list[bool]:
@@ -200,7 +207,7 @@ class Loop:
             break
           p = clock_progress(self.step, tcfg.steps,
                              self.clock.train_s + self.time_fn() - seg_start, tcfg.max_time_s)
-          self.carry, m = self.program.step(self.carry, self.batches.next(), p)
+          self.carry, m = self.program.step(self.carry, next(self.batches), p)
           self.step += 1
           seg_steps += 1
           bar.update(1)
@@ -216,9 +223,11 @@ class Loop:
           seg = self.time_fn() - seg_start
           self.clock.close_segment(seg, seg_steps)
           self._boundary(obs, p, do_eval, seg, seg_steps, bar)
-          # A single run that diverged keeps its last good checkpoint (no NaN state saved).
-          diverged = self.program.k == 1 and self.records[0]["stop_reason"] == STOP_DIVERGED
-          if (do_ckpt or not any(self.live)) and not diverged:
+          # A program that cannot freeze a diverged trial at its last good state holds NaNs
+          # now: keep the checkpoints saved before it instead.
+          unsaveable = not self.program.freezes_diverged and any(
+              r["stop_reason"] == STOP_DIVERGED for r in self.records)
+          if (do_ckpt or not any(self.live)) and not unsaveable:
             self._save()
           seg_start, seg_steps = self.time_fn(), 0
         if seg_steps:  # an interrupt mid-segment: close it so the clock stays exact
@@ -315,6 +324,7 @@ class SingleRun:
   """The program of one run on its mesh: the jitted step of `train.step`, AOT-compiled."""
 
   k = 1
+  freezes_diverged = False  # the plain step: a NaN update is applied
 
   def __init__(self, config, run: setup_lib.Run):
     self.config, self.run, self.configs = config, run, [config]
@@ -425,16 +435,11 @@ def _train_and_evaluate(config, workdir: str, allow_config_change: bool,
           f"{program.tokens_per_step:,} tokens/step, compile {compile_s:.1f}s, start step {step}",
           file=sys.stderr, flush=True)
 
-  class _Batches:
-    next = staticmethod(lambda: next(it))
-
   def save(loop: Loop) -> None:
-    meta = {"step": loop.step, "train_time_s": loop.clock.train_s,
-            "eval_time_s": loop.clock.eval_s, "trials": loop.records, "configs": [cfg_dict]}
-    ckpt_lib.save(mngr, loop.step, loop.carry, it.get_state(), meta,
-                  loop.records[0]["last_val_loss"])
+    ckpt_lib.save(mngr, loop.step, loop.carry, it.get_state(),
+                  dict(loop.meta(), configs=[cfg_dict]), loop.records[0]["last_val_loss"])
 
-  loop = Loop(program, state, _Batches(), records, timing, step, [writer], save,
+  loop = Loop(program, state, it, records, timing, step, [writer], save,
               on_eval=on_eval, time_fn=clock, show=bool(tcfg.progress_bar) and is_main)
   try:
     loop.run()
