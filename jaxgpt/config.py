@@ -57,6 +57,18 @@ def base_config() -> config_dict.ConfigDict:
       logit_scale=15.0,  # gated nGPT: logits = logit_scale * cosine(h, output embedding)
       lazy_proj_freq=placeholder(int),  # renamed optimizer.lazy_proj_freq (read for one release)
       mlp_sqrt_d="uv",  # nGPT: sqrt(d) on both MLP inputs u, v (NVIDIA's code) or "v" (paper)
+      # MoE family (model.name="moe", jaxgpt/models/moe.py): every block's MLP is routed.
+      moe=config_dict.ConfigDict(dict(
+          num_experts=8,  # E
+          top_k=2,  # experts per token; weights = softmax over the k chosen logits
+          aux_weight=0.01,  # load-balance loss coefficient (0 = off)
+          aux_normalization="blueberry",  # blueberry: slot fractions sum to 1 | switch: to k
+          router_noise=0.1,  # std of Gaussian noise on router logits, training only
+          router_z_loss=0.0,  # router z-loss coefficient (0 = off)
+          dispatch="dense",  # dense (exact, CPU default) | capacity | ragged (GPU / TPU)
+          capacity_factor=1.25,  # capacity dispatch: C = ceil(T k cf / E) slots per expert
+          act=placeholder(str),  # expert activation; None = model.mlp_act
+      )),
   ))
 
   c.data = config_dict.ConfigDict(dict(
@@ -98,6 +110,7 @@ def base_config() -> config_dict.ConfigDict:
       momentum_warmup_steps=0,
       matrix_sharding="round_robin",  # Muon on a sharded mesh: round_robin | gather | gspmd
       lazy_proj_freq=1,  # families with a projection (nGPT): back onto the sphere every k steps
+      router="adam",  # Muon runs: an MoE router's (d, E) kernel gets adam | muon
   ))
 
   c.train = config_dict.ConfigDict(dict(
@@ -118,7 +131,7 @@ def base_config() -> config_dict.ConfigDict:
       progress_bar=True,
   ))
 
-  c.mesh = config_dict.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+  c.mesh = config_dict.ConfigDict(dict(data=-1, fsdp=1, tensor=1, expert=1))
 
   # Multi-host (jaxgpt/parallel/distributed.py): "auto" joins a job when a coordinator, a SLURM
   # step or an Open MPI launch with more than one process is found; unset keys come from the
@@ -326,7 +339,7 @@ def validate(config: config_dict.ConfigDict) -> None:
   for key in ("fp16_max_numel", "budget_bytes"):
     _integer(f"export.{key}", e[key], 0)
 
-  for key in ("data", "fsdp", "tensor"):
+  for key in ("data", "fsdp", "tensor", "expert"):
     v = config.mesh[key]
     if not (isinstance(v, int) and (v >= 1 or v == -1)):
       raise ConfigError(f"mesh.{key}={v!r} must be a positive integer or -1 (take the rest)")

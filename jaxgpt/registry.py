@@ -72,6 +72,9 @@ class ModelFamily:
   traced_keys: `model.*` keys that may differ between the trials of one vmapped cohort.
   set_traced(params, values) -> params: writes those keys' per-trial values into freshly
     initialised parameters (e.g. gated nGPT's initial alpha); `values` maps key -> scalar.
+  rng_streams: Flax rng names a training apply draws from (an MoE's router noise); the train
+    step derives each from (train.seed, step, micro-batch), so runs and resumes repeat exactly.
+    Evaluation and sampling pass none: the model must then run deterministically.
   """
   build: Callable[[Any, int | None], Any]
   flops_per_token: Callable[[Any, int | None, int], float]
@@ -80,6 +83,7 @@ class ModelFamily:
   collections: tuple[str, ...] = ()
   traced_keys: tuple[str, ...] = ()
   set_traced: Callable[[Any, dict], Any] | None = None
+  rng_streams: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -196,11 +196,19 @@ def _sort_values(values: Iterable[Any]) -> list:
     return sorted(values, key=str)
 
 
-def sensitivity(records, knob: str, sigma: float | None) -> tuple[str, list]:
-  """Per value of `knob`: n, val loss mean +- std, val acc, val ppl; vs the best value."""
+def on_axis(params: Mapping, knob: str, baselines: Mapping | None) -> bool:
+  """One factor at a time: a record belongs to `knob`'s axis when every other knob sits at its
+  baseline. Without baselines (grid, random, TPE) every record does (a marginal)."""
+  return baselines is None or all(params.get(k) == v for k, v in baselines.items() if k != knob)
+
+
+def sensitivity(records, knob: str, sigma: float | None,
+                baselines: Mapping | None = None) -> tuple[str, list]:
+  """Per value of `knob`: n, val loss mean +- std, val acc, val ppl; vs the best value. With
+  `baselines` (an oat sweep) only the knob's own axis counts."""
   by_value: dict[Any, list] = {}
   for r in completed(records):
-    if knob in r["params"]:
+    if knob in r["params"] and on_axis(r["params"], knob, baselines):
       by_value.setdefault(r["params"][knob], []).append(r["summary"])
   stats = []
   for v in _sort_values(by_value):
@@ -420,8 +428,13 @@ def write_report(records: Sequence[Mapping], meta: Mapping, outdir: str) -> str:
   md += ["", "## Seeds: mean, standard deviation and the noise floor", "", ms_text]
   md += ["", "## Sensitivity per knob", ""]
   all_stats = {}
+  baselines = meta.get("baselines")
+  if baselines:
+    md += ["One factor at a time: each knob's table holds the runs with every other knob at "
+           "its baseline (" + ", ".join(f"{k}={_fmt(v)}" for k, v in baselines.items()) + ").",
+           ""]
   for knob in knobs:
-    table, stats = sensitivity(records, knob, sigma)
+    table, stats = sensitivity(records, knob, sigma, baselines)
     if table:
       all_stats[knob] = stats
       key = meta.get("knobs", {}).get(knob, "")

@@ -119,7 +119,8 @@ def test_two_process_run_matches_one_process(tmp_path):
   # Only process 0 wrote the files; the losses match a 1-process run.
   one = loop.train_and_evaluate(cfg, str(tmp_path / "one"))
   two = json.load(open(tmp_path / "run" / "summary.json"))
-  assert two["process_count"] == 2 and two["mesh"] == {"data": 2, "fsdp": 1, "tensor": 1}
+  assert two["process_count"] == 2
+  assert two["mesh"] == {"data": 2, "fsdp": 1, "tensor": 1, "expert": 1}
   assert abs(two["final_val_loss"] - one["final_val_loss"]) < 1e-5, (two, one)
   read = lambda d: {r["step"]: r["train_loss"] for r in map(json.loads, open(d / "metrics.jsonl"))
                     if "train_loss" in r}

@@ -129,9 +129,9 @@ def build(opt, mesh, ndev, **opt_kw):
   cfg.optimizer.update(variance_reduction="normuon", **opt_kw)  # per-row state leaves too
   return setup.build(cfg, jax.devices()[:ndev])
 
-def train(run, state0):
+def train(run, state0, fn=None):
   state = jax.device_put(state0, run.state_shardings)
-  fn = step_lib.make_train_step(run.model.apply, run.tx, 1)
+  fn = fn or step_lib.make_train_step(run.model.apply, run.tx, 1)
   bsh, repl = rules.batch_sharding(run.mesh), rules.replicated(run.mesh)
   losses = []
   with run.context():
@@ -204,6 +204,35 @@ for opt, cases in CASES.items():
       check_shardings(run, state, f"{opt} {name}")
     print(opt, name, "max loss diff", float(np.max(np.abs(losses - ref_losses))), flush=True)
 
+# MoE (4 experts, top-2, router noise and the load-balance loss on, the router under Muon):
+# experts sharded over mesh.expert = 2 and 4 (the rest data parallel) train as on one device.
+from jaxgpt import models
+
+def build_moe(mesh, ndev):
+  cfg = load_config("moe", "test", train__batch_size=B, optimizer__router="muon")
+  cfg.unlock()
+  cfg.mesh.update(dict(zip(("data", "fsdp", "tensor", "expert"), mesh)))
+  run = setup.build(cfg, jax.devices()[:ndev])
+  fam = models.family("moe")
+  run.train_fn = step_lib.make_train_step(run.model.apply, run.tx, 1, fam.collections,
+                                          fam.rng_streams, 0)
+  return run
+
+ref_run = build_moe((1, 1, 1, 1), 1)
+state0 = jax.device_get(ref_run.init_state())
+ref_losses, ref_state = train(ref_run, state0, ref_run.train_fn)
+ref_params = jax.device_get(ref_state.params)
+for name, mesh in (("expert2", (4, 1, 1, 2)), ("expert4", (2, 1, 1, 4))):
+  run = build_moe(mesh, 8)
+  losses, state = train(run, state0, run.train_fn)
+  np.testing.assert_allclose(losses, ref_losses, rtol=0, atol=1e-5, err_msg=name)
+  for a, b in zip(jax.tree.leaves(jax.device_get(state.params)), jax.tree.leaves(ref_params)):
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-5, err_msg=name)
+  fc = state.params["blocks"]["mlp"]["experts"]["fc"]["kernel"]  # (layers, E, d, f)
+  assert tuple(fc.sharding.spec)[:2] == (None, "expert"), fc.sharding.spec
+  assert fc.addressable_shards[0].data.shape[1] == fc.shape[1] // mesh[3], name
+  print("moe", name, "max loss diff", float(np.max(np.abs(losses - ref_losses))), flush=True)
+
 # Every matrix_sharding gives the exact (float64 SVD) orthogonalization on a sharded stack.
 mesh = jax.make_mesh((2, 2, 2), ("data", "fsdp", "tensor"),
                      axis_types=(jax.sharding.AxisType.Auto,) * 3)
@@ -244,7 +273,7 @@ def losses(workdir):
 
 run_dir, straight_dir = WORK + "/run", WORK + "/straight"
 s1 = loop.train_and_evaluate(cfg((2, 4, 1), 4), run_dir)
-assert s1["mesh"] == {"data": 2, "fsdp": 4, "tensor": 1}, s1["mesh"]
+assert s1["mesh"] == {"data": 2, "fsdp": 4, "tensor": 1, "expert": 1}, s1["mesh"]
 assert json.load(open(run_dir + "/summary.json"))["mesh"] == s1["mesh"]
 
 # The step-4 checkpoint onto both layouts: the same values, each in its own sharding.
@@ -261,7 +290,7 @@ q = new.params["blocks"]["attn"]["q"]["kernel"]
 assert q.addressable_shards[0].data.shape[1] == q.shape[1] // 2  # fsdp 2, not 4
 
 s2 = loop.train_and_evaluate(cfg((4, 2, 1), 6), run_dir, allow_config_change=True)
-assert s2["mesh"] == {"data": 4, "fsdp": 2, "tensor": 1} and s2["steps"] == 6, s2
+assert s2["mesh"] == {"data": 4, "fsdp": 2, "tensor": 1, "expert": 1} and s2["steps"] == 6, s2
 s3 = loop.train_and_evaluate(cfg((2, 4, 1), 8), straight_dir)
 got, want = losses(run_dir), losses(straight_dir)
 assert sorted(got) == [2, 4, 6], got
@@ -297,7 +326,8 @@ def eight_device_run(tmp_path_factory):
 @pytest.mark.multidevice
 def test_sharded_training_matches_one_device(eight_device_run):
   out, _ = eight_device_run
-  assert "EQUIV_OK" in out and out.count("max loss diff") == 5, out
+  assert "EQUIV_OK" in out and out.count("max loss diff") == 7, out
+  assert out.count("moe expert") == 2, out
 
 
 @pytest.mark.multidevice
@@ -329,7 +359,8 @@ def test_restore_onto_other_meshes_and_continue(eight_device_run):
                     optimizer__schedule="constant", optimizer__warmup_frac=0.0,
                     **json.load(open(workdir / "shards.json")))
   summary = loop.train_and_evaluate(cfg, str(workdir / "run"), allow_config_change=True)
-  assert summary["mesh"] == {"data": 1, "fsdp": 1, "tensor": 1} and summary["steps"] == 8
+  assert summary["mesh"] == {"data": 1, "fsdp": 1, "tensor": 1, "expert": 1}
+  assert summary["steps"] == 8
   records = [json.loads(line) for line in open(workdir / "run" / "metrics.jsonl")]
   got = {r["step"]: r["train_loss"] for r in records if "train_loss" in r}
   assert sorted(got) == [2, 4, 6, 8], got

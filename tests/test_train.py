@@ -34,7 +34,7 @@ def test_run_writes_contract_files(finished_run):
   on_disk = json.load(open(os.path.join(workdir, "summary.json")))
   assert on_disk["final_val_loss"] == summary["final_val_loss"]
   assert summary["stop_reason"] == "steps" and summary["steps"] == 12
-  assert summary["mesh"] == {"data": 1, "fsdp": 1, "tensor": 1}
+  assert summary["mesh"] == {"data": 1, "fsdp": 1, "tensor": 1, "expert": 1}
   assert math.isfinite(summary["val_bpb"]) and 0 < summary["val_acc"] <= 1
   # Byte tokenizer: bits per byte is the loss in bits.
   np.testing.assert_allclose(summary["val_bpb"], summary["final_val_loss"] / math.log(2),

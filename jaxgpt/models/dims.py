@@ -15,7 +15,8 @@ import jax.numpy as jnp
 
 from jaxgpt.errors import ConfigError
 
-MLP_ACTS = ("relu2", "silu2", "gelu", "swiglu")  # layers.ACTIVATIONS + layers.GATED_ACTIVATIONS
+# layers.ACTIVATIONS + layers.GATED_ACTIVATIONS
+MLP_ACTS = ("relu2", "silu2", "gelu", "silu", "swiglu")
 # Init scheme name -> scheme; `layers` fills it with its schemes (one table, read here).
 INIT_SCHEMES: dict[str, Any] = {}
 COMPUTE_DTYPES = ("float32", "bfloat16")
@@ -31,7 +32,7 @@ class GPTConfig:
   num_kv_heads: int  # N: key/value heads; H % N == 0 (N == H: MHA, N == 1: MQA)
   head_dim: int  # K: per-head width (default D // H)
   mlp_dim: int  # F: MLP hidden width, int(mlp_mult * D)
-  mlp_act: str = "relu2"  # one of MLP_ACTS (relu2, silu2, gelu, swiglu)
+  mlp_act: str = "relu2"  # one of MLP_ACTS (relu2, silu2, gelu, silu, swiglu)
   qk_norm: bool = True  # RMS-normalise q and k per head before RoPE
   rope_base: float = 10000.0  # RoPE wavelength base
   logit_softcap: float | None = None  # logits -> cap * tanh(logits / cap)
@@ -45,6 +46,7 @@ class GPTConfig:
   attention_impl: str | None = None  # jax.nn.dot_product_attention implementation
   parallel_block: bool = False  # PaLM: x + Attn(n) + MLP(n) with one n = Norm(x)
   encoder_layers: int = 0  # E: U-net skips, layer i < E feeds layer 2E-1-i; 0 = plain decoder
+  moe: Any = None  # moe.MoEConfig: every block's MLP is a routed mixture of experts
 
   @property
   def dtype(self) -> jnp.dtype:
@@ -103,7 +105,7 @@ class GPTConfig:
 
 # Families built from this file's Block; others (nGPT) have their own block and refuse the
 # block knobs by name instead of silently ignoring them.
-BLOCK_FAMILIES = ("gpt",)
+BLOCK_FAMILIES = ("gpt", "moe")
 
 
 def check_block_knobs(m: Any) -> tuple[bool, int]:

@@ -15,6 +15,7 @@ scan's stacked outputs are the skip stack, read in reverse as the decoder scan's
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import flax.linen as nn
@@ -22,11 +23,12 @@ import jax
 import jax.numpy as jnp
 
 from jaxgpt import registry
-from jaxgpt.models import layers
+from jaxgpt.models import aux, layers, moe
 from jaxgpt.models.dims import GPTConfig
 
 ACT_AXES = ("batch", "length", "act_embed")  # residual stream x_btd (act_embed: not fsdp)
 LOGIT_AXES = ("batch", "length", "vocab")
+ROUTER_RNG = "router"  # the rng stream of an MoE's router noise (training applies only)
 
 
 # ------------------------------------------------------------------------------------------
@@ -34,9 +36,17 @@ LOGIT_AXES = ("batch", "length", "vocab")
 
 def param_count(cfg: GPTConfig) -> int:
   """Every parameter: embedding, L blocks, final norm, untied head."""
+  return _count(cfg, active=False)
+
+
+def _count(cfg: GPTConfig, active: bool) -> int:
+  """Parameters; `active`: an MoE's experts count top_k times (the ones a token runs), not E."""
   d, k, f = cfg.d_model, cfg.head_dim, cfg.mlp_dim
   attn = d * cfg.num_heads * k + 2 * d * cfg.num_kv_heads * k + cfg.num_heads * k * d
   mlp = (3 if cfg.mlp_act in layers.GATED_ACTIVATIONS else 2) * d * f
+  if cfg.moe is not None:  # the router (d, E) plus E (or, active, k) experts
+    e = cfg.moe.num_experts
+    mlp = d * e + moe.expert_params(cfg.moe, d, f) // e * (cfg.moe.top_k if active else e)
   norms = (1 if cfg.parallel_block else 2) * d
   block = attn + mlp + norms + (2 * k if cfg.qk_norm else 0)
   head = 0 if cfg.tie_embeddings else d * cfg.vocab_size
@@ -45,8 +55,9 @@ def param_count(cfg: GPTConfig) -> int:
 
 
 def matmul_param_count(cfg: GPTConfig) -> int:
-  """N for MFU: non-embedding parameters plus the LM head. Tied, the table is the head: all."""
-  return param_count(cfg) - (0 if cfg.tie_embeddings else cfg.vocab_size * cfg.d_model)
+  """N for MFU: non-embedding parameters plus the LM head. Tied, the table is the head: all.
+  An MoE counts its active parameters: the router and top_k experts per layer."""
+  return _count(cfg, active=True) - (0 if cfg.tie_embeddings else cfg.vocab_size * cfg.d_model)
 
 
 def flops_per_token(cfg: GPTConfig, seq_len: int) -> float:
@@ -80,12 +91,13 @@ class Block(nn.Module):
                                                                    ("embed",)),
                        (c.d_model,), jnp.float32)
       x_btd = x_btd + (w_d * skip_btd.astype(jnp.float32)).astype(x_btd.dtype)
+    ffn = layers.MLP if c.moe is None else moe.MoE
     if c.parallel_block:
       n_btd = norm("norm")(x_btd)
-      x_btd = x_btd + layers.Attention(c, name="attn")(n_btd) + layers.MLP(c, name="mlp")(n_btd)
+      x_btd = x_btd + layers.Attention(c, name="attn")(n_btd) + ffn(c, name="mlp")(n_btd)
     else:
       x_btd = x_btd + layers.Attention(c, name="attn")(norm("attn_norm")(x_btd))
-      x_btd = x_btd + layers.MLP(c, name="mlp")(norm("mlp_norm")(x_btd))
+      x_btd = x_btd + ffn(c, name="mlp")(norm("mlp_norm")(x_btd))
     x_btd = nn.with_logical_constraint(x_btd, ACT_AXES)
     return x_btd, (x_btd if self.role == "encoder" else None)
 
@@ -125,7 +137,10 @@ def block_class(cfg: GPTConfig, block: type[nn.Module] = Block,
     block = nn.remat(block, policy=jax.checkpoint_policies.nothing_saveable,
                      prevent_cse=not cfg.scan_layers)
   if cfg.scan_layers:
-    block = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
+    # Sown loss terms and metrics (models/aux.py) stack over layers like the params; each
+    # layer draws its own router noise.
+    block = nn.scan(block, variable_axes={"params": 0, aux.LOSSES: 0, aux.METRICS: 0},
+                    split_rngs={"params": True, ROUTER_RNG: True},
                     length=cfg.num_layers if length is None else length,
                     metadata_params={nn.PARTITION_NAME: "layers"})
   return block
@@ -187,17 +202,30 @@ class GPT(nn.Module):
     return x_btd
 
 
+def gpt_config(cfg_model: Any, vocab_size: int | None = None) -> GPTConfig:
+  """The validated GPTConfig of `config.model`; `model.name = "moe"` adds its MoEConfig."""
+  cfg = GPTConfig.from_config(cfg_model, vocab_size)
+  if cfg_model.name == "moe":
+    cfg = dataclasses.replace(cfg, moe=moe.MoEConfig.from_config(cfg_model.moe, cfg.mlp_act))
+  return cfg
+
+
 def build(cfg_model: Any, vocab_size: int | None = None) -> GPT:
-  return GPT(GPTConfig.from_config(cfg_model, vocab_size))
+  return GPT(gpt_config(cfg_model, vocab_size))
 
 
 def model_flops_per_token(cfg_model: Any, vocab_size: int | None, seq_len: int) -> float:
-  return flops_per_token(GPTConfig.from_config(cfg_model, vocab_size), seq_len)
+  return flops_per_token(gpt_config(cfg_model, vocab_size), seq_len)
 
 
 def check(config: Any) -> None:
-  GPTConfig.from_config(config.model, config.model.get("vocab_size") or 64)
+  gpt_config(config.model, config.model.get("vocab_size") or 64)
 
 
 registry.MODELS.register("gpt", registry.ModelFamily(
     build=build, check=check, flops_per_token=model_flops_per_token))
+# The MoE family: these blocks with `moe.MoE` as the MLP. Its router's load-balance (and z) loss
+# and load metrics are sown (models/aux.py); its router noise draws from the ROUTER_RNG stream.
+registry.MODELS.register("moe", registry.ModelFamily(
+    build=build, check=check, flops_per_token=model_flops_per_token,
+    collections=(aux.LOSSES, aux.METRICS), rng_streams=(ROUTER_RNG,)))

@@ -45,10 +45,18 @@ def zero_out_init(std: float, num_layers: int) -> dict[str, Initializer]:
   return roles | dict(attn_out=zeros, mlp_out=zeros, head=zeros)
 
 
+def normal_init(std: float, num_layers: int) -> dict[str, Initializer]:
+  """N(0, std) for every kernel, no depth scaling (PyTorch references that init every Linear
+  and Embedding with normal_(0, 0.02), e.g. the blueberry MoE)."""
+  del num_layers
+  return dict.fromkeys(ROLES, nn.initializers.normal(std))
+
+
 INIT_SCHEMES: dict[str, Callable[[float, int], dict[str, Initializer]]] = dims.INIT_SCHEMES
 INIT_SCHEMES.update({
     "gpt2": gpt2_init,
     "zero_out": zero_out_init,
+    "normal": normal_init,
 })
 
 
@@ -94,6 +102,7 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu2": lambda x: jnp.square(jax.nn.relu(x)),  # modded-nanogpt's ReLU^2
     "silu2": lambda x: jnp.square(jax.nn.silu(x)),  # SiLU^2 (parameter-golf lineage)
     "gelu": functools.partial(jax.nn.gelu, approximate=True),  # GPT-2's tanh approximation
+    "silu": jax.nn.silu,  # plain SiLU, ungated (the blueberry MoE's experts)
 }
 # Gated activations: the MLP gets a second input kernel `gate` (embed -> mlp) and computes
 # act(gate(x)) * fc(x). SwiGLU (Shazeer 2020): SiLU on the gate.

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxgpt import registry
+from jaxgpt.errors import ConfigError
 from jaxgpt.keypath import path_str
 
 
@@ -25,4 +26,11 @@ def adamw(o) -> optax.GradientTransformation:
                      weight_decay=o.weight_decay, mask=weight_decay_mask)
 
 
-registry.OPTIMIZERS.register("adamw", registry.Optimizer(build=adamw))
+def _check_config(config) -> None:
+  if config.optimizer.router != "adam":
+    raise ConfigError(f"optimizer.router={config.optimizer.router!r} only applies to "
+                      "optimizer.name='muon' (AdamW runs every parameter with Adam); "
+                      "set optimizer.router='adam'")
+
+
+registry.OPTIMIZERS.register("adamw", registry.Optimizer(build=adamw, check=_check_config))

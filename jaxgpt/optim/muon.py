@@ -435,25 +435,27 @@ def injectable_muon(**kwargs) -> optax.GradientTransformationExtraArgs:
 # `optimizer.name="muon"`: Muon on hidden matrices, AdamW on the rest (registered below).
 
 def muon_with_adamw(o) -> optax.GradientTransformation:
-  """Muon on hidden matrices, AdamW (no weight decay) on embeddings, the head and vectors.
+  """Muon on hidden matrices, AdamW (no weight decay) on embeddings, the head and vectors;
+  an MoE router goes to AdamW or Muon by `optimizer.router`.
 
   Which leaf goes where, and each Muon leaf's fan_in / fan_out / batch axes, comes from the
   rules in `jaxgpt.optim.partition`; `optimizer.embed_lr`, `head_lr`, `scalar_lr` default to
   `optimizer.lr` when unset. `o` is `config.optimizer` (or a view of it with traced values).
   """
   adam = lambda lr: optax.adam(lr if lr is not None else o.lr, b1=o.b1, b2=o.b2, eps=o.eps)
+  part = partition.for_router(o.router)
   transforms = {
       partition.MUON: muon(
           o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov,
           momentum_style=o.momentum_style, momentum_warmup_steps=o.momentum_warmup_steps,
           orthogonalizer=o.orthogonalize, ns_steps=o.ns_steps, update_scale=o.update_scale,
           variance_reduction=o.variance_reduction, beta2=o.beta2, cautious_wd=o.cautious_wd,
-          dimension_numbers=partition.muon_dims_fn(), matrix_sharding=o.matrix_sharding),
+          dimension_numbers=partition.muon_dims_fn(part), matrix_sharding=o.matrix_sharding),
       partition.ADAMW_EMBED: adam(o.embed_lr),
       partition.ADAMW_HEAD: adam(o.head_lr),
       partition.ADAMW_SCALAR: adam(o.scalar_lr),
   }
-  return partition.multi_transform(transforms)
+  return partition.multi_transform(transforms, part)
 
 
 def _check_config(config) -> None:
@@ -463,7 +465,8 @@ def _check_config(config) -> None:
                        ("update_scale", UPDATE_SCALES),
                        ("variance_reduction", VARIANCE_REDUCTIONS),
                        ("momentum_style", MOMENTUM_STYLES),
-                       ("matrix_sharding", ortho.SHARDINGS)):
+                       ("matrix_sharding", ortho.SHARDINGS),
+                       ("router", partition.ROUTER_OPTIMIZERS)):
     if o[key] not in allowed:
       raise ConfigError(f"optimizer.{key}={o[key]!r} is not allowed; choose one of {allowed}")
   if not (isinstance(o.ns_steps, int) and not isinstance(o.ns_steps, bool) and o.ns_steps >= 1):

@@ -105,6 +105,18 @@ class Partition:
 
 DEFAULT = Partition()
 
+# `optimizer.router`: where an MoE router's (d, E) kernel goes. "adam" (the default rules:
+# adamw_head) or "muon" (the blueberry MoE reference orthogonalizes it with the hidden matrices).
+ROUTER_OPTIMIZERS = ("adam", "muon")
+ROUTER_TO_MUON = Rule(r"(^|/)router/kernel$", MUON, fan_in=(0,), fan_out=(1,), ndim=2)
+
+
+def for_router(router: str) -> Partition:
+  """The default partition with the MoE router sent to Adam (as is) or to Muon."""
+  if router not in ROUTER_OPTIMIZERS:
+    raise ValueError(f"router optimizer {router!r}; choose one of {ROUTER_OPTIMIZERS}")
+  return DEFAULT if router == "adam" else DEFAULT.with_rules(ROUTER_TO_MUON)
+
 
 @dataclasses.dataclass(frozen=True)
 class LeafInfo:
@@ -234,6 +246,7 @@ def describe(params: Any, partition: Partition = DEFAULT) -> str:
 
 __all__ = [
     "ADAMW_EMBED", "ADAMW_HEAD", "ADAMW_SCALAR", "DEFAULT", "DEFAULT_RULES", "DEFAULT_STACKED",
-    "LeafInfo", "MUON", "Partition", "Rule", "classify", "describe", "label_counts",
+    "LeafInfo", "MUON", "Partition", "ROUTER_OPTIMIZERS", "ROUTER_TO_MUON", "Rule", "classify",
+    "describe", "for_router", "label_counts",
     "leaf_infos", "multi_transform", "muon_dimension_numbers", "muon_dims_fn", "param_labels",
 ]

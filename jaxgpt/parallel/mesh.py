@@ -1,4 +1,5 @@
-"""Device mesh from config: axes (data, fsdp, tensor), Auto axis types (GSPMD propagation).
+"""Device mesh from config: axes (data, fsdp, tensor, expert), Auto axis types (GSPMD
+propagation). `expert` shards an MoE's stacked experts; like `tensor` it replicates the batch.
 
 Every run builds a mesh, a one-device mesh included, so sharding is never a special case.
 """
@@ -13,12 +14,12 @@ from jax.sharding import AxisType, Mesh
 
 from jaxgpt.errors import ConfigError
 
-AXES = ("data", "fsdp", "tensor")
+AXES = ("data", "fsdp", "tensor", "expert")
 
 
 def resolve_axis_sizes(sizes: Mapping[str, int], num_devices: int) -> dict[str, int]:
   """Fills at most one -1 axis with the remaining devices; errors name mesh.<axis>."""
-  sizes = {a: int(sizes[a]) for a in AXES}
+  sizes = {a: int(sizes.get(a, 1)) for a in AXES}  # an axis left out has size 1
   free = [a for a, s in sizes.items() if s == -1]
   if len(free) > 1:
     raise ConfigError(f"only one mesh axis may be -1, got {', '.join('mesh.' + a for a in free)}")
@@ -30,7 +31,7 @@ def resolve_axis_sizes(sizes: Mapping[str, int], num_devices: int) -> dict[str, 
     sizes[free[0]] = num_devices // fixed
   if math.prod(sizes.values()) != num_devices:
     raise ConfigError(f"mesh {sizes} has {math.prod(sizes.values())} devices but "
-                     f"{num_devices} are available; set mesh.data/fsdp/tensor so that the "
+                     f"{num_devices} are available; set mesh.data/fsdp/tensor/expert so that the "
                      "product matches (or use -1 for one axis)")
   return sizes
 

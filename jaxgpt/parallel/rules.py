@@ -42,6 +42,7 @@ LOGICAL_RULES: tuple[tuple[str, Any], ...] = (
     ("mlp", "tensor"),
     ("vocab", "tensor"),
     ("layers", None),
+    ("expert", "expert"),  # an MoE's stacked experts
 )
 
 
@@ -57,6 +58,7 @@ CONFIG_KEYS = {
     "vocab": "model.vocab_size",
     "layers": "model.num_layers",
     "head_dim": "model.head_dim",
+    "expert": "model.moe.num_experts",
 }
 
 

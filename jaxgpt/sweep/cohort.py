@@ -68,6 +68,7 @@ TRACED_KEYS: tuple[str, ...] = (
 # Keys that name or display a run and change nothing it computes.
 _FREE_KEYS = ("name", "variants", "train.progress_bar", "sample.", "export.")
 _LR_KEYS = ("embed_lr", "head_lr", "scalar_lr")
+SEED = "train.seed"
 
 STOP_STEPS, STOP_DIVERGED = loop_lib.STOP_STEPS, loop_lib.STOP_DIVERGED
 
@@ -127,6 +128,7 @@ def trial_hparams(config) -> dict[str, float | int]:
     hp[k] = int(value) if k in _INT_KEYS else float(value)
   for key in models.family(config.model.name).traced_keys:
     hp[key] = float(config_lib.get_key(config, key))
+  hp[SEED] = int(config.train.seed)  # keys the family's training rng streams (router noise)
   return hp
 
 
@@ -179,7 +181,8 @@ class CohortProgram:
       return state.replace(params=family.set_traced(state.params, values))
 
     def train_one(state, hp, alive, batch, progress):
-      step_fn = step_lib.make_train_step(model.apply, tx_for(hp), grad_accum, family.collections)
+      step_fn = step_lib.make_train_step(model.apply, tx_for(hp), grad_accum, family.collections,
+                                         family.rng_streams, hp[SEED])
       new, m = step_fn(state, batch, progress)
       ok = alive & jnp.isfinite(m["train_loss"]) & jnp.isfinite(m["grad_norm"])
       new = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, state)
@@ -254,7 +257,8 @@ def cohort_program(config, k: int, shared_batch: bool, devices) -> CohortProgram
   key = (static_key(config), k, shared_batch, tuple(d.id for d in devices))
   if key not in _PROGRAMS:
     base = config.copy_and_resolve_references()
-    base.mesh.update(data=-1, fsdp=1, tensor=1)  # the single-trial pieces live on one device
+    # the single-trial pieces live on one device
+    base.mesh.update(data=-1, fsdp=1, tensor=1, expert=1)
     run = setup_lib.build(base, devices=devices[:1])
     if len(_PROGRAMS) >= _MAX_PROGRAMS:
       _PROGRAMS.pop(next(iter(_PROGRAMS)))

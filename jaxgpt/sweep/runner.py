@@ -81,7 +81,8 @@ def _default_traced_keys() -> tuple[str, ...]:
 
 
 def _grid_for(sweep, dims, traced_keys) -> list[dict]:
-  points = space_lib.grid_points(dims, traced_keys)
+  points = (space_lib.oat_points if sweep.sampler == "oat" else space_lib.grid_points)(
+      dims, traced_keys)
   if sweep.n_trials is not None:  # the budget counts trials, i.e. points x seeds
     points = points[:max(1, -(-sweep.n_trials // len(sweep.seeds)))]
   return points
@@ -89,7 +90,7 @@ def _grid_for(sweep, dims, traced_keys) -> list[dict]:
 
 def open_stage1(sweep, storage, url: str, traced_keys: Sequence[str]) -> Stage:
   dims = space_lib.dims_from_config(sweep.space)
-  grid_mode = sweep.sampler == "grid"
+  grid_mode = sweep.sampler in spec_lib.GRID_SAMPLERS
   study = study_lib.load_or_create(sweep.name, storage, url,
                                    study_lib.make_sampler(sweep, dims, grid_mode),
                                    study_lib.make_pruner(sweep))
@@ -307,6 +308,7 @@ def write_meta(sweep, workdir: str, url: str | None) -> None:
           "storage": url, "objective": sweep.objective, "sampler": sweep.sampler,
           "seeds": list(sweep.seeds), "cohort_size": sweep.cohort_size,
           "knobs": {d.name: d.key for d in dims},
+          "baselines": ({d.name: d.baseline for d in dims} if sweep.sampler == "oat" else None),
           "base": {"config": sweep.base.config, "variants": sweep.base.variants},
           "loss_ref": sweep.loss_ref if sweep.loss_ref is not None
           else spec_lib.default_loss_ref(base),

@@ -7,6 +7,12 @@ key. It is either a list of `values` (categorical; the grid takes them all) or a
 between the best value's neighbours (a list) or within a factor `span` of it (a range), clipped
 to the stage-1 bounds; integer and categorical knobs keep the values the best configurations
 used.
+
+One factor at a time (sampler "oat"): every knob also names a `baseline` among its values; the
+points are the baseline configuration with one knob moved to each of its values, the others at
+their baselines (the baseline itself once), as in sensitivity studies that vary LR, momentum and
+Newton-Schulz steps separately. `tied` = {dotted key: factor} sets further keys to factor x the
+knob's value (e.g. an Adam learning rate kept at 0.1 x the Muon learning rate).
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ class Dim:
   high: float | None = None
   log: bool = False
   is_int: bool = False
+  baseline: Any = None  # the value the other knobs' one-factor-at-a-time axes hold it at
+  tied: tuple[tuple[str, float], ...] = ()  # (dotted key, factor): key = factor x value
 
   @property
   def numeric(self) -> bool:
@@ -63,12 +71,16 @@ def dims_from_config(space) -> list[Dim]:
                        "'optimizer.lr'")
     values, low, high = spec.get("values"), spec.get("low"), spec.get("high")
     log, is_int, num = bool(spec.get("log", False)), bool(spec.get("int", False)), spec.get("num")
+    extra = dict(baseline=spec.get("baseline"), tied=_tied(name, spec.get("tied") or {}))
     if values is not None:
       values = tuple(values)
       if not values or len(set(values)) != len(values):
         raise ValueError(f"sweep space.{name}.values={list(values)!r} must be non-empty and "
                          "distinct")
-      dims.append(Dim(name, key, values))
+      if extra["baseline"] is not None and extra["baseline"] not in values:
+        raise ValueError(f"sweep space.{name}.baseline={extra['baseline']!r} must be one of its "
+                         f"values {list(values)!r}")
+      dims.append(Dim(name, key, values, **extra))
       continue
     if low is None or high is None or not low < high:
       raise ValueError(f"sweep space.{name}: give `values` or a range low < high "
@@ -81,8 +93,18 @@ def dims_from_config(space) -> list[Dim]:
         raise ValueError(f"sweep space.{name}.num={num!r} must be an integer >= 2")
       pts = np.geomspace(low, high, num) if log else np.linspace(low, high, num)
       grid = tuple(int(round(p)) for p in pts) if is_int else tuple(_round(p) for p in pts)
-    dims.append(Dim(name, key, grid, float(low), float(high), log, is_int))
+    dims.append(Dim(name, key, grid, float(low), float(high), log, is_int, **extra))
   return dims
+
+
+def _tied(name: str, tied: Mapping[str, Any]) -> tuple[tuple[str, float], ...]:
+  out = []
+  for key, factor in dict(tied).items():
+    if "." not in key or not isinstance(factor, (int, float)) or isinstance(factor, bool):
+      raise ValueError(f"sweep space.{name}.tied={dict(tied)!r} must map dotted config keys to "
+                       "numeric factors, e.g. {'optimizer.embed_lr': 0.1}")
+    out.append((key, float(factor)))
+  return tuple(out)
 
 
 def suggest(trial: optuna.Trial, dims: Sequence[Dim]) -> dict[str, Any]:
@@ -100,8 +122,39 @@ def suggest(trial: optuna.Trial, dims: Sequence[Dim]) -> dict[str, Any]:
 
 
 def knobs_to_keys(dims: Sequence[Dim], params: Mapping[str, Any]) -> dict[str, Any]:
-  """{short name: value} -> {dotted config key: value}."""
-  return {d.key: params[d.name] for d in dims if d.name in params}
+  """{short name: value} -> {dotted config key: value}, tied keys included."""
+  out = {}
+  for d in dims:
+    if d.name in params:
+      out[d.key] = params[d.name]
+      out.update({key: factor * params[d.name] for key, factor in d.tied})
+  return out
+
+
+def oat_points(dims: Sequence[Dim], traced_keys: Sequence[str] = ()) -> list[dict[str, Any]]:
+  """One factor at a time: the baseline point with each knob moved through its values, each
+  point once (knobs in config order, values in theirs). Points are then ordered so that knobs
+  whose key is not traced vary slowest (one cohort per static structure, as for the grid)."""
+  for d in dims:
+    if d.values is None or d.baseline is None:
+      raise ValueError(f"sweep space.{d.name} needs `values` and a `baseline` for the oat "
+                       "sampler")
+  base = {d.name: d.baseline for d in dims}
+  points: list[dict[str, Any]] = []
+  for d in dims:
+    for v in d.values:
+      p = {**base, d.name: v}
+      if p not in points:
+        points.append(p)
+  static = [d for d in dims if d.key not in traced_keys]
+  rank = {d.name: {v: i for i, v in enumerate(d.values)} for d in static}
+  return sorted(points, key=lambda p: tuple(rank[d.name][p[d.name]] for d in static))
+
+
+def oat_axis(dims: Sequence[Dim], knob: str, params: Mapping[str, Any]) -> bool:
+  """Whether a point lies on `knob`'s one-factor-at-a-time axis (every other knob at its
+  baseline)."""
+  return all(params.get(d.name) == d.baseline for d in dims if d.name != knob)
 
 
 def grid_points(dims: Sequence[Dim], traced_keys: Sequence[str] = ()) -> list[dict[str, Any]]:

@@ -21,9 +21,10 @@ from jaxgpt import config as config_lib
 
 placeholder = config_dict.placeholder
 
-SAMPLERS = ("grid", "random", "tpe")
+SAMPLERS = ("grid", "oat", "random", "tpe")  # oat: one factor at a time (sweep/space.py)
 PRUNERS = ("none", "median", "percentile", "successive_halving", "hyperband")
 OBJECTIVES = ("final_val_loss", "best_val_loss", "val_bpb", "time_to_target_s")
+GRID_SAMPLERS = ("grid", "oat")  # fixed point lists, enqueued whole
 LR_RULES = ("none", "linear", "sqrt")
 LR_KEYS = ("optimizer.lr", "optimizer.embed_lr", "optimizer.head_lr", "optimizer.scalar_lr")
 
@@ -96,8 +97,9 @@ def validate_sweep(sweep) -> None:
     _fail("seeds", seeds, "must be a non-empty list of distinct integers")
   if sweep.n_trials is not None and sweep.n_trials < 1:
     _fail("n_trials", sweep.n_trials, "must be >= 1 (or None for the whole grid)")
-  if sweep.sampler != "grid" and sweep.n_trials is None:
-    _fail("n_trials", None, f"must be set for sampler {sweep.sampler!r} (only grid may omit it)")
+  if sweep.sampler not in GRID_SAMPLERS and sweep.n_trials is None:
+    _fail("n_trials", None, f"must be set for sampler {sweep.sampler!r} (only "
+          f"{' and '.join(GRID_SAMPLERS)} may omit it)")
   for key in ("heartbeat_s", "grace_s"):
     if not (isinstance(sweep[key], int) and sweep[key] >= 1):
       _fail(key, sweep[key], "must be an integer >= 1 (seconds)")
@@ -118,10 +120,16 @@ def validate_sweep(sweep) -> None:
     _fail("space", {}, "must name at least one knob")
   from jaxgpt.sweep import space as space_lib  # validates each dimension
   dims = space_lib.dims_from_config(sweep.space)
-  if sweep.sampler == "grid":
+  if sweep.sampler in GRID_SAMPLERS:
     for d in dims:
       if d.values is None:
-        _fail(f"space.{d.name}", d.key, "needs `values` or `num` for the grid sampler")
+        _fail(f"space.{d.name}", d.key, f"needs `values` or `num` for the {sweep.sampler} "
+              "sampler")
+  if sweep.sampler == "oat":
+    for d in dims:
+      if d.baseline is None:
+        _fail(f"space.{d.name}.baseline", None, "must name one of the knob's values (the "
+              "oat sampler holds every other axis at the baselines)")
   for axis in ("heatmap_x", "heatmap_y"):
     name = sweep.report[axis]
     if name is not None and name not in {d.name for d in dims}:

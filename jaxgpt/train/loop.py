@@ -340,7 +340,8 @@ class SingleRun:
     batch_sh = rules_lib.batch_sharding(run.mesh)
     train_batch, eval_batch = abstract_batches(cfg, batch_sh)
     train_step = step_lib.make_train_step(run.model.apply, run.tx, cfg.train.grad_accum,
-                                          self.family.collections)
+                                          self.family.collections, self.family.rng_streams,
+                                          cfg.train.seed)
     tb = setup_lib.token_bytes_array(run.spec, run.vocab_size)
     eval_step = step_lib.make_eval_step(run.model.apply, None if tb is None else jnp.asarray(tb))
     with run.context():
@@ -428,8 +429,9 @@ def _train_and_evaluate(config, workdir: str, allow_config_change: bool,
   writer.truncate_after(step)
   compile_s = program.compile()
   if is_main and cfg.optimizer.name == "muon":
-    print("[jaxgpt] optimizer partition:\n" + partition.describe(run.abstract_state.params),
-          file=sys.stderr, flush=True)
+    print("[jaxgpt] optimizer partition:\n" + partition.describe(
+        run.abstract_state.params, partition.for_router(cfg.optimizer.router)),
+        file=sys.stderr, flush=True)
   if is_main:
     print(f"[jaxgpt] {cfg.name}: {n_params:,} params, mesh {mesh_lib.mesh_shape(run.mesh)}, "
           f"{program.tokens_per_step:,} tokens/step, compile {compile_s:.1f}s, start step {step}",

@@ -18,21 +18,27 @@ def token_losses(logits_btv: jnp.ndarray, targets_bt: jnp.ndarray) -> jnp.ndarra
       logits_btv.astype(jnp.float32), targets_bt)
 
 
+def _rngs_kw(rngs: dict) -> dict:
+  return {"rngs": rngs} if rngs else {}  # families without streams get the plain apply
+
+
 def _loss_fn(apply_fn: Callable, collections: Sequence[str]) -> Callable:
-  """params, inputs_bt, targets_bt -> (loss to differentiate, (cross entropy, extra metrics)).
+  """params, inputs_bt, targets_bt, rngs -> (loss to differentiate, (cross entropy, metrics)).
 
   With no `collections` the loss is the cross entropy; otherwise the model's sown loss terms
-  (`jaxgpt.models.aux`) are added to it and logged with its sown metrics.
+  (`jaxgpt.models.aux`) are added to it and logged with its sown metrics. `rngs` ({} or the
+  family's streams) goes to the model's apply.
   """
   if not collections:
-    def plain(params, inputs_bt, targets_bt):
-      logits_btv = apply_fn({"params": params}, inputs_bt)
+    def plain(params, inputs_bt, targets_bt, rngs):
+      logits_btv = apply_fn({"params": params}, inputs_bt, **_rngs_kw(rngs))
       ce = token_losses(logits_btv, targets_bt).mean()
       return ce, (ce, {})
     return plain
 
-  def with_terms(params, inputs_bt, targets_bt):
-    logits_btv, mutated = apply_fn({"params": params}, inputs_bt, mutable=tuple(collections))
+  def with_terms(params, inputs_bt, targets_bt, rngs):
+    logits_btv, mutated = apply_fn({"params": params}, inputs_bt, mutable=tuple(collections),
+                                   **_rngs_kw(rngs))
     ce = token_losses(logits_btv, targets_bt).mean()
     terms = aux.loss_terms(mutated)
     extra = {f"loss/{k}": v for k, v in terms.items()}
@@ -42,8 +48,17 @@ def _loss_fn(apply_fn: Callable, collections: Sequence[str]) -> Callable:
   return with_terms
 
 
+def step_rngs(streams: Sequence[str], seed: Any, step: jnp.ndarray, micro: Any = 0) -> dict:
+  """{stream: key} for one micro-batch: a pure function of (seed, step, micro-batch, stream),
+  so a resumed run draws what the uninterrupted one drew. Apart from the init key (the seed's
+  key itself, never folded)."""
+  base = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), step), micro)
+  return {name: jax.random.fold_in(base, 1 + i) for i, name in enumerate(streams)}
+
+
 def make_train_step(apply_fn: Callable, tx: optax.GradientTransformationExtraArgs,
-                    grad_accum: int, collections: Sequence[str] = ()) -> Callable:
+                    grad_accum: int, collections: Sequence[str] = (),
+                    rng_streams: Sequence[str] = (), seed: Any = 0) -> Callable:
   """train_step(state, batch, progress) -> (state, metrics).
 
   `batch` holds the whole optimizer step's sequences [B, T]; with `grad_accum` A > 1 they are
@@ -51,29 +66,37 @@ def make_train_step(apply_fn: Callable, tx: optax.GradientTransformationExtraArg
   device's rows local under a batch-sharded layout), gradients are summed in float32 over a
   `lax.scan`, then averaged, and the optimizer runs once. `collections`: the Flax collections
   the model sows loss terms and metrics into (its family's `collections`; () = none).
+  `rng_streams`: the family's rng names, keyed by `step_rngs(seed, step, micro-batch)`; `seed`
+  is `train.seed` (a traced per-trial scalar in a cohort).
   Metrics: `train_loss` (cross entropy), `grad_norm`, and any `loss/...`, `metric/...`.
   """
   grad_fn = jax.value_and_grad(_loss_fn(apply_fn, collections), has_aux=True)
+  rngs_at = ((lambda step, micro: step_rngs(rng_streams, seed, step, micro)) if rng_streams
+             else (lambda step, micro: {}))
 
   def train_step(state: TrainState, batch: dict, progress: jnp.ndarray):
     inputs_bt, targets_bt = batch["inputs"], batch["targets"]
     if grad_accum == 1:
-      (_, (loss, extra)), grads = grad_fn(state.params, inputs_bt, targets_bt)
+      (_, (loss, extra)), grads = grad_fn(state.params, inputs_bt, targets_bt,
+                                          rngs_at(state.step, 0))
     else:
       b, t = inputs_bt.shape
       split = lambda x: x.reshape(b // grad_accum, grad_accum, t).swapaxes(0, 1)
-      micro = (split(inputs_bt), split(targets_bt))
+      micro = (split(inputs_bt), split(targets_bt), jnp.arange(grad_accum))
 
       def accumulate(carry, mb):
         loss_sum, extra_sum, grad_sum = carry
-        (_, (loss, extra)), grads = grad_fn(state.params, *mb)
+        inputs, targets, i = mb
+        (_, (loss, extra)), grads = grad_fn(state.params, inputs, targets,
+                                            rngs_at(state.step, i))
         grad_sum = jax.tree.map(lambda s, g: s + g.astype(jnp.float32), grad_sum, grads)
         extra_sum = jax.tree.map(jnp.add, extra_sum, extra)
         return (loss_sum + loss, extra_sum, grad_sum), None
 
       zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), state.params)
       extra0 = jax.tree.map(jnp.zeros_like, jax.eval_shape(
-          lambda: grad_fn(state.params, micro[0][0], micro[1][0])[0][1][1]))
+          lambda: grad_fn(state.params, micro[0][0], micro[1][0], rngs_at(state.step, 0))
+          [0][1][1]))
       (loss_sum, extra_sum, grad_sum), _ = jax.lax.scan(
           accumulate, (jnp.zeros((), jnp.float32), extra0, zeros), micro)
       loss = loss_sum / grad_accum
