@@ -9,7 +9,8 @@ names the studies, knobs and references) and each trial's run files, then writes
   solo step time of its configuration), the cohort's wall time, tokens/s, and the efficiency
   score `(loss_ref - val_loss) / (time / time_ref)` with time_ref the fastest trial's time and
   loss_ref the sweep's `loss_ref` (default ln(vocab size));
-- per-knob sensitivity tables (value, n, val loss mean +- std, val acc, val perplexity);
+- per-knob sensitivity tables (value, n, val loss mean +- std, val acc, val perplexity); in a
+  one-factor-at-a-time sweep (sampler "oat") each knob's table holds only its own axis;
 - multi-seed mean and standard deviation per configuration, with the noise floor: the pooled
   standard deviation sigma of the repeats, and every difference to the best that is smaller
   than 2 sigma / sqrt(n) flagged as inside the noise;

@@ -11,8 +11,8 @@ used.
 One factor at a time (sampler "oat"): every knob also names a `baseline` among its values; the
 points are the baseline configuration with one knob moved to each of its values, the others at
 their baselines (the baseline itself once), as in sensitivity studies that vary LR, momentum and
-Newton-Schulz steps separately. `tied` = {dotted key: factor} sets further keys to factor x the
-knob's value (e.g. an Adam learning rate kept at 0.1 x the Muon learning rate).
+Newton-Schulz steps separately. `tied` = ((dotted key, factor), ...) sets further keys to
+factor x the knob's value (e.g. an Adam learning rate kept at 0.1 x the Muon learning rate).
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def dims_from_config(space) -> list[Dim]:
                        "'optimizer.lr'")
     values, low, high = spec.get("values"), spec.get("low"), spec.get("high")
     log, is_int, num = bool(spec.get("log", False)), bool(spec.get("int", False)), spec.get("num")
-    extra = dict(baseline=spec.get("baseline"), tied=_tied(name, spec.get("tied") or {}))
+    extra = dict(baseline=spec.get("baseline"), tied=_tied(name, spec.get("tied") or ()))
     if values is not None:
       values = tuple(values)
       if not values or len(set(values)) != len(values):
@@ -97,12 +97,16 @@ def dims_from_config(space) -> list[Dim]:
   return dims
 
 
-def _tied(name: str, tied: Mapping[str, Any]) -> tuple[tuple[str, float], ...]:
+def _tied(name: str, tied: Any) -> tuple[tuple[str, float], ...]:
+  """(dotted key, factor) pairs (a ConfigDict cannot hold dotted keys, so not a dict)."""
   out = []
-  for key, factor in dict(tied).items():
-    if "." not in key or not isinstance(factor, (int, float)) or isinstance(factor, bool):
-      raise ValueError(f"sweep space.{name}.tied={dict(tied)!r} must map dotted config keys to "
-                       "numeric factors, e.g. {'optimizer.embed_lr': 0.1}")
+  for pair in tied:
+    ok = isinstance(pair, (tuple, list)) and len(pair) == 2
+    key, factor = pair if ok else (None, None)
+    if not (ok and isinstance(key, str) and "." in key and isinstance(factor, (int, float))
+            and not isinstance(factor, bool)):
+      raise ValueError(f"sweep space.{name}.tied={tied!r} must be (dotted config key, factor) "
+                       "pairs, e.g. (('optimizer.embed_lr', 0.1),)")
     out.append((key, float(factor)))
   return tuple(out)
 
