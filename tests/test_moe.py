@@ -274,7 +274,7 @@ def test_cohort_of_moe_trials_equals_single_runs(tmp_path):
   def trial(lr, seed):
     c = load_config("moe", "test")
     c.optimizer.update(lr=lr)
-    c.train.update(seed=seed)
+    c.train.update(seed=seed, steps=6, eval_every=3)
     return c
 
   trials = [(0.02, 0), (0.01, 1)]
