@@ -22,6 +22,7 @@ def load(name, variants=""):
     ("gpt", ("", "cpu", "test", "cpu,test")),
     ("gated_ngpt", ("", "cpu", "test", "seed_exact", "seed_exact,cpu")),
     ("ngpt", ("", "cpu", "test")),
+    ("moe", ("", "cpu", "test")),
 ])
 def test_config_variants_validate_and_build(name, variants):
   from jaxgpt import models
