@@ -12,9 +12,11 @@ matrices, and trains it with optax (`optax.adamw`, or `optax.contrib.muon` for a
 in one jitted step with the state donated. Two layouts: a Python loop over layers (unrolled) and
 `lax.scan` over stacked layers. jaxgpt's own step (`train/step.py`, the model from the config,
 the optimizer chain from `optim/build.py`) runs in the same process, jitted the same way, as
-configured and with `model.scan_layers` flipped. Rows are timed in interleaved rounds (each row
-gets `--steps` steps per round, the median round counts), so a slow spell on a shared machine
-hits every row alike. Prints a table with each row's ratio to the fastest floor; writes JSON.
+configured and with `model.scan_layers` flipped, and (`--loop`) the real training loop on the
+config as it is (its per-step host work and input pipeline included). Rows are timed in
+interleaved rounds (each row gets `--steps` steps per round, the median round counts), so a
+slow spell on a shared machine hits every row alike (the loop row runs after them). Prints a
+table with each row's ratio to the fastest floor; writes JSON.
 
 `--shape` (default on) applies the nanoGPT CPU recipe's shape: 4 layers x 128, 4 heads, block
 64, batch 12 (768 tokens/step), GELU, AdamW lr 1e-3, fp32. Only the GPT family has a floor.
@@ -50,6 +52,8 @@ _CONFIG, _STEPS, _OUT, _SMOKE, _SET = (bench_train._CONFIG, bench_train._STEPS, 
 flags.FLAGS.set_default("steps", 20)
 _ROUNDS = flags.DEFINE_integer("rounds", 5, "Interleaved timing rounds.", lower_bound=1)
 _SHAPE = flags.DEFINE_bool("shape", True, "Apply the nanoGPT CPU shape (see the docstring).")
+_LOOP = flags.DEFINE_bool("loop", True, "Also time the real training loop (jaxgpt.main's, data "
+                          "pipeline and per-step host work included) on the same config.")
 
 NANOGPT_SHAPE = ("model.num_layers=4", "model.d_model=128", "model.num_heads=4",
                  "data.seq_len=64", "train.batch_size=12", "train.grad_accum=1",
@@ -210,7 +214,7 @@ def _time_rounds(rows, batches, steps, rounds):
   return {name: statistics.median(ts) for name, ts in times.items()}
 
 
-def bench(config_arg: str, sets, steps: int, rounds: int) -> dict:
+def bench(config_arg: str, sets, steps: int, rounds: int, loop: bool = False) -> dict:
   config = cli.load_config(config_arg, bench_train.parse_sets(config_arg, sets))
   if config.model.name != "gpt":
     raise SystemExit(f"error: model.name={config.model.name!r}: the floor is the GPT family's "
@@ -246,6 +250,9 @@ def bench(config_arg: str, sets, steps: int, rounds: int) -> dict:
     step, init = floor_step(cfg, config.optimizer, scan)
     rows[f"floor {'scan' if scan else 'unrolled'}"] = (step, init(None, start))
   sec = _time_rounds(rows, batches, steps, rounds)
+  if loop:  # the loop as users run it: the step above plus batches, logging, host work
+    row = bench_train.bench(config_arg, steps * rounds, sets)
+    sec["jaxgpt loop (as configured)"] = row["step_time_ms"] / 1e3
   floor = min(v for k, v in sec.items() if k.startswith("floor"))
   table = [{"row": k, "ms_per_step": 1e3 * v, "tokens_per_s": b * t / v, "vs_floor": v / floor}
            for k, v in sec.items()]
@@ -262,7 +269,7 @@ def main(argv):
   if _SMOKE.value:
     config_arg, steps, rounds = "configs/gpt.py:test", 2, 1
     sets = ["model.mlp_act=gelu", "optimizer.name=adamw"] + list(_SET.value)
-  result = bench(config_arg, sets, steps, rounds)
+  result = bench(config_arg, sets, steps, rounds, loop=_LOOP.value and not _SMOKE.value)
   print(f"{config_arg} {' '.join(sets)}: {result['tokens_per_step']} tokens/step")
   print(f"{'row':<26}{'ms/step':>10}{'tokens/s':>12}{'vs floor':>10}")
   for r in result["rows"]:
