@@ -23,6 +23,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from absl import logging
 
 from jaxgpt.errors import ConfigError
 from jaxgpt.models import aux, dims, dispatch, layers, routing
@@ -146,4 +147,8 @@ class MoE(nn.Module):
                                                   moe.capacity_factor)
       aux.add_metric(self, "dropped_frac", dropped)
       return y_btd
+    if jax.default_backend() == "cpu":
+      logging.log_first_n(logging.WARNING, "model.moe.dispatch='ragged' on CPU: XLA expands "
+                          "ragged_dot to a dense matmul over all E experts (E / k x dense "
+                          "dispatch's cost); use 'dense' on CPU", 1)
     return dispatch.ragged_dispatch(x_btd, idx_btj, w_btj, experts)
