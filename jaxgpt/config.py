@@ -81,6 +81,14 @@ def base_config() -> config_dict.ConfigDict:
       folio_val=False,
       data_dir=placeholder(str),
       worker_count=0,
+      # Sources users bring (jaxgpt/data/text.py, tfds.py, shards.py); unset = the default.
+      val_fraction=placeholder(float),  # text: files held out when val_pattern is unset (0.1)
+      byte_shards=placeholder(bool),  # shards: ids are UTF-8 bytes (vocab 256, exact val_bpb)
+      tfds_name=placeholder(str),  # tfds: dataset name, e.g. "lm1b" or "lm1b:1.1.0"
+      tfds_data_dir=placeholder(str),  # tfds: its data_dir (None: TFDS's default)
+      tfds_train_split=placeholder(str),  # tfds: "train" (any TFDS split, e.g. "train[:95%]")
+      tfds_val_split=placeholder(str),  # tfds: "validation", else "test"
+      tfds_text_key=placeholder(str),  # tfds: the feature holding the text ("text")
   ))
 
   c.optimizer = config_dict.ConfigDict(dict(

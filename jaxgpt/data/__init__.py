@@ -16,7 +16,13 @@ Sources (`data.name`):
   a byte-level BPE `tokenizer.json` (e.g. GPT-2's); then every token is checked against its
   vocabulary and val_bpb is available. Otherwise `spec.tokenizer`, `spec.vocab_size` and
   `spec.token_bytes` are None (no val_bpb), and the trainer should check the shards against
-  `model.vocab_size` with `data.check_vocab(files, vocab_size)`.
+  `model.vocab_size` with `data.check_vocab(files, vocab_size)`. With `data.byte_shards` the
+  ids are UTF-8 bytes: vocabulary 256, ids checked, exact val_bpb.
+- `text`: your own UTF-8 text files (`data.train_pattern`, `data.val_pattern` or a held-out
+  `data.val_fraction` of whole files), see `text.py`.
+- `tfds`: a TensorFlow Datasets text dataset prepared as ArrayRecord, read without TensorFlow
+  (`data.tfds_name`, ...), see `tfds.py`.
+`text` and `tfds` tokenize their documents into cached token shards (`documents.py`).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from __future__ import annotations
 from typing import Any
 
 from jaxgpt import registry
-from jaxgpt.data import shakespeare, shards  # noqa: F401 - importing registers the sources
+from jaxgpt.data import shakespeare, shards, text, tfds  # noqa: F401 - registers the sources
 from jaxgpt.data.pipeline import TrainIterator, eval_batches, num_eval_batches, train_iterator
 from jaxgpt.data.shards import (
   ShardError,

@@ -21,7 +21,7 @@ import numpy as np
 
 from jaxgpt import files, registry
 from jaxgpt.data.spec import DataSpec, get
-from jaxgpt.data.tokenizer import load_tokenizer
+from jaxgpt.data.tokenizer import ByteTokenizer, load_tokenizer
 from jaxgpt.errors import ConfigError
 
 MAGIC = 20240520
@@ -165,13 +165,22 @@ class TokenStream:
 
 
 # ------------------------------------------------------------------------------------------
-# The source `data.name = "shards"`: token shards the user brings, by glob.
+# The source `data.name = "shards"`: token shards the user brings, by glob. Their ids mean
+# nothing to jaxgpt (raw: `model.vocab_size` required, no val_bpb) unless `data.tokenizer` is
+# a tokenizer.json, or `data.byte_shards` says they are UTF-8 bytes: then the vocabulary is
+# 256, every id is checked below it, and val_bpb is exact (one byte per token).
 
 def check_data(cfg: Any) -> None:
   tok = get(cfg, "tokenizer", "byte")
   if tok not in ("byte", "bpe") and not str(tok).endswith(".json"):
     raise ConfigError(f"data.tokenizer={tok!r} must be 'byte', 'bpe' (both mean: no tokenizer "
                       "for raw shards) or the path of a tokenizer.json")
+  byte_shards = get(cfg, "byte_shards", False)
+  if not isinstance(byte_shards, bool):
+    raise ConfigError(f"data.byte_shards={byte_shards!r} must be True or False")
+  if byte_shards and tok != "byte":
+    raise ConfigError(f"data.byte_shards=True and data.tokenizer={tok!r}: byte shards need "
+                      "data.tokenizer='byte' (the default)")
   for key in ("train_pattern", "val_pattern"):
     if not get(cfg, key):
       raise ConfigError(f"data.{key}={get(cfg, key)!r} must be set (a glob of token shards) "
@@ -180,24 +189,38 @@ def check_data(cfg: Any) -> None:
 
 def check(config: Any) -> None:
   check_data(config.data)
-  if config.model.vocab_size is None:
+  if config.model.vocab_size is None and not get(config.data, "byte_shards", False):
     raise ConfigError("model.vocab_size=None must be set when data.name='shards' (e.g. 50304 "
-                      "for GPT-2 token shards)")
+                      "for GPT-2 token shards), unless data.byte_shards=True (byte-level "
+                      "shards, vocabulary 256)")
+
+
+def _shard_tokenizer(cfg: Any):
+  """The tokenizer that vouches for the shards' ids, or None (raw shards)."""
+  if get(cfg, "byte_shards", False):
+    return ByteTokenizer()
+  tok_path = get(cfg, "tokenizer", "byte")
+  return load_tokenizer(tok_path) if str(tok_path).endswith(".json") else None
 
 
 def prepare_source(cfg: Any) -> DataSpec:
   """The DataSpec of the shards matching `data.train_pattern` / `data.val_pattern`."""
   found = {split: glob_shards(get(cfg, key), f"data.{key}")
            for split, key in (("train", "train_pattern"), ("val", "val_pattern"))}
-  tok_path = get(cfg, "tokenizer", "byte")
-  tok = load_tokenizer(tok_path) if str(tok_path).endswith(".json") else None
+  tok = _shard_tokenizer(cfg)
   if tok is not None:
-    check_vocab(found["train"] + found["val"], tok.vocab_size)
+    try:
+      check_vocab(found["train"] + found["val"], tok.vocab_size)
+    except ShardError as e:
+      what = ("data.byte_shards=True" if tok.name == "byte"
+              else f"data.tokenizer={get(cfg, 'tokenizer')!r}")
+      raise ShardError(f"{e} ({what})") from None
+  split_tokens = {s: len(TokenStream(f)) for s, f in found.items()}
   return DataSpec(
       name="shards", train_files=found["train"], val_files=found["val"], extra_val={},
       vocab_size=None if tok is None else tok.vocab_size, tokenizer=tok,
-      token_bytes=None if tok is None else tok.token_bytes,
-      split_tokens={s: len(TokenStream(f)) for s, f in found.items()}, split_bytes={})
+      token_bytes=None if tok is None else tok.token_bytes, split_tokens=split_tokens,
+      split_bytes=dict(split_tokens) if isinstance(tok, ByteTokenizer) else {})
 
 
 registry.DATA_SOURCES.register("shards", registry.DataSource(

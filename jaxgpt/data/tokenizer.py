@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import os
 import re
-from typing import Iterator, Protocol
+from typing import Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
 import tokenizers
@@ -40,6 +40,9 @@ class Tokenizer(Protocol):
   def decode(self, ids) -> str:
     ...
 
+  def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:  # each as encode(text)
+    ...
+
 
 class ByteTokenizer:
   """Token ids are the UTF-8 bytes of the text; vocabulary 256, one byte per token."""
@@ -51,6 +54,9 @@ class ByteTokenizer:
 
   def encode(self, text: str) -> np.ndarray:
     return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int32)
+
+  def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
+    return [self.encode(t) for t in texts]
 
   def decode(self, ids) -> str:
     ids = np.asarray(ids)
@@ -119,6 +125,17 @@ class BPETokenizer:
     ids = [np.asarray(e.ids, dtype=np.int32) for e in encode_batch(chunks)]
     return np.concatenate(ids) if ids else np.zeros(0, dtype=np.int32)
 
+  def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
+    """`[encode(t) for t in texts]` in one parallel call (many short documents)."""
+    pieces = [list(_chunks(t)) for t in texts]
+    encode_batch = getattr(self.hf, "encode_batch_fast", self.hf.encode_batch)
+    flat = iter(encode_batch([c for p in pieces for c in p]))
+    out = []
+    for p in pieces:
+      ids = [np.asarray(next(flat).ids, dtype=np.int32) for _ in p]
+      out.append(np.concatenate(ids) if ids else np.zeros(0, dtype=np.int32))
+    return out
+
   def decode(self, ids) -> str:
     return self.hf.decode([int(i) for i in np.asarray(ids).reshape(-1)])
 
@@ -139,8 +156,9 @@ def _token_byte_lengths(hf: tokenizers.Tokenizer, source: str) -> np.ndarray:
   return lengths
 
 
-def train_bpe(text: str, vocab_size: int) -> BPETokenizer:
-  """Trains a byte-level BPE of `vocab_size` ids on `text` (deterministic for the same text)."""
+def train_bpe(text: str | Iterable[str], vocab_size: int) -> BPETokenizer:
+  """Trains a byte-level BPE of `vocab_size` ids on `text`, one string or an iterable of
+  documents read once (deterministic for the same text)."""
   if not MIN_BPE_VOCAB <= vocab_size <= MAX_BPE_VOCAB:
     raise ValueError(f"data.bpe_vocab_size={vocab_size} must lie in "
                      f"[{MIN_BPE_VOCAB}, {MAX_BPE_VOCAB}]")
@@ -149,7 +167,8 @@ def train_bpe(text: str, vocab_size: int) -> BPETokenizer:
   hf.decoder = decoders.ByteLevel()
   trainer = trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False, special_tokens=[],
                                 initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-  hf.train_from_iterator(_chunks(text), trainer=trainer)
+  texts = (text,) if isinstance(text, str) else text
+  hf.train_from_iterator((c for t in texts for c in _chunks(t)), trainer=trainer)
   return BPETokenizer(hf)
 
 

@@ -1,0 +1,171 @@
+"""Documents -> cached token shards: the shared back end of the `text` and `tfds` sources.
+
+A source hands over, per split, a function that yields the split's documents (strings) in a
+fixed order, plus a `key` (JSON) that identifies everything they depend on. `prepare` then
+
+1. picks the tokenizer: `byte`, a byte-level BPE of `data.bpe_vocab_size` ids trained on the
+   *train* documents only, or a `tokenizer.json` path (copied into the cache);
+2. encodes every document on its own, as `document_text(doc)` (the text, plus "\\n" when it
+   does not already end with one; empty documents are skipped), and concatenates the ids;
+3. writes `<split>_<k>.bin` token shards (the `shards.py` format) and `meta.json` (tokens,
+   exact UTF-8 bytes and documents per split, the key), `meta.json` last.
+
+Everything lives in `root` = `<cache>/<source>/<hash of the key>`, so a changed input or
+setting is a new folder and a finished folder is reused as is. The work runs under a file
+lock and every file is written atomically (`jaxgpt.files`), so several processes may prepare
+at once. The result is an ordinary `DataSpec`: training windows, their order as a function of
+(seed, step), and evaluation come from `pipeline.py` as for every other source.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Mapping
+
+import numpy as np
+
+from jaxgpt import files
+from jaxgpt.data import shards
+from jaxgpt.data import tokenizer as tokenizer_lib
+from jaxgpt.data.spec import DataSpec
+from jaxgpt.errors import ConfigError
+
+FORMAT = 1  # bump when the document layout or the meta format changes: caches then rebuild
+MAX_SHARD_TOKENS = 1 << 24  # 32 MB per shard
+ENCODE_BATCH = 1024  # documents per tokenizer call
+
+Documents = Callable[[], Iterable[str]]  # called once per pass; yields the split in order
+
+
+def document_text(doc: str) -> str:
+  """The text a document contributes: itself, ending in exactly one added "\\n" if it had none."""
+  return doc if doc.endswith("\n") else doc + "\n"
+
+
+def key_hash(key: Mapping) -> str:
+  """16 hex digits of the sha256 of the key's canonical JSON."""
+  blob = json.dumps(key, sort_keys=True, separators=(",", ":")).encode()
+  return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def file_sha256(path: str | Path) -> str:
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      h.update(block)
+  return h.hexdigest()
+
+
+def tokenizer_key(name: str, bpe_vocab_size: int) -> dict:
+  """What the tokenizer setting contributes to a cache key."""
+  if name == "byte":
+    return {"tokenizer": "byte"}
+  if name == "bpe":
+    return {"tokenizer": "bpe", "bpe_vocab_size": int(bpe_vocab_size)}
+  return {"tokenizer": "file", "sha256": file_sha256(name)}
+
+
+def _texts(docs: Documents) -> Iterator[str]:
+  for doc in docs():
+    if doc:
+      yield document_text(doc)
+
+
+def _batches(texts: Iterator[str], size: int) -> Iterator[list[str]]:
+  batch = []
+  for t in texts:
+    batch.append(t)
+    if len(batch) == size:
+      yield batch
+      batch = []
+  if batch:
+    yield batch
+
+
+def _make_tokenizer(root: Path, name: str, bpe_vocab_size: int, train: Documents):
+  if name == "byte":
+    return tokenizer_lib.ByteTokenizer()
+  if name == "bpe":
+    tok = tokenizer_lib.train_bpe(_texts(train), bpe_vocab_size)
+  else:
+    try:
+      tok = tokenizer_lib.BPETokenizer.from_file(name)
+    except ValueError as e:
+      raise ConfigError(f"data.tokenizer={name!r}: {e}") from None
+  tok.save(root / "tokenizer.json")
+  return tok
+
+
+def _write_split(root: Path, split: str, docs: Documents, tok,
+                 max_shard_tokens: int) -> dict:
+  """Encodes one split into shards of at most `max_shard_tokens`; returns its meta entry."""
+  names, pending, num_pending = [], [], 0
+  counts = {"tokens": 0, "bytes": 0, "documents": 0}
+
+  def flush(final: bool) -> None:
+    nonlocal pending, num_pending
+    while num_pending >= max_shard_tokens or (final and (num_pending or not names)):
+      ids = np.concatenate(pending) if pending else np.zeros(0, np.int32)
+      take = min(len(ids), max_shard_tokens)
+      name = f"{split}_{len(names):06d}.bin"
+      shards.write_shard(root / name, ids[:take])
+      names.append(name)
+      pending, num_pending = [ids[take:]], len(ids) - take
+
+  for batch in _batches(_texts(docs), ENCODE_BATCH):
+    for text, ids in zip(batch, tok.encode_batch(batch)):
+      pending.append(ids)
+      num_pending += len(ids)
+      counts["tokens"] += len(ids)
+      counts["bytes"] += len(text.encode("utf-8"))
+      counts["documents"] += 1
+    flush(final=False)
+  flush(final=True)
+  return {"files": names, **counts}
+
+
+def read_meta(root: Path) -> dict | None:
+  """meta.json of a finished preparation in `root`, or None when absent, stale or incomplete."""
+  meta = files.read_json(root / "meta.json", None)
+  if meta is None or meta.get("format") != FORMAT:
+    return None
+  needed = [root / f for s in meta["splits"].values() for f in s["files"]]
+  if meta["tokenizer"] != "byte":
+    needed.append(root / "tokenizer.json")
+  return meta if all(p.exists() for p in needed) else None
+
+
+def prepare(root: str | Path, docs: Mapping[str, Documents], *, tokenizer: str,
+            bpe_vocab_size: int, key: Mapping, name: str,
+            max_shard_tokens: int = MAX_SHARD_TOKENS) -> DataSpec:
+  """The DataSpec of the documents `docs` (split -> documents; needs "train" and "val"),
+  tokenized into `root` unless a finished preparation is there already."""
+  root = Path(root)
+  root.mkdir(parents=True, exist_ok=True)
+  with files.file_lock(root / ".lock"):
+    meta = read_meta(root)
+    if meta is None:
+      for stale in root.glob("*.bin"):
+        stale.unlink()
+      tok = _make_tokenizer(root, tokenizer, bpe_vocab_size, docs["train"])
+      splits = {s: _write_split(root, s, d, tok, max_shard_tokens) for s, d in docs.items()}
+      meta = {"format": FORMAT, "source": name, "key": dict(key),
+              "tokenizer": "byte" if tokenizer == "byte" else "bpe",
+              "vocab_size": tok.vocab_size, "splits": splits}
+      files.atomic_write_json(root / "meta.json", meta)
+  return spec_from_meta(root, meta, name)
+
+
+def spec_from_meta(root: Path, meta: dict, name: str) -> DataSpec:
+  tok = (tokenizer_lib.ByteTokenizer() if meta["tokenizer"] == "byte"
+         else tokenizer_lib.BPETokenizer.from_file(root / "tokenizer.json"))
+  split_files = {s: tuple(str(root / f) for f in m["files"]) for s, m in meta["splits"].items()}
+  return DataSpec(
+      name=name, train_files=split_files.pop("train"), val_files=split_files.pop("val"),
+      extra_val=split_files, vocab_size=tok.vocab_size, tokenizer=tok,
+      token_bytes=tok.token_bytes,
+      split_tokens={s: m["tokens"] for s, m in meta["splits"].items()},
+      split_bytes={s: m["bytes"] for s, m in meta["splits"].items()})
+
