@@ -63,10 +63,10 @@ def check_data(cfg: Any) -> None:
 
 def glob_files(pattern: str, key: str) -> tuple[str, ...]:
   """The sorted files matching `pattern` (`**` recursive); none is an error naming `key`."""
-  paths = sorted(p for p in globlib.glob(os.path.expanduser(pattern), recursive=True)
-                 if os.path.isfile(p))
+  expanded = os.path.expanduser(pattern)
+  paths = sorted(p for p in globlib.glob(expanded, recursive=True) if os.path.isfile(p))
   if not paths:
-    hint = f" (a folder: use '{pattern.rstrip('/')}/*.txt')" if os.path.isdir(pattern) else ""
+    hint = f" (a folder: use '{pattern.rstrip('/')}/*.txt')" if os.path.isdir(expanded) else ""
     raise ConfigError(f"{key}={pattern!r} matches no files{hint}")
   return tuple(paths)
 
