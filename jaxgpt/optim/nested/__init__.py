@@ -30,7 +30,7 @@ from jaxgpt.errors import ConfigError
 from jaxgpt.optim import muon as muon_lib
 from jaxgpt.optim.nested import dmgd as dmgd_lib
 from jaxgpt.optim.nested import seed as seed_lib
-from jaxgpt.optim.nested.dmgd import DmgdSettings, DmgdState, dmgd
+from jaxgpt.optim.nested.dmgd import DmgdSettings, DmgdState, scale_by_dmgd
 from jaxgpt.optim.nested.seed import SeedSettings, SeedState, scale_by_seed_nested
 
 MODES = ("seed", "dmgd")
@@ -62,7 +62,7 @@ def build(o) -> optax.GradientTransformation:
   """The transform of `config.optimizer` (or a view of it with traced values)."""
   if o.nested.mode == "seed":
     return scale_by_seed_nested(seed_settings(o))
-  return dmgd(dmgd_settings(o))
+  return scale_by_dmgd(dmgd_settings(o))
 
 
 # ------------------------------------------------------------------------------------------
@@ -176,5 +176,5 @@ registry.OPTIMIZERS.register("deep_nested", registry.Optimizer(build=build, chec
                                                                host_update=host_update))
 
 __all__ = ["DmgdSettings", "DmgdState", "MODES", "SeedSettings", "SeedState", "build", "check",
-           "dmgd", "dmgd_lib", "dmgd_settings", "host_update", "scale_by_seed_nested",
+           "dmgd_lib", "dmgd_settings", "host_update", "scale_by_dmgd", "scale_by_seed_nested",
            "seed_lib", "seed_settings", "state_bytes"]

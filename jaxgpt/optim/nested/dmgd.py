@@ -198,7 +198,7 @@ def hypergradient(theta: dict, v_prev: list, g_prev: list, feats_prev: jax.Array
   return vjp(list(g_next))[0]
 
 
-def dmgd(s: DmgdSettings) -> optax.GradientTransformation:
+def scale_by_dmgd(s: DmgdSettings) -> optax.GradientTransformation:
   """The dmgd transform (module docstring): returns the parameter update itself."""
   meta_adam = optax.scale_by_adam()
 
@@ -224,6 +224,7 @@ def dmgd(s: DmgdSettings) -> optax.GradientTransformation:
     hg = hypergradient(state.theta, jax.tree.leaves(state.v_prev),
                        jax.tree.leaves(state.g_prev), state.feats_prev, state.stats_prev, p, g,
                        leaves, s)
+    hg = jax.lax.stop_gradient(hg)  # the meta step itself is never differentiated
     hg_norm = optax.tree.norm(hg)
     hg = jax.tree.map(lambda x: x * jnp.minimum(1.0, s.meta_clip / (hg_norm + 1e-6)), hg)
     step, adam_state = meta_adam.update(hg, state.theta_adam)
