@@ -120,6 +120,22 @@ def base_config() -> config_dict.ConfigDict:
       lazy_proj_freq=1,  # families with a projection (nGPT): back onto the sphere every k steps
       router="adam",  # Muon runs: an MoE router's (d, E) kernel gets adam | muon
   ))
+  # optimizer.name="deep_nested" (jaxgpt/optim/nested, docs/nested.md).
+  c.optimizer.nested = config_dict.ConfigDict(dict(
+      mode="seed",  # seed: the seed's DeepNestedOptimizer | dmgd: deep momentum (hypergradient)
+      momentum_layers=2,  # M: hidden layers of the momentum net
+      momentum_hidden=64,  # its width (seed: capped at 20, as the seed does)
+      controller_layers=2,  # C: hidden layers of the LR controller (dmgd: 0 = none, mult 1)
+      controller_hidden=32,
+      meta_lr=1e-4,  # Adam lr of the learned nets (traced in cohorts)
+      meta_every=50,  # seed: meta-update after evaluations at multiples of this step
+      history=50,  # seed: recorded (val loss, multipliers) window
+      max_grad_norm=1.0,  # seed: its clip, after the grad-norm stats (set grad_clip=0)
+      meta_clip=1.0,  # dmgd: hypergradient global-norm clip
+      momentum_init=0.9,  # dmgd: EMA beta of the momentum net at init
+      newton_schulz=False,  # dmgd: orthogonalize Muon-labelled matrices (optimizer.ns_steps)
+      init_seed=0,  # folded into the nets' init key (derived from the initial params)
+  ))
 
   c.train = config_dict.ConfigDict(dict(
       steps=1000,

@@ -46,7 +46,7 @@ def scale_by_progress_schedule(schedule: Callable[[jnp.ndarray], jnp.ndarray]
 # Numeric optimizer keys that `build_optimizer(..., hparams=...)` may take as traced scalars.
 TRACED_OPTIMIZER_KEYS = ("lr", "embed_lr", "head_lr", "scalar_lr", "momentum", "weight_decay",
                          "b1", "b2", "beta2", "warmup_frac", "decay_frac", "final_lr_frac",
-                         "lazy_proj_freq")
+                         "lazy_proj_freq", "nested.meta_lr")
 
 
 class _Overlay:

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxgpt.models import aux
+from jaxgpt.optim.logged import state_metrics
 from jaxgpt.train.state import TrainState
 
 
@@ -104,7 +105,8 @@ def make_train_step(apply_fn: Callable, tx: optax.GradientTransformationExtraArg
       grads = jax.tree.map(lambda g, p: (g / grad_accum).astype(p.dtype), grad_sum, state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params, progress=progress)
     params = optax.apply_updates(state.params, updates)
-    metrics = {"train_loss": loss, "grad_norm": optax.tree.norm(grads), **extra}
+    metrics = {"train_loss": loss, "grad_norm": optax.tree.norm(grads), **extra,
+               **state_metrics(opt_state)}  # e.g. a learned optimizer's LR multipliers
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   return train_step

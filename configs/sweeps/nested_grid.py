@@ -1,0 +1,68 @@
+"""The seed's depth grid of its DeepNestedOptimizer: momentum-net depth M x controller depth C.
+
+`optimizer.name=deep_nested`, `nested.mode=seed`, with the seed's fixed settings (base lr 3e-4,
+AdamW betas 0.9 / 0.999, eps 1e-8, weight decay 0.2, its own clip at 1.0 after the gradient
+statistics, no warm-up or schedule, meta lr 1e-4, meta-update every 50 steps from the
+validation loss, momentum hidden 64 (capped at 20 as in the seed), controller hidden 32), 500
+steps, M and C in 1..6 (36 configurations) x 3 seeds = 108 trials. M and C change the optimizer
+state's structure, so each (M, C) is its own cohort of the 3 seeds (K = 3). The report
+(`python -m jaxgpt.report DIR`) has the M x C heatmap and the seed noise floor; docs/nested.md
+has the seed's numbers and how to read the grid (M only reseeds the controller).
+Variants (combine with commas):
+  cpu     the grid on the `cpu` proxy of the MoE (`configs/moe.py:cpu`), the seed's 500 steps
+  titans  on TitanMAC instead (`configs/titans.py`; with cpu: `configs/titans.py:cpu`)
+  test    a 2 x 1 grid x 2 seeds on the `test` GPT config, 4 steps, used by the tests
+"""
+
+from jaxgpt.config import apply_variants
+from jaxgpt.sweep.spec import base_sweep
+
+# The seed's fixed settings (its winning_hyperparameters.md), as config overrides.
+SEED_SETTINGS = {
+    "optimizer": {
+        "name": "deep_nested", "lr": 3e-4, "b1": 0.9, "b2": 0.999, "eps": 1e-8,
+        "weight_decay": 0.2, "grad_clip": 0.0, "schedule": "constant", "warmup_frac": 0.0,
+        "nested": {"mode": "seed", "meta_lr": 1e-4, "meta_every": 50, "momentum_hidden": 64,
+                   "controller_hidden": 32, "max_grad_norm": 1.0, "history": 50},
+    },
+    "train": {"steps": 500, "eval_every": 50, "grad_accum": 1},
+}
+
+
+def _cpu(c):
+  c.base.variants = "cpu"
+
+
+def _titans(c):
+  c.name = c.name + "-titans"
+  c.base.config = "configs/titans.py"
+
+
+def _test(c):
+  c.base.config = "configs/gpt.py"
+  c.base.variants = "test"
+  c.base.overrides = {**SEED_SETTINGS, "train": {"steps": 4, "eval_every": 2},
+                      "optimizer": {**SEED_SETTINGS["optimizer"],
+                                    "nested": {**SEED_SETTINGS["optimizer"]["nested"],
+                                               "meta_every": 2}}}
+  c.space.M["values"] = (1, 2)
+  c.space.C["values"] = (1,)
+  c.seeds = (0, 1)
+  c.cohort_size = 2
+
+
+VARIANTS = {"cpu": _cpu, "titans": _titans, "test": _test}
+
+
+def get_config(variants: str = ""):
+  c = base_sweep()
+  c.name = "nested_grid"
+  c.base.config = "configs/moe.py"
+  c.base.overrides = SEED_SETTINGS
+  c.space.M = dict(key="optimizer.nested.momentum_layers", values=(1, 2, 3, 4, 5, 6))
+  c.space.C = dict(key="optimizer.nested.controller_layers", values=(1, 2, 3, 4, 5, 6))
+  c.sampler = "grid"
+  c.seeds = (0, 1, 2)
+  c.cohort_size = 3  # one (M, C) per cohort: M and C are static structure
+  c.report.heatmap_x, c.report.heatmap_y = "M", "C"
+  return apply_variants(c, variants, VARIANTS)

@@ -1,0 +1,104 @@
+"""The grid's winners against Muon+AdamW, at equal steps and at equal training time.
+
+One arm per study: the default arm is deep_nested (seed mode, the seed's fixed settings,
+`configs/sweeps/nested_grid.py`) at the seed's winning depths (MoE M3 C2; TitanMAC M4 C5);
+the `muon` variant is the base config's own Muon+AdamW. The knob `budget` is the run length:
+`train.steps` (equal steps; the seed compared at 4800) or, with `time`, `train.max_time_s`
+(equal training time; each trial is its own cohort, K = 1, so the cap is that trial's own
+training clock). 3 seeds per arm; compare the arms' reports (`python -m jaxgpt.report DIR`,
+multi-seed table and noise floor), e.g. with a time budget set to the Muon arm's measured
+`train_time_s`: `--config.space.budget.values='(T,)'`.
+Variants (combine with commas):
+  cpu     on the `cpu` MoE proxy (`configs/moe.py:cpu`), 1000 steps / 600 s
+  titans  TitanMAC (`configs/titans.py`), nested depths M4 C5
+  muon    the Muon+AdamW arm (the base config's optimizer, unchanged)
+  time    equal training time: budget is train.max_time_s (train.steps raised to 10^6)
+  test    both knobs tiny on the `test` GPT config, used by the tests
+"""
+
+import copy
+
+from jaxgpt.config import apply_variants
+from jaxgpt.sweep.spec import base_sweep
+
+NESTED = {
+    "optimizer": {
+        "name": "deep_nested", "lr": 3e-4, "b1": 0.9, "b2": 0.999, "eps": 1e-8,
+        "weight_decay": 0.2, "grad_clip": 0.0, "schedule": "constant", "warmup_frac": 0.0,
+        "nested": {"mode": "seed", "meta_lr": 1e-4, "meta_every": 50, "momentum_hidden": 64,
+                   "controller_hidden": 32, "max_grad_norm": 1.0, "history": 50,
+                   "momentum_layers": 3, "controller_layers": 2},
+    },
+    "train": {"eval_every": 50, "grad_accum": 1},
+}
+
+
+def _overrides(c) -> dict:
+  return copy.deepcopy(dict(c.base.overrides.to_dict() if hasattr(c.base.overrides, "to_dict")
+                            else c.base.overrides))
+
+
+def _cpu(c):
+  c.base.variants = "cpu"
+  c.space.budget["values"] = (1000,) if c.space.budget["key"] == "train.steps" else (600.0,)
+
+
+def _titans(c):
+  c.name = c.name + "-titans"
+  c.base.config = "configs/titans.py"
+  o = _overrides(c)
+  if "optimizer" in o:
+    o["optimizer"]["nested"].update(momentum_layers=4, controller_layers=5)
+  c.base.overrides = o
+
+
+def _muon(c):
+  c.name = c.name + "-muon"
+  o = _overrides(c)
+  o.pop("optimizer", None)
+  c.base.overrides = o
+
+
+def _time(c):
+  c.name = c.name + "-time"
+  o = _overrides(c)
+  o.setdefault("train", {})["steps"] = 1_000_000
+  c.base.overrides = o
+  c.space.budget = dict(key="train.max_time_s", values=(3600.0,))
+  c.cohort_size = 1
+
+
+def _test(c):
+  c.base.config = "configs/gpt.py"
+  c.base.variants = "test"
+  o = _overrides(c)
+  o.setdefault("train", {})["eval_every"] = 2
+  if "optimizer" in o:
+    o["optimizer"]["nested"]["meta_every"] = 2
+  if c.space.budget["key"] == "train.steps":
+    c.space.budget["values"] = (4,)
+  else:
+    c.space.budget["values"] = (2.0,)
+    o["train"]["steps"] = 6
+  c.base.overrides = o
+  c.seeds = (0,)
+
+
+VARIANTS = {"cpu": _cpu, "titans": _titans, "muon": _muon, "time": _time, "test": _test}
+ORDER = ("titans", "muon", "time", "cpu", "test")
+
+
+def get_config(variants: str = ""):
+  c = base_sweep()
+  c.name = "nested_vs_muon"
+  c.base.config = "configs/moe.py"
+  c.base.overrides = NESTED
+  c.space.budget = dict(key="train.steps", values=(4800,))
+  c.sampler = "grid"
+  c.seeds = (0, 1, 2)
+  c.cohort_size = 3
+  # Applied in a fixed order whatever the command line's: `cpu` / `test` size the budget
+  # that `time` chose.
+  names = [v.strip() for v in variants.split(",") if v.strip()]
+  names.sort(key=lambda v: ORDER.index(v) if v in ORDER else len(ORDER))
+  return apply_variants(c, ",".join(names), VARIANTS)
