@@ -16,13 +16,13 @@ scripts/gpu_sections.py (its docstring says what each one runs):
   cohort      a vmapped cohort of K = 16 small proxies against the 16 trials in sequence
   precision   bf16 against fp32 training loss over 50 steps
 
-Time: the sections share --budget_s (default 450 s, so that the whole command, the wheel
-install included, ends inside 8 minutes). Each runs in its own process with a time limit of its
-share plus whatever the sections before it left unused; a section past its limit is killed and
-recorded as `skipped` (keeping the rows it had written), a section that fails as `error` (with
-the end of its output), and the next section runs. The JSON and the table are rewritten after
-every section, so a run cut short still leaves what it measured. This process never imports
-jax: the GPU belongs to one section at a time.
+Time: the sections share --budget_s (default 430 s, so that the whole command, the wheel
+install and each section's start-up included, ends inside 8 minutes). Each runs in its own
+process with a time limit of its share plus whatever the sections before it left unused; a
+section past its limit is killed and recorded as `skipped` (keeping the rows it had written), a
+section that fails as `error` (with the end of its output), and the next section runs. The JSON
+and the table are rewritten after every section, so a run cut short still leaves what it
+measured. This process never imports jax: the GPU belongs to one section at a time.
 
 MFU = flops_per_token (jaxgpt.models.flops_per_token, docs/formulas.md "MFU") x tokens/s /
 --peak_tflops; the default 989 TFLOP/s is the dense bf16 peak of an H100 or H200 SXM on NVIDIA's
@@ -50,7 +50,7 @@ from absl import app, flags
 from jaxgpt import cli, files
 
 SECTIONS = ("device", "gpt124m", "gated_ngpt", "muon_share", "attention", "cohort", "precision")
-# Shares of --budget_s, in seconds of the default 450, sized from what each compiles and runs.
+# Shares of --budget_s, in proportion, sized from what each compiles and runs.
 WEIGHTS = {"device": 20, "gpt124m": 75, "gated_ngpt": 85, "muon_share": 75, "attention": 80,
            "cohort": 50, "precision": 65}
 MIN_SECTION_S = 10.0  # below this a section is not started (recorded as skipped)
@@ -69,7 +69,7 @@ SECTIONS_SCRIPT = Path(__file__).resolve().parent / "gpu_sections.py"
 _OUT = flags.DEFINE_string("out", "runs/gpu_check", "Output folder (gpu_check.sh passes $OUT).")
 _SMOKE = flags.DEFINE_bool("smoke", False, "Tiny sizes on any backend, all sections in one "
                            "process (seconds on a CPU; the tests run it).")
-_BUDGET = flags.DEFINE_float("budget_s", 450.0, "Seconds for all sections together.",
+_BUDGET = flags.DEFINE_float("budget_s", 430.0, "Seconds for all sections together.",
                              lower_bound=1.0)
 _PEAK = flags.DEFINE_float("peak_tflops", 989.0, "Peak dense bf16 TFLOP/s for MFU (default: "
                            "H100/H200 SXM, NVIDIA's datasheet).", lower_bound=1e-9)
@@ -258,8 +258,9 @@ def main(argv):
       for i, name in enumerate(names):
         limit = time_limit(names, i, shares, _BUDGET.value - (time.monotonic() - t_start))
         if limit < MIN_SECTION_S:
+          why = f"its limit would be {limit:.0f} s, under {MIN_SECTION_S:g}"
           result["sections"][name] = {"status": "skipped", "rows": [], "seconds": 0.0,
-                                      "reason": f"{limit:.0f} s left, under {MIN_SECTION_S:g}"}
+                                      "reason": why}
         else:
           record(name, run_worker(worker_cmd([name], time.time() + limit), limit, log_path),
                  limit)
