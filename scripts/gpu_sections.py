@@ -75,6 +75,7 @@ def import_script(name: str):
           delattr(flags.FLAGS, flag.name)
   return importlib.import_module(name)
 
+
 GPT2_VOCAB = 50304  # GPT-2's 50,257 tokens padded to a multiple of 64: 124M parameters at 12 x 768
 SEED_NGPT_TOKENS_PER_S = 30803.0  # the seed report's A1_ne run on one H100 (gpu_check.REFERENCES)
 
@@ -82,8 +83,8 @@ SEED_NGPT_TOKENS_PER_S = 30803.0  # the seed report's A1_ne run on one H100 (gpu
 # sizes keep the test configs' own vocabulary (256 bytes) and batch, so that most of what they
 # compile is what other tests compiled already (the persistent compilation cache).
 FULL = dict(
-    gpt="configs/gpt.py", gpt_vocab=GPT2_VOCAB, gpt_steps=40, ngpt="configs/gated_ngpt.py",
-    ngpt_vocab=GPT2_VOCAB, ngpt_steps=150, time_s=4.0, max_calls=200, muon_dims=(12, 768, 12),
+    gpt="configs/gpt.py", gpt_vocab=GPT2_VOCAB, gpt_steps=60, ngpt="configs/gated_ngpt.py",
+    ngpt_vocab=GPT2_VOCAB, ngpt_steps=200, time_s=4.0, max_calls=200, muon_dims=(12, 768, 12),
     attn_op=(8, 1024, 12, 64), attn_dtype="bfloat16", cohort="configs/gpt.py:cpu",
     cohort_steps=30, cohort_ks=(1, 16), precision_batch=8, precision_steps=50, matmul_n=8192,
     ngpt_cases=2, optimizers=("muon", "adamw"), muon_cases=3)
