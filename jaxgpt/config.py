@@ -416,6 +416,10 @@ def _renamed(flat: dict[str, Any]) -> dict[str, Any]:
   return flat
 
 
+def _base_defaults() -> dict[str, Any]:
+  return flatten(to_dict(base_config()))
+
+
 def config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
   """Keys whose values differ between two config dicts, as key -> (old, new). Values saved
   under a renamed key (`RENAMED`) compare as the new key's."""
@@ -425,6 +429,8 @@ def config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tup
     if key.startswith(RESUME_FREE_KEYS):
       continue
     x, y = a.get(key, "<absent>"), b.get(key, "<absent>")
+    if x == "<absent>" and y == _base_defaults().get(key, "<no default>"):
+      continue  # a key added since, at its default: the old run computed the same
     unset = (None, "<absent>")  # an optional key added since, left unset, is no change
     if x != y and not (x in unset and y in unset):
       diff[key] = (x, y)

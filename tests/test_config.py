@@ -1,5 +1,6 @@
 """Config errors name the key, the value and what is allowed."""
 
+import json
 import os
 import pathlib
 import subprocess
@@ -135,3 +136,15 @@ def test_cli_config_errors_are_one_line(tmp_path, args, expected):
   assert proc.returncode == 2, proc.stderr[-2000:]
   lines = [line for line in proc.stderr.splitlines() if line.strip()]
   assert len(lines) == 1 and lines[0].startswith(expected), proc.stderr[-2000:]
+
+
+def test_keys_added_since_at_their_defaults_are_no_change():
+  """A workdir saved before a key existed resumes when the key sits at its base default."""
+  from jaxgpt import config as config_lib
+  from tests.helpers import load_config
+  new = config_lib.to_dict(load_config("gpt", "test"))
+  old = json.loads(json.dumps(new))
+  del old["model"]["moe"], old["optimizer"]["router"]
+  assert config_lib.config_diff(old, new) == {}
+  new["optimizer"]["router"] = "muon"
+  assert config_lib.config_diff(old, new) == {"optimizer.router": ("<absent>", "muon")}
