@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 
 from jaxgpt import config as config_lib
+from jaxgpt import models
 from jaxgpt.errors import ConfigError
 from jaxgpt.models import dispatch, gpt, layers, moe, routing
 from jaxgpt.optim import partition
+from jaxgpt.train import setup
 from jaxgpt.train import step as step_lib
 from tests.helpers import load_config
 
@@ -150,17 +152,11 @@ def test_aux_loss_formula_and_its_gradient_on_a_hand_built_routing():
 
 
 def _state_and_step(config):
-  from jaxgpt.train import setup  # the trainer's pieces: a test of the family's hooks
   run = setup.build(config)
-  fam = registry_family(config)
+  fam = models.family(config.model.name)
   fn = step_lib.make_train_step(run.model.apply, run.tx, 1, fam.collections, fam.rng_streams,
                                 config.train.seed)
   return run, jax.jit(fn)
-
-
-def registry_family(config):
-  from jaxgpt import models
-  return models.family(config.model.name)
 
 
 def _batch(config, seed=0):
