@@ -25,7 +25,7 @@ def _cpu(c):
   c.data.update(tokenizer="byte", seq_len=64)
   c.optimizer.update(lr=0.015, embed_lr=0.01, scalar_lr=0.01, head_lr=0.005, warmup_frac=0.02,
                      final_lr_frac=0.0)
-  c.train.update(steps=240, batch_size=32, eval_every=80, eval_tokens=16384, log_every=10,
+  c.train.update(steps=200, batch_size=32, eval_every=50, eval_tokens=16384, log_every=10,
                  eval_batch_size=256)
 
 
@@ -49,7 +49,7 @@ def get_config(variants: str = ""):
   c.model.update(name="titans", num_layers=9, d_model=1024, num_heads=16, mlp_mult=4.0,
                  mlp_act="gelu", tie_embeddings=True, remat=True)
   c.model.titans.update(variant="mac", memory_layers=2, memory_residual=True, chunk_size=16,
-                        segment_len=512, persistent_tokens=16, theta_max=0.1)
+                        segment_len=512, persistent_tokens=16, theta_max=0.01)
   c.data.update(seq_len=1024)
   c.optimizer.update(name="muon", lr=0.02, update_scale="shape", momentum=0.95, nesterov=True,
                      embed_lr=0.005, head_lr=0.003, scalar_lr=0.01, b1=0.8, b2=0.95, eps=1e-10,

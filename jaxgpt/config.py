@@ -69,7 +69,7 @@ def base_config() -> config_dict.ConfigDict:
       chunk_size=16,  # inner mini-batch: gradients at the chunk-start weights
       segment_len=128,  # mac: segment length (a multiple of chunk_size); mag: attention window
       persistent_tokens=4,  # learned input-independent tokens per layer
-      theta_max=0.1,  # inner step size theta_t = theta_max * sigmoid(.)
+      theta_max=0.01,  # inner step size theta_t = theta_max * sigmoid(.); 0.1 diverges
   ))
 
   c.data = config_dict.ConfigDict(dict(

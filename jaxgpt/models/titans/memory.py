@@ -11,10 +11,12 @@ of gradient descent with momentum and weight decay on the associative loss
     W_t = (1 - alpha_t) W_{t-1} + S_t                          (forgetting)
 
 Mini-batch (chunked) form, Sec. 3.2: the sequence is cut into chunks of `chunk` tokens; every
-gradient of a chunk is taken at the chunk-start weights W_{t'} (`vmap(grad(l))` over its
-tokens), theta_t is per token, eta and alpha are per chunk. Inside a chunk both recurrences are
-linear (h_t = a_t h_{t-1} + x_t) and run as `lax.associative_scan`; across chunks a `lax.scan`
-carries (W, S), its body under `jax.checkpoint`.
+gradient of a chunk is taken at the chunk-start weights W_{t'}, theta_t is per token, eta and
+alpha are per chunk. Inside a chunk both recurrences are linear (h_t = a_t h_{t-1} + x_t), so
+the chunk-end (W, S) is a fixed combination of W_{t'}, S_{t'} and the per-token surprises: the
+coefficients come from two `lax.associative_scan`s, and the surprises enter as two weighted
+gradients (`vmap(grad)` over the weightings), so no per-token copy of the weights is ever
+materialised. Across chunks a `lax.scan` carries (W, S), its body under `jax.checkpoint`.
 
 Reading is causal by construction: every token of chunk c reads the chunk-start weights, which
 hold only the chunks that ended before it (per-chunk eta / alpha, pooled over the chunk, then
@@ -62,9 +64,19 @@ def assoc_loss(w: Weights, k_k: jax.Array, v_k: jax.Array, residual: bool) -> ja
   return jnp.sum(jnp.square(mlp(w, k_k, residual) - v_k))
 
 
-def token_grads(w: Weights, k_bk: jax.Array, v_bk: jax.Array, residual: bool) -> Weights:
-  """grad_W l(W; k_i, v_i) for each token i of a chunk, all at the same W: leaves [b, ...]."""
-  return jax.vmap(jax.grad(assoc_loss), in_axes=(None, 0, 0, None))(w, k_bk, v_bk, residual)
+def weighted_loss(w: Weights, k_bk: jax.Array, v_bk: jax.Array, c_b: jax.Array,
+                  residual: bool) -> jax.Array:
+  """sum_i c_i l(W; k_i, v_i)."""
+  err = mlp(w, k_bk, residual) - v_bk
+  return jnp.sum(c_b * jnp.sum(jnp.square(err), axis=-1))
+
+
+def weighted_grads(w: Weights, k_bk: jax.Array, v_bk: jax.Array, c_rb: jax.Array,
+                   residual: bool) -> Weights:
+  """sum_i c_ri grad l(W; k_i, v_i) for each row r of c: `vmap(grad)` over the weightings,
+  leaves [R, ...]; one batched backward pass per row, no per-token gradient in memory."""
+  return jax.vmap(jax.grad(weighted_loss), in_axes=(None, None, None, 0, None))(
+      w, k_bk, v_bk, c_rb, residual)
 
 
 def linear_scan(a_b: jax.Array, x_b: Any, h0: Any) -> Any:
@@ -83,17 +95,34 @@ def linear_scan(a_b: jax.Array, x_b: Any, h0: Any) -> Any:
   return jax.lax.associative_scan(combine, (a_b, x_b))[1]
 
 
+def chunk_coefficients(eta_b: jax.Array, alpha_b: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """The chunk-end W and S as combinations of (W_0, S_0, u_1, ..., u_b): rows [b + 2].
+
+  The recurrences S_t = eta_t S_{t-1} + u_t, W_t = (1 - alpha_t) W_{t-1} + S_t are linear, so
+  they run (two associative scans) on coefficient vectors over that basis instead of on the
+  weights: u_t is the basis vector e_{t+2}, S_0 = e_1, W_0 = e_0.
+  """
+  b = eta_b.shape[0]
+  basis = jnp.eye(b + 2, dtype=eta_b.dtype)
+  s_coef = linear_scan(eta_b, basis[2:], basis[1])
+  w_coef = linear_scan(1.0 - alpha_b, s_coef, basis[0])
+  return w_coef[-1], s_coef[-1]
+
+
 def chunk_update(state: State, k_bk: jax.Array, v_bk: jax.Array, theta_b: jax.Array,
                  eta: jax.Array, alpha: jax.Array, residual: bool) -> State:
-  """(W, S) after one chunk of b tokens: surprises -theta_i grad l(W_{t'}; k_i, v_i) at the
-  chunk-start weights, then S_t = eta S_{t-1} + u_t and W_t = (1 - alpha) W_{t-1} + S_t."""
-  g = token_grads(state.w, k_bk, v_bk, residual)
-  u = jax.tree.map(lambda g_b: -theta_b.reshape((-1,) + (1,) * (g_b.ndim - 1)) * g_b, g)
+  """(W, S) after one chunk of b tokens: surprises u_i = -theta_i grad l(W_{t'}; k_i, v_i) at
+  the chunk-start weights W_{t'}, then S_t = eta S_{t-1} + u_t, W_t = (1 - alpha) W_{t-1} + S_t
+  token by token (`chunk_coefficients`); eta, alpha: scalars (per chunk) or [b]."""
   b = k_bk.shape[0]
-  s_all = linear_scan(jnp.full((b,), eta), u, state.s)
-  w_all = linear_scan(jnp.full((b,), 1.0 - alpha), s_all, state.w)
-  last = lambda tree: jax.tree.map(lambda x: x[-1], tree)  # noqa: E731
-  return State(last(w_all), last(s_all))
+  w_coef, s_coef = chunk_coefficients(jnp.broadcast_to(eta, (b,)),
+                                      jnp.broadcast_to(alpha, (b,)))
+  # sum_i coef_i u_i = -sum_i coef_i theta_i grad l_i: one weighted gradient for W, one for S.
+  g = weighted_grads(state.w, k_bk, v_bk, jnp.stack([w_coef[2:], s_coef[2:]]) * theta_b,
+                     residual)  # leaves [2, ...]: (for W, for S)
+  w = tuple(w_coef[0] * w0 + w_coef[1] * s0 - g_i[0] for w0, s0, g_i in zip(state.w, state.s, g))
+  s = tuple(s_coef[1] * s0 - g_i[1] for s0, g_i in zip(state.s, g))
+  return State(w, s)
 
 
 def memory_scan(state: State, k_tk: jax.Array, v_tk: jax.Array, q_tk: jax.Array,
