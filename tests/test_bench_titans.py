@@ -14,6 +14,6 @@ def test_bench_titans_smoke(tmp_path):
                         cwd=ROOT, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   result = json.loads(out.read_text())
-  assert [r["run"] for r in result["runs"]] == ["titans_mac", "titans_mag", "gpt"]
+  assert [r["run"] for r in result["runs"]] == ["titans_mac"]
   assert all(r["val_bpb"] > 0 and r["tokens_per_s"] > 0 for r in result["runs"])
   assert result["memory_cost"]["memory_branch_us_per_token_per_layer"] > 0
