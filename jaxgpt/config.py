@@ -70,6 +70,19 @@ def base_config() -> config_dict.ConfigDict:
           act=placeholder(str),  # expert activation; None = model.mlp_act
       )),
   ))
+  # Titans (model.name = "titans"; jaxgpt/models/titans, docs/titans.md).
+  c.model.titans = config_dict.ConfigDict(dict(
+      variant="mac",  # mac: memory as context (segments) | mag: memory as gate (sliding window)
+      memory_heads=placeholder(int),  # None = model.num_heads
+      memory_dim=placeholder(int),  # key / value width per memory head; None = head_dim
+      memory_layers=2,  # memory-MLP depth L_M (1: linear memory)
+      memory_width=placeholder(int),  # memory-MLP hidden width; None = memory_dim
+      memory_residual=True,  # M(x) = x + mlp(x)
+      chunk_size=16,  # inner mini-batch: gradients at the chunk-start weights
+      segment_len=128,  # mac: segment length (a multiple of chunk_size); mag: attention window
+      persistent_tokens=4,  # learned input-independent tokens per layer
+      theta_max=0.01,  # inner step size theta_t = theta_max * sigmoid(.); 0.1 diverges
+  ))
 
   c.data = config_dict.ConfigDict(dict(
       name="shakespeare",

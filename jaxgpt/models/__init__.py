@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax
 
 from jaxgpt import registry
-from jaxgpt.models import gpt, ngpt  # noqa: F401 - importing registers the families
+from jaxgpt.models import gpt, ngpt, titans  # noqa: F401 - importing registers the families
 
 family = registry.MODELS.get  # model.name -> registry.ModelFamily (ConfigError if unknown)
 

@@ -80,6 +80,11 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     Rule(r"(^|/)attn/o/kernel$", MUON, fan_in=(0, 1), fan_out=(2,), ndim=3),
     # Any other Dense kernel (in, out): mlp fc / gate / proj, MoE expert kernels (experts stacked).
     Rule(r"kernel$", MUON, fan_in=(0,), fan_out=(1,), ndim=2),
+    # Titans memory (models/titans): initial memory-MLP weights (memory heads, in, out), one
+    # matrix per head (heads are a batch axis); the theta / eta / alpha read-outs (embed, 3 Hm),
+    # small read-outs of the residual stream like MoE routers.
+    Rule(r"(^|/)memory/init_\d+$", MUON, fan_in=(1,), fan_out=(2,), ndim=3),
+    Rule(r"(^|/)memory/gates$", ADAMW_HEAD, ndim=2),
 )
 
 # Path regex -> number of leading batch axes; every matching pattern adds its count.
