@@ -156,6 +156,7 @@ def base_config() -> config_dict.ConfigDict:
       grad_accum=1,
       eval_every=100,
       eval_tokens=131072,
+      final_eval_tokens=placeholder(int),  # the final evaluation's tokens; None = whole val split
       eval_batch_size=placeholder(int),  # None = batch_size // grad_accum
       target_loss=placeholder(float),
       max_time_s=placeholder(float),
@@ -367,6 +368,8 @@ def validate(config: config_dict.ConfigDict) -> None:
   _positive("train.target_loss", t.target_loss, allow_zero=True, allow_none=True)
   _positive("train.checkpoint_every", t.checkpoint_every, allow_none=True)
   _positive("train.eval_batch_size", t.eval_batch_size, allow_none=True)
+  if t.get("final_eval_tokens") is not None:
+    _integer("train.final_eval_tokens", t.final_eval_tokens, 1)
   _positive("train.keep_checkpoints", t.keep_checkpoints)
   _positive("train.keep_best", t.keep_best, allow_zero=True)
 

@@ -100,6 +100,23 @@ def test_time_cap_completes_decay(tmp_path):
   assert lrs[-1] <= 0.1 * cfg.optimizer.lr, lrs
 
 
+def test_final_eval_tokens_caps_the_final_evaluation(tmp_path):
+  """With train.final_eval_tokens = eval_tokens the final evaluation reads the same tokens as
+  the last periodic one, with the same parameters: the same loss; a bad value names the key."""
+  cfg = load_config("gpt", "test")
+  cfg.train.final_eval_tokens = cfg.train.eval_tokens
+  assert cfg.train.steps % cfg.train.eval_every == 0
+  out = loop.train_and_evaluate(cfg, str(tmp_path))
+  rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  last = [r for r in rows if "val_tokens" in r][-1]
+  assert last["step"] == out["steps"]
+  assert out["final_val_tokens"] == last["val_tokens"] <= cfg.train.eval_tokens
+  assert out["final_val_loss"] == pytest.approx(last["val_loss"], rel=1e-6)
+  bad = load_config("gpt", "test", train__final_eval_tokens=0)
+  with pytest.raises(ValueError, match="train.final_eval_tokens=0"):
+    loop.train_and_evaluate(bad, str(tmp_path / "bad"))
+
+
 def _tiny_apply(vocab):
   """A fixed linear 'model' so the step's numerics can be checked independently."""
   def apply_fn(variables, tokens_bt):

@@ -378,9 +378,10 @@ def train_cohort(configs: Sequence[Any], workdir: str, *,
   Checkpoints in `workdir` and resumes if it holds a checkpoint. `on_eval(trial, step,
   metrics)` is called after each periodic evaluation of each live trial; True prunes (freezes)
   it. `solo_steps`: steps timed for the solo step time (0: skip; time-to-target fields None).
-  `final_eval_tokens`: the final evaluation's tokens (None: the whole validation split, as a
-  single run). `devices`: default all; the cohort axis is split over the largest number of
-  them that divides K. Returns one summary per trial (also `workdir/trial_<i>/summary.json`).
+  `final_eval_tokens`: the final evaluation's tokens (None: the configs'
+  `train.final_eval_tokens`, whose None is the whole validation split, as a single run).
+  `devices`: default all; the cohort axis is split over the largest number of them that
+  divides K. Returns one summary per trial (also `workdir/trial_<i>/summary.json`).
   Ctrl-C / SIGTERM: saves a checkpoint, then raises KeyboardInterrupt. The workdir is locked
   for the process (`train.workdir.WorkdirLock`): a second worker on it stops with an error.
   """
@@ -462,6 +463,8 @@ def _train_cohort(configs, workdir, on_eval, clock, solo_steps, final_eval_token
       w.close()
     raise KeyboardInterrupt("cohort interrupted; its checkpoint is saved")
 
+  if final_eval_tokens is None:
+    final_eval_tokens = configs[0].train.get("final_eval_tokens")
   finals = program.evaluate(loop.carry, "val", final_eval_tokens, "final eval", False)
   n_params = models.count_params(run.abstract_state.params)
   summaries = []

@@ -465,7 +465,8 @@ def _train_and_evaluate(config, workdir: str, allow_config_change: bool,
   }
   if stop_reason != STOP_INTERRUPT:
     t0 = clock()
-    final = program.evaluate(state, "val", None, "final eval", loop.show)[0]
+    final = program.evaluate(state, "val", tcfg.get("final_eval_tokens"), "final eval",
+                             loop.show)[0]
     summary["final_eval_time_s"] = clock() - t0
     summary.update(final_val_loss=final["val_loss"], val_bpb=final.get("val_bpb"),
                    val_acc=final["val_acc"], final_val_tokens=final["val_tokens"])
