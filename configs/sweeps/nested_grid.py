@@ -9,7 +9,8 @@ state's structure, so each (M, C) is its own cohort of the 3 seeds (K = 3). The 
 (`python -m jaxgpt.report DIR`) has the M x C heatmap and the seed noise floor; docs/nested.md
 has the seed's numbers and how to read the grid (M only reseeds the controller).
 Variants (combine with commas):
-  cpu     the grid on the `cpu` proxy of the MoE (`configs/moe.py:cpu`), the seed's 500 steps
+  cpu     the grid on the `cpu` proxy of the MoE (`configs/moe.py:cpu`), the seed's 500 steps,
+          at batch 8 x 64 (CPU_TRAIN below)
   titans  on TitanMAC instead (`configs/titans.py`; with cpu: `configs/titans.py:cpu`)
   test    a 2 x 1 grid x 2 seeds on the `test` GPT config, 4 steps, used by the tests
 """
@@ -29,8 +30,17 @@ SEED_SETTINGS = {
 }
 
 
+# The `cpu` grid's run size: 108 trials must fit a few hours of 2 CPU cores, so each trial uses
+# a quarter of the proxy's batch (8 x 64 = 512 tokens per step) and the final evaluation reads
+# the first 65,536 validation tokens (the periodic ones, 8,192).
+CPU_TRAIN = {"batch_size": 8, "eval_tokens": 8192, "final_eval_tokens": 65536}
+
+
 def _cpu(c):
   c.base.variants = "cpu"
+  o = c.base.overrides.to_dict() if hasattr(c.base.overrides, "to_dict") else dict(c.base.overrides)
+  o["train"] = {**o.get("train", {}), **CPU_TRAIN}
+  c.base.overrides = o
 
 
 def _titans(c):
