@@ -17,7 +17,6 @@ the script runs.
 
 from __future__ import annotations
 
-import json
 import platform
 import tempfile
 import time
@@ -30,7 +29,7 @@ import optax
 from absl import app, flags
 
 from jaxgpt import config as config_lib
-from jaxgpt import models
+from jaxgpt import files, models
 from jaxgpt.models.titans import model as titans
 from jaxgpt.train.loop import train_and_evaluate
 
@@ -45,7 +44,8 @@ KEYS = ("val_bpb", "final_val_loss", "tokens_per_s", "steps", "train_time_s", "w
         "num_params")
 
 
-def equal_time(seconds: float, smoke: bool) -> list[dict]:
+def equal_time(seconds: float, smoke: bool, on_row=lambda rows: None) -> list[dict]:
+  """One row per run; `on_row(rows so far)` after each (the long runs are saved as they end)."""
   rows = []
   # Smoke: one run (each run ends with a whole-validation-split evaluation, the slow part).
   for name, arg in RUNS[:1] if smoke else RUNS:
@@ -59,6 +59,7 @@ def equal_time(seconds: float, smoke: bool) -> list[dict]:
       process_s = time.perf_counter() - start
     rows.append({"run": name, "config": arg, **{k: summary.get(k) for k in KEYS},
                  "process_s": process_s})
+    on_row(rows)
   return rows
 
 
@@ -73,6 +74,8 @@ def _time(fn, *args, reps: int) -> float:
 
 def memory_cost(smoke: bool, reps: int) -> dict:
   c = config_lib.load("configs/titans.py:test" if smoke else "configs/titans.py:cpu")
+  if smoke:  # the cpu variant's layer layout (unrolled), at the test size
+    c.model.scan_layers = config_lib.load("configs/titans.py:cpu").model.scan_layers
   cfg = titans.TitansConfig.from_config(c.model, 256)
   b, t = c.train.batch_size, c.data.seq_len
   rng = np.random.default_rng(0)
@@ -84,8 +87,9 @@ def memory_cost(smoke: bool, reps: int) -> dict:
     logits = model.apply({"params": p}, tokens[:, :t])
     return optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:]).mean()
 
-  # One block's memory parameters (layer 0 of the scanned stack) and a normalised input.
-  mp = jax.tree.map(lambda x: x[0], params["blocks"]["memory"])
+  # One block's memory parameters (layer 0, scanned stack or unrolled) and a normalised input.
+  mp = (jax.tree.map(lambda x: x[0], params["blocks"]["memory"]) if "blocks" in params
+        else dict(params["blocks_0"]["memory"]))  # a copy: popped below
   mp["init"] = tuple(mp.pop(f"init_{i}") for i in range(cfg.memory.layers))
   mp = {k: (v["kernel"] if isinstance(v, dict) and "kernel" in v else
             v["scale"] if isinstance(v, dict) else v) for k, v in mp.items()}
@@ -109,8 +113,17 @@ def main(argv):
   del argv
   smoke = _SMOKE.value
   seconds = 3.0 if smoke else _SECONDS.value
-  rows = equal_time(seconds, smoke)
-  cost = memory_cost(smoke, 2 if smoke else _REPS.value)
+  cost = memory_cost(smoke, 2 if smoke else _REPS.value)  # fast: before the long runs
+
+  def result(rows):
+    return {"seconds": seconds, "smoke": smoke, "backend": jax.default_backend(),
+            "machine": platform.machine(), "runs": rows, "memory_cost": cost}
+
+  def write(rows):
+    if _OUT.value:
+      files.atomic_write_json(_OUT.value, result(rows))
+
+  rows = equal_time(seconds, smoke, write)
   print(f"equal training time ({seconds:g} s each; {jax.default_backend()}, "
         f"{platform.processor() or platform.machine()}):")
   print(f"{'run':<12s} {'val_bpb':>8s} {'tokens/s':>9s} {'steps':>6s} {'process_s':>10s}")
@@ -120,11 +133,6 @@ def main(argv):
   print(f"memory branch: {cost['memory_branch_us_per_token_per_layer']:.1f} us/token/layer "
         f"(fwd+bwd), model {cost['model_us_per_token']:.1f} us/token; "
         f"{cost['layers']} layers x branch = {100 * cost['memory_share']:.0f}% of the step")
-  result = {"seconds": seconds, "smoke": smoke, "backend": jax.default_backend(),
-            "machine": platform.machine(), "runs": rows, "memory_cost": cost}
-  if _OUT.value:
-    with open(_OUT.value, "w") as f:
-      json.dump(result, f, indent=2)
 
 
 if __name__ == "__main__":
