@@ -74,6 +74,9 @@ NANOGPT_SHAPE = ("model.num_layers=4", "model.d_model=128", "model.num_heads=4",
 # ------------------------------------------------------------------------------------------
 # The floor model: jaxgpt's GPT in plain jnp with 2-D weights.
 
+MATRIX_KEYS = ("wq", "wk", "wv", "wo", "fc", "gate", "proj")  # the block matrices (Muon's)
+
+
 def floor_init(cfg: gpt.GPTConfig, key) -> dict:
   d, h, n, k, f = cfg.d_model, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.mlp_dim
   keys = iter(jax.random.split(key, 8 * cfg.num_layers + 1))
@@ -162,10 +165,11 @@ def floor_tx(opt_cfg) -> optax.GradientTransformation:
   if opt_cfg.name == "adamw":
     tx = optax.adamw(opt_cfg.lr, b1=opt_cfg.b1, b2=opt_cfg.b2, eps=opt_cfg.eps,
                      weight_decay=opt_cfg.weight_decay)
-  else:  # Muon on the 2-D block matrices, Adam on the table and the vectors
+  else:  # Muon on the block matrices, Adam on the table and the vectors; by name, since the
+    # scan layout stacks vectors into (layers, d) and matrices into (layers, in, out)
     dims = lambda ps: jax.tree_util.tree_map_with_path(  # noqa: E731
-        lambda path, x: optax.contrib.MuonDimensionNumbers()
-        if x.ndim >= 2 and "wte" not in jax.tree_util.keystr(path) else None, ps)
+        lambda path, x: optax.contrib.MuonDimensionNumbers(-2, -1)
+        if getattr(path[-1], "key", None) in MATRIX_KEYS else None, ps)
     tx = optax.contrib.muon(opt_cfg.lr, beta=opt_cfg.momentum, ns_steps=opt_cfg.ns_steps,
                             adam_learning_rate=opt_cfg.embed_lr or opt_cfg.lr,
                             muon_weight_dimension_numbers=dims)
