@@ -282,6 +282,7 @@ def bench(config_arg: str, sets, steps: int, rounds: int, loop: bool = False) ->
   for scan in (False, True):
     step, init = floor.step(cfg, config.optimizer, scan)
     rows[f"floor {'scan' if scan else 'unrolled'}"] = (step, init(None, start))
+  load_start = os.getloadavg()
   sec = _time_rounds(rows, batches, steps, rounds)
   if loop:  # the loop as users run it: the step above plus batches, logging, host work
     row = bench_train.bench(config_arg, steps * rounds, sets)
@@ -292,6 +293,7 @@ def bench(config_arg: str, sets, steps: int, rounds: int, loop: bool = False) ->
   return {"config": config_arg, "sets": list(sets), "tokens_per_step": b * t, "steps": steps,
           "initial_loss": {"jaxgpt": jaxgpt_loss, "floor": floor_first},
           "rounds": rounds, "rows": table, "backend": jax.default_backend(),
+          "load_average": {"start": load_start, "end": os.getloadavg()},  # 1, 5, 15 min
           "machine": f"{platform.machine()} {os.cpu_count()} cpus", "jax": jax.__version__}
 
 
