@@ -1,25 +1,32 @@
 """The plain-JAX floor: jaxgpt's train step against the same model in a page of jnp + optax.
 
-  python scripts/bench_floor.py                                   # nanoGPT's CPU shape
-  python scripts/bench_floor.py --config configs/gated_ngpt.py:cpu --set optimizer.name=adamw
+  python scripts/bench_floor.py                                   # nanoGPT's CPU shape (GPT)
   python scripts/bench_floor.py --config configs/gpt.py:cpu --noshape  # the config as it is
+  python scripts/bench_floor.py --config configs/gated_ngpt.py:cpu --noshape  # gated nGPT + Muon
   python scripts/bench_floor.py --smoke                           # tiny, for the tests
 
-The floor computes jaxgpt's GPT function (token embedding, pre-norm blocks of RMSNorm,
-q/k/v, QK-norm, rotate-half RoPE, causal softmax attention, output projection, MLP with the
-config's activation, final RMSNorm, tied head, float32 cross entropy) with plain 2-D weight
-matrices, and trains it with optax (`optax.adamw`, or `optax.contrib.muon` for a Muon config),
-in one jitted step with the state donated. Two layouts: a Python loop over layers (unrolled) and
-`lax.scan` over stacked layers. jaxgpt's own step (`train/step.py`, the model from the config,
-the optimizer chain from `optim/build.py`) runs in the same process, jitted the same way, as
-configured and with `model.scan_layers` flipped, and (`--loop`) the real training loop on the
-config as it is (its per-step host work and input pipeline included). Rows are timed in
-interleaved rounds (each row gets `--steps` steps per round, the median round counts), so a
-slow spell on a shared machine hits every row alike (the loop row runs after them). Prints a
-table with each row's ratio to the fastest floor; writes JSON.
+Two model families have a floor (`model.name`):
+  gpt         jaxgpt's GPT function (token embedding, pre-norm blocks of RMSNorm, q/k/v, QK-norm,
+              rotate-half RoPE, causal softmax attention, output projection, MLP with the
+              config's activation, final RMSNorm, tied head, float32 cross entropy), trained
+              with optax (`optax.adamw`, or `optax.contrib.muon` for a Muon config).
+  gated_ngpt  jaxgpt's gated nGPT (scripts/floor_ngpt.py: unit-norm stream, gated residuals,
+              cosine logits), trained with `optax.contrib.muon` and a lazy projection of the
+              matrices onto the unit sphere every `optimizer.lazy_proj_freq` steps.
+Both use plain 2-D weight matrices, in one jitted step with the state donated, in two layouts:
+a Python loop over layers (unrolled) and `lax.scan` over stacked layers. jaxgpt's own step
+(`train/step.py`, the model from the config, the optimizer chain from `optim/build.py`) runs in
+the same process, jitted the same way, as configured and with `model.scan_layers` flipped, and
+(`--loop`) the real training loop on the config as it is (its per-step host work and input
+pipeline included). The floor starts from jaxgpt's initial weights and must give jaxgpt's
+initial loss (to 1e-4): the same function. Rows are timed in interleaved rounds (each row gets
+`--steps` steps per round, the median round counts), so a slow spell on a shared machine hits
+every row alike (the loop row runs after them). Prints a table with each row's ratio to the
+fastest floor; writes JSON.
 
-`--shape` (default on) applies the nanoGPT CPU recipe's shape: 4 layers x 128, 4 heads, block
-64, batch 12 (768 tokens/step), GELU, AdamW lr 1e-3, fp32. Only the GPT family has a floor.
+`--shape` (default on) applies the nanoGPT CPU recipe's shape to a GPT config: 4 layers x 128,
+4 heads, block 64, batch 12 (768 tokens/step), GELU, AdamW lr 1e-3, fp32. It is GPT's only:
+a gated nGPT config needs `--noshape` (it runs as configured, `--set` still applies).
 """
 
 from __future__ import annotations
@@ -31,16 +38,18 @@ import platform
 import statistics
 import sys
 import time
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from absl import flags
+from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import bench_train  # noqa: E402 - sibling script (parse_sets), found through the path above
+import floor_ngpt  # noqa: E402 - sibling module: the gated nGPT floor
 
 from jaxgpt import cli, models  # noqa: E402
 from jaxgpt.models import gpt, layers  # noqa: E402
@@ -51,7 +60,8 @@ _CONFIG, _STEPS, _OUT, _SMOKE, _SET = (bench_train._CONFIG, bench_train._STEPS, 
                                        bench_train._SMOKE, bench_train._SET)
 flags.FLAGS.set_default("steps", 20)
 _ROUNDS = flags.DEFINE_integer("rounds", 5, "Interleaved timing rounds.", lower_bound=1)
-_SHAPE = flags.DEFINE_bool("shape", True, "Apply the nanoGPT CPU shape (see the docstring).")
+_SHAPE = flags.DEFINE_bool("shape", True, "Apply the nanoGPT CPU shape to a GPT config (see "
+                           "the docstring); --noshape runs the config as it is.")
 _LOOP = flags.DEFINE_bool("loop", True, "Also time the real training loop (jaxgpt.main's, data "
                           "pipeline and per-step host work included) on the same config.")
 
@@ -63,6 +73,9 @@ NANOGPT_SHAPE = ("model.num_layers=4", "model.d_model=128", "model.num_heads=4",
 
 # ------------------------------------------------------------------------------------------
 # The floor model: jaxgpt's GPT in plain jnp with 2-D weights.
+
+MATRIX_KEYS = ("wq", "wk", "wv", "wo", "fc", "gate", "proj")  # the block matrices (Muon's)
+
 
 def floor_init(cfg: gpt.GPTConfig, key) -> dict:
   d, h, n, k, f = cfg.d_model, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.mlp_dim
@@ -152,10 +165,11 @@ def floor_tx(opt_cfg) -> optax.GradientTransformation:
   if opt_cfg.name == "adamw":
     tx = optax.adamw(opt_cfg.lr, b1=opt_cfg.b1, b2=opt_cfg.b2, eps=opt_cfg.eps,
                      weight_decay=opt_cfg.weight_decay)
-  else:  # Muon on the 2-D block matrices, Adam on the table and the vectors
+  else:  # Muon on the block matrices, Adam on the table and the vectors; by name, since the
+    # scan layout stacks vectors into (layers, d) and matrices into (layers, in, out)
     dims = lambda ps: jax.tree_util.tree_map_with_path(  # noqa: E731
-        lambda path, x: optax.contrib.MuonDimensionNumbers()
-        if x.ndim >= 2 and "wte" not in jax.tree_util.keystr(path) else None, ps)
+        lambda path, x: optax.contrib.MuonDimensionNumbers(-2, -1)
+        if getattr(path[-1], "key", None) in MATRIX_KEYS else None, ps)
     tx = optax.contrib.muon(opt_cfg.lr, beta=opt_cfg.momentum, ns_steps=opt_cfg.ns_steps,
                             adam_learning_rate=opt_cfg.embed_lr or opt_cfg.lr,
                             muon_weight_dimension_numbers=dims)
@@ -214,15 +228,33 @@ def _time_rounds(rows, batches, steps, rounds):
   return {name: statistics.median(ts) for name, ts in times.items()}
 
 
+class Floor(NamedTuple):
+  """One family's floor: model config, weight converter, loss, step (see floor_step)."""
+  config: Callable  # (config.model, vocab_size) -> the family's model config
+  from_jaxgpt: Callable  # (jaxgpt params, cfg) -> floor params
+  loss: Callable  # (cfg, scan, params, inputs, targets) -> mean cross entropy
+  step: Callable  # (cfg, config.optimizer, scan) -> (jitted step, init(key, params))
+
+
+FLOORS = {"gpt": Floor(gpt.gpt_config, from_jaxgpt, floor_loss, floor_step),
+          "gated_ngpt": Floor(floor_ngpt.floor_config, floor_ngpt.from_jaxgpt,
+                              floor_ngpt.floor_loss, floor_ngpt.floor_step)}
+
+
+def floor_for(name: str) -> Floor:
+  if name not in FLOORS:
+    raise SystemExit(f"error: model.name={name!r} has no floor; families with one: "
+                     f"{', '.join(FLOORS)} (e.g. configs/gpt.py:cpu, configs/gated_ngpt.py:cpu)")
+  return FLOORS[name]
+
+
 def bench(config_arg: str, sets, steps: int, rounds: int, loop: bool = False) -> dict:
   config = cli.load_config(config_arg, bench_train.parse_sets(config_arg, sets))
-  if config.model.name != "gpt":
-    raise SystemExit(f"error: model.name={config.model.name!r}: the floor is the GPT family's "
-                     "(use a GPT config, e.g. configs/gpt.py:cpu)")
+  floor = floor_for(config.model.name)
   vocab = config.model.vocab_size or -(-(256 if config.data.tokenizer == "byte"
                                          else config.data.bpe_vocab_size) // 64) * 64
   config.model.vocab_size = vocab  # the trainer's padded tokenizer size, fixed for both
-  cfg = gpt.gpt_config(config.model, vocab)
+  cfg = floor.config(config.model, vocab)
   b, t = config.train.batch_size, config.data.seq_len
   r = np.random.default_rng(0)
   batches = [{k: jnp.asarray(r.integers(0, cfg.vocab_size, (b, t)), jnp.int32)
@@ -241,14 +273,16 @@ def bench(config_arg: str, sets, steps: int, rounds: int, loop: bool = False) ->
       jaxgpt_loss = float(step_lib.token_losses(logits, batches[0]["targets"]).mean())
   # The floor starts from jaxgpt's initial weights; at those its loss must be jaxgpt's, which
   # shows it computes the same function.
-  start = from_jaxgpt(state0.params, cfg)
-  floor_first = float(floor_loss(cfg, False, start, batches[0]["inputs"], batches[0]["targets"]))
+  start = floor.from_jaxgpt(state0.params, cfg)
+  floor_first = float(floor.loss(cfg, False, start, batches[0]["inputs"],
+                                 batches[0]["targets"]))
   if abs(floor_first - jaxgpt_loss) > 1e-4 * max(1.0, abs(jaxgpt_loss)):
     raise SystemExit(f"error: the floor's initial loss {floor_first:.6f} differs from jaxgpt's "
                      f"{jaxgpt_loss:.6f}: not the same model")
   for scan in (False, True):
-    step, init = floor_step(cfg, config.optimizer, scan)
+    step, init = floor.step(cfg, config.optimizer, scan)
     rows[f"floor {'scan' if scan else 'unrolled'}"] = (step, init(None, start))
+  load_start = os.getloadavg()
   sec = _time_rounds(rows, batches, steps, rounds)
   if loop:  # the loop as users run it: the step above plus batches, logging, host work
     row = bench_train.bench(config_arg, steps * rounds, sets)
@@ -259,16 +293,23 @@ def bench(config_arg: str, sets, steps: int, rounds: int, loop: bool = False) ->
   return {"config": config_arg, "sets": list(sets), "tokens_per_step": b * t, "steps": steps,
           "initial_loss": {"jaxgpt": jaxgpt_loss, "floor": floor_first},
           "rounds": rounds, "rows": table, "backend": jax.default_backend(),
+          "load_average": {"start": load_start, "end": os.getloadavg()},  # 1, 5, 15 min
           "machine": f"{platform.machine()} {os.cpu_count()} cpus", "jax": jax.__version__}
 
 
 def main(argv):
   cli.no_arguments(argv)
   config_arg, steps, rounds = _CONFIG.value, _STEPS.value, _ROUNDS.value
-  sets = (list(NANOGPT_SHAPE) if _SHAPE.value else []) + list(_SET.value)
+  sets = list(_SET.value)
   if _SMOKE.value:
     config_arg, steps, rounds = "configs/gpt.py:test", 2, 1
-    sets = ["model.mlp_act=gelu", "optimizer.name=adamw"] + list(_SET.value)
+    sets = ["model.mlp_act=gelu", "optimizer.name=adamw"] + sets
+  elif _SHAPE.value:
+    name = cli.load_config(config_arg, bench_train.parse_sets(config_arg, sets)).model.name
+    if name != "gpt":
+      raise app.UsageError(f"--shape applies the nanoGPT GPT shape; {config_arg} has "
+                           f"model.name={name!r}: pass --noshape to run it as configured")
+    sets = list(NANOGPT_SHAPE) + sets
   result = bench(config_arg, sets, steps, rounds, loop=_LOOP.value and not _SMOKE.value)
   print(f"{config_arg} {' '.join(sets)}: {result['tokens_per_step']} tokens/step")
   print(f"{'row':<26}{'ms/step':>10}{'tokens/s':>12}{'vs floor':>10}")
