@@ -9,7 +9,7 @@ training clock). 3 seeds per arm; compare the arms' reports (`python -m jaxgpt.r
 multi-seed table and noise floor), e.g. with a time budget set to the Muon arm's measured
 `train_time_s`: `--config.space.budget.values='(T,)'`.
 Variants (combine with commas):
-  cpu     on the `cpu` MoE proxy (`configs/moe.py:cpu`), 1000 steps / 600 s
+  cpu     on the `cpu` MoE proxy (`configs/moe.py:cpu`) at batch 8 x 64, 1000 steps / 600 s
   titans  TitanMAC (`configs/titans.py`), nested depths M4 C5
   muon    the Muon+AdamW arm (the base config's optimizer, unchanged)
   time    equal training time: budget is train.max_time_s (train.steps raised to 10^6)
@@ -38,9 +38,18 @@ def _overrides(c) -> dict:
                             else c.base.overrides))
 
 
+# The `cpu` run size of configs/sweeps/nested_grid.py (8 x 64 = 512 tokens per step), so the
+# grid's winners are compared at the size they were picked at; the final evaluation reads the
+# whole validation split.
+CPU_TRAIN = {"batch_size": 8, "eval_tokens": 8192}
+
+
 def _cpu(c):
   c.base.variants = "cpu"
   c.space.budget["values"] = (1000,) if c.space.budget["key"] == "train.steps" else (600.0,)
+  o = _overrides(c)
+  o["train"] = {**o.get("train", {}), **CPU_TRAIN}
+  c.base.overrides = o
 
 
 def _titans(c):
