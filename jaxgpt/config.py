@@ -82,6 +82,9 @@ def base_config() -> config_dict.ConfigDict:
       segment_len=128,  # mac: segment length (a multiple of chunk_size); mag: attention window
       persistent_tokens=4,  # learned input-independent tokens per layer
       theta_max=0.01,  # inner step size theta_t = theta_max * sigmoid(.); 0.1 diverges
+      # A chunk's write into the memory has global norm <= this (theta scaled down per chunk);
+      # without it the inner gradient descent can diverge to inf late in training. None: off.
+      max_update_norm=config_dict.FieldReference(1.0, field_type=float),
   ))
 
   c.data = config_dict.ConfigDict(dict(

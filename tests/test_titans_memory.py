@@ -65,19 +65,41 @@ def naive_token_loop(w, k, v, q, theta, eta, alpha, residual):
   return w, s, np.stack(ys)
 
 
-def minibatch_loop(w, k, v, q, theta, eta_c, alpha_c, chunk, residual, grad=np_grad):
+def chunk_loop(w, s, k, v, theta, eta, alpha, residual, grad=np_grad):
+  """One chunk token by token, every gradient at the chunk-start weights `w`."""
+  base, w = w, [x.copy() for x in w]
+  for t in range(len(k)):
+    g = grad(base, k[t], v[t], residual)
+    s = [eta * s_i - theta[t] * g_i for s_i, g_i in zip(s, g)]
+    w = [(1.0 - alpha) * w_i + s_i for w_i, s_i in zip(w, s)]
+  return w, s
+
+
+def global_norm(xs):
+  return np.sqrt(sum(np.sum(np.square(x)) for x in xs))
+
+
+def minibatch_loop(w, k, v, q, theta, eta_c, alpha_c, chunk, residual, grad=np_grad,
+                   max_norm=None):
   """Sequential mini-batch reference: each chunk reads and takes every gradient at its start
-  weights; inside it S and W still step token by token with the chunk's eta and alpha."""
+  weights; inside it S and W still step token by token with the chunk's eta and alpha. With
+  `max_norm`, the chunk's theta is scaled so that its writes (the state minus the state it
+  would reach with theta = 0) have global norm <= max_norm."""
   w = [x.copy() for x in w]
   s = [np.zeros_like(x) for x in w]
   ys = []
   for c in range(len(k) // chunk):
-    base = [x.copy() for x in w]
-    for t in range(c * chunk, (c + 1) * chunk):
-      ys.append(np_mlp(base, q[t], residual))
-      g = grad(base, k[t], v[t], residual)
-      s = [eta_c[c] * s_i - theta[t] * g_i for s_i, g_i in zip(s, g)]
-      w = [(1.0 - alpha_c[c]) * w_i + s_i for w_i, s_i in zip(w, s)]
+    tok = slice(c * chunk, (c + 1) * chunk)
+    ys += [np_mlp(w, q_t, residual) for q_t in q[tok]]
+    step = lambda th: chunk_loop(w, s, k[tok], v[tok], th, eta_c[c], alpha_c[c],  # noqa: E731
+                                 residual, grad)
+    th = theta[tok]
+    if max_norm is not None:
+      (w1, s1), (w0, s0) = step(th), step(0.0 * th)
+      writes = max(global_norm([a - b for a, b in zip(w1, w0)]),
+                   global_norm([a - b for a, b in zip(s1, s0)]))
+      th = th * min(1.0, max_norm / writes)
+    w, s = step(th)
   return w, s, np.stack(ys)
 
 
@@ -92,12 +114,12 @@ def inputs(seed, layers, n_chunks):
   return w, k, v, q, theta, eta, alpha
 
 
-def run_scan(w, k, v, q, theta, eta, alpha, chunk, residual):
+def run_scan(w, k, v, q, theta, eta, alpha, chunk, residual, max_norm=None):
   w = tuple(jnp.asarray(x) for x in w)
   state = memory.State(w, memory.zeros_like(w))
   (wf, sf), y = memory.memory_scan(state, jnp.asarray(k), jnp.asarray(v), jnp.asarray(q),
                                    jnp.asarray(theta), jnp.asarray(eta), jnp.asarray(alpha),
-                                   chunk=chunk, residual=residual)
+                                   chunk=chunk, residual=residual, max_norm=max_norm)
   return [np.asarray(x) for x in wf], [np.asarray(x) for x in sf], np.asarray(y)
 
 
@@ -182,3 +204,57 @@ def test_outer_gradient_flows_through_the_inner_update():
     grads = jax.grad(readout, argnums=tuple(range(6)))(*args)
   for g in grads:
     assert np.abs(np.asarray(g)).max() > 1e-6
+
+
+def test_bounded_writes_scale_theta_per_chunk():
+  """max_norm: the mini-batch recurrence with each chunk's theta scaled so its writes into W and
+  S have global norm <= max_norm (the reference scales theta explicitly); some chunks are
+  scaled, and the exact recurrence is unchanged when the bound is never reached."""
+  chunk = 4
+  w, k, v, q, theta, eta, alpha = inputs(3, 2, T // chunk)
+  want_exact = minibatch_loop(w, k, v, q, theta, eta, alpha, chunk, True)
+  want = minibatch_loop(w, k, v, q, theta, eta, alpha, chunk, True, max_norm=0.05)
+  assert not np.allclose(want[2], want_exact[2])  # the bound is reached
+  with jax.enable_x64(True):
+    got = run_scan(w, k, v, q, theta, eta, alpha, chunk, True, max_norm=0.05)
+    loose = run_scan(w, k, v, q, theta, eta, alpha, chunk, True, max_norm=1e6)
+  for g, r in zip(got, want):
+    assert_close(g, r)
+  for g, r in zip(loose, want_exact):
+    assert_close(g, r)
+
+
+def diverging_inputs():
+  """A memory whose inner gradient descent diverges: large theta, momentum 0.95, values far
+  from M(k) (as in the MAG cpu proxy that went to NaN at step 274, docs/titans.md)."""
+  rng = np.random.default_rng(0)
+  kk, t, chunk = 8, 64, 8
+  w = tuple(jnp.asarray(rng.normal(0, s[0] ** -0.5, s), jnp.float32)
+            for s in memory.layer_shapes(kk, kk, 2))
+  unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)  # noqa: E731
+  k, q = (jnp.asarray(unit(rng.normal(size=(t, kk))), jnp.float32) for _ in range(2))
+  v = jnp.asarray(3.0 * rng.normal(size=(t, kk)), jnp.float32)
+  gates = (jnp.full((t,), 0.05), jnp.full((t // chunk,), 0.95), jnp.full((t // chunk,), 0.02))
+  return w, k, v, q, gates, chunk
+
+
+@pytest.mark.parametrize("max_norm", [None, 1.0])
+def test_bounded_writes_keep_a_diverging_memory_finite(max_norm):
+  """Regression: without the bound the weights overflow and the outer gradient is NaN; with it
+  the read-out, the outer gradient and the final weights are finite and the weights bounded."""
+  w, k, v, q, gates, chunk = diverging_inputs()
+
+  def run(w, theta, eta, alpha):
+    return memory.memory_scan(memory.State(w, memory.zeros_like(w)), k, v, q, theta, eta, alpha,
+                              chunk=chunk, residual=True, max_norm=max_norm)
+
+  readout = lambda *args: jnp.sum(jnp.sin(run(*args)[1]))  # noqa: E731
+  loss, grads = jax.jit(jax.value_and_grad(readout, argnums=(0, 1, 2, 3)))(w, *gates)
+  final = run(w, *gates)[0].w
+  finite = bool(np.isfinite(float(loss))) and all(
+      np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves((grads, final)))
+  if max_norm is None:
+    assert not finite  # the failure the bound is for (if this passes, the inputs are too tame)
+  else:
+    assert finite
+    assert max(float(jnp.linalg.norm(x)) for x in final) < 10.0

@@ -109,12 +109,40 @@ def test_optimizer_partition_table():
   assert info["blocks/attn/q/kernel"].fan_out_axes == (2, 3)
 
 
+def saturated_gates_loss_and_grads(variant, **titans_keys):
+  """Loss and gradient with theta at theta_max = 1 and eta = 0.95 in every memory head: the
+  regime where the inner gradient descent diverges (the MAG cpu proxy's NaN at step 274)."""
+  c = cfg(variant, theta_max=1.0, **titans_keys)
+  model = models.build_model(c.model, V)
+  x = tokens(0)
+  params = nn.unbox(model.init(jax.random.PRNGKey(0), x)["params"])
+  mem = params["blocks"]["memory"]
+  bias = np.array(mem["gate_bias"])  # [L, 3 Hm]: theta, eta, alpha per head
+  hm = bias.shape[-1] // 3
+  bias[..., :hm], bias[..., hm:2 * hm] = 10.0, np.log(0.95 / 0.05)
+  mem["gate_bias"] = jnp.asarray(bias)
+  loss = lambda p: jnp.mean(model.apply({"params": p}, x) ** 2)  # noqa: E731
+  value, grads = jax.jit(jax.value_and_grad(loss))(params)
+  return float(value), jax.tree.leaves(grads)
+
+
+@pytest.mark.parametrize("variant", ["mac", "mag"])
+def test_bounded_writes_keep_the_loss_and_gradient_finite(variant):
+  """Regression: with the default `max_update_norm` a diverging inner loop stays finite; with
+  the bound off (`None`) the same model gives a non-finite loss or gradient."""
+  value, grads = saturated_gates_loss_and_grads(variant)
+  assert np.isfinite(value) and all(np.isfinite(np.asarray(g)).all() for g in grads)
+  value, grads = saturated_gates_loss_and_grads(variant, max_update_norm=None)
+  assert not (np.isfinite(value) and all(np.isfinite(np.asarray(g)).all() for g in grads))
+
+
 @pytest.mark.parametrize("key,value,match", [
     ("variant", "mal", "model.titans.variant='mal'"),
     ("segment_len", 18, "model.titans.segment_len=18 must be a multiple"),
     ("memory_layers", 0, "model.titans.memory_layers=0"),
     ("persistent_tokens", -1, "model.titans.persistent_tokens=-1"),
     ("theta_max", 0.0, "model.titans.theta_max=0.0"),
+    ("max_update_norm", -1.0, "model.titans.max_update_norm=-1.0"),
 ])
 def test_config_errors_name_the_key(key, value, match):
   c = load_config("titans", "test")

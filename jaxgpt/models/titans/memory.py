@@ -18,6 +18,13 @@ coefficients come from two `lax.associative_scan`s, and the surprises enter as t
 gradients (`vmap(grad)` over the weightings), so no per-token copy of the weights is ever
 materialised. Across chunks a `lax.scan` carries (W, S), its body under `jax.checkpoint`.
 
+Bounded writes (`max_norm`, not in the paper): gradient descent on an MLP memory is unstable
+once the step times the loss curvature passes 2, and that curvature grows with the weights, so
+a large write makes the next one larger and the weights overflow (docs/titans.md "Bounded
+writes"). With `max_norm`, a chunk whose weighted gradients (the write into W or into S) have a
+larger global norm has its theta scaled down so that the larger of the two is `max_norm`: the
+recurrence above with a smaller, per-chunk step. None: the exact recurrence.
+
 Reading is causal by construction: every token of chunk c reads the chunk-start weights, which
 hold only the chunks that ended before it (per-chunk eta / alpha, pooled over the chunk, then
 never reach a token of their own chunk). With chunk 1 this is the token-by-token recurrence:
@@ -109,17 +116,29 @@ def chunk_coefficients(eta_b: jax.Array, alpha_b: jax.Array) -> tuple[jax.Array,
   return w_coef[-1], s_coef[-1]
 
 
+def norm_bound(g: Weights, max_norm: float) -> jax.Array:
+  """min(1, max_norm / max_r ||g_r||), the global norm of each row r of leaves [R, ...]; via
+  rsqrt(max(., max_norm^2)), so its gradient is finite at g = 0 too (no sqrt of zero)."""
+  sq = sum(jnp.sum(jnp.square(x).reshape(x.shape[0], -1), axis=1) for x in g)
+  return max_norm * jax.lax.rsqrt(jnp.maximum(jnp.max(sq), max_norm ** 2))
+
+
 def chunk_update(state: State, k_bk: jax.Array, v_bk: jax.Array, theta_b: jax.Array,
-                 eta: jax.Array, alpha: jax.Array, residual: bool) -> State:
+                 eta: jax.Array, alpha: jax.Array, residual: bool,
+                 max_norm: float | None = None) -> State:
   """(W, S) after one chunk of b tokens: surprises u_i = -theta_i grad l(W_{t'}; k_i, v_i) at
   the chunk-start weights W_{t'}, then S_t = eta S_{t-1} + u_t, W_t = (1 - alpha) W_{t-1} + S_t
-  token by token (`chunk_coefficients`); eta, alpha: scalars (per chunk) or [b]."""
+  token by token (`chunk_coefficients`); eta, alpha: scalars (per chunk) or [b]. `max_norm`:
+  theta scaled down for this chunk so neither write has a global norm above it (`norm_bound`)."""
   b = k_bk.shape[0]
   w_coef, s_coef = chunk_coefficients(jnp.broadcast_to(eta, (b,)),
                                       jnp.broadcast_to(alpha, (b,)))
   # sum_i coef_i u_i = -sum_i coef_i theta_i grad l_i: one weighted gradient for W, one for S.
   g = weighted_grads(state.w, k_bk, v_bk, jnp.stack([w_coef[2:], s_coef[2:]]) * theta_b,
                      residual)  # leaves [2, ...]: (for W, for S)
+  if max_norm is not None:  # the gradients are linear in theta: scaling them scales theta
+    scale = norm_bound(g, max_norm)
+    g = tuple(scale * g_i for g_i in g)
   w = tuple(w_coef[0] * w0 + w_coef[1] * s0 - g_i[0] for w0, s0, g_i in zip(state.w, state.s, g))
   s = tuple(s_coef[1] * s0 - g_i[1] for s0, g_i in zip(state.s, g))
   return State(w, s)
@@ -127,11 +146,13 @@ def chunk_update(state: State, k_bk: jax.Array, v_bk: jax.Array, theta_b: jax.Ar
 
 def memory_scan(state: State, k_tk: jax.Array, v_tk: jax.Array, q_tk: jax.Array,
                 theta_t: jax.Array, eta_c: jax.Array, alpha_c: jax.Array, chunk: int,
-                residual: bool, remat: bool = True) -> tuple[State, jax.Array]:
+                residual: bool, remat: bool = True,
+                max_norm: float | None = None) -> tuple[State, jax.Array]:
   """Reads and writes a whole sequence in chunks; returns the final state and y_t [T, k].
 
   k, v, q: [T, k] with T a multiple of `chunk`; theta_t: [T]; eta_c, alpha_c: [T / chunk].
   Token t of chunk c reads the weights after chunks 0..c-1 (y_t = M(q_t)), then chunk c writes.
+  `max_norm`: bounded writes (`chunk_update`); None: the exact recurrence.
   """
   t = k_tk.shape[0]
   if t % chunk:
@@ -142,7 +163,7 @@ def memory_scan(state: State, k_tk: jax.Array, v_tk: jax.Array, q_tk: jax.Array,
   def body(carry: State, xs):
     k_bk, v_bk, q_bk, theta_b, eta, alpha = xs
     y_bk = mlp(carry.w, q_bk, residual)
-    return chunk_update(carry, k_bk, v_bk, theta_b, eta, alpha, residual), y_bk
+    return chunk_update(carry, k_bk, v_bk, theta_b, eta, alpha, residual, max_norm), y_bk
 
   if remat:
     body = jax.checkpoint(body)

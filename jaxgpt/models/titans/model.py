@@ -17,7 +17,9 @@ memory: initial weights W_0 (learned by the outer optimizer), reset for every se
 
 The memory's q, k, v are SiLU projections of the input with q, k L2-normalised (per memory
 head); theta_t = theta_max * sigmoid(.) per token, eta and alpha = sigmoid(.) of the chunk's mean
-input. The memory branch runs in float32; projections and attention in the compute dtype.
+input; a chunk's write is bounded by `max_update_norm` (memory.chunk_update), which keeps the
+inner gradient descent from diverging. The memory branch runs in float32; projections and
+attention in the compute dtype.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class MemoryConfig:
   segment_len: int  # MAC: segment length; MAG: sliding-window width
   persistent_tokens: int  # Np: learned input-independent tokens per layer
   theta_max: float  # theta_t = theta_max * sigmoid(.)
+  max_update_norm: float | None  # bound on a chunk's write (memory.chunk_update); None: off
 
   @property
   def shapes(self) -> tuple[tuple[int, int], ...]:
@@ -94,9 +97,14 @@ def memory_config(t: Any, g: GPTConfig) -> MemoryConfig:
                       "written in whole chunks)")
   persistent = _positive_int("persistent_tokens", t.persistent_tokens, minimum=0)
   check_positive("titans.theta_max", t.theta_max)
+  bound = t.max_update_norm
+  if bound is not None:
+    check_positive("titans.max_update_norm", bound)
+    bound = float(bound)
   return MemoryConfig(variant=t.variant, heads=heads, dim=dim, layers=depth, width=width,
                       residual=t.memory_residual, chunk_size=chunk, segment_len=segment,
-                      persistent_tokens=persistent, theta_max=float(t.theta_max))
+                      persistent_tokens=persistent, theta_max=float(t.theta_max),
+                      max_update_norm=bound)
 
 
 # ------------------------------------------------------------------------------------------
@@ -289,7 +297,7 @@ def write_and_read(mp: dict, state: memory.State, u_btd: jax.Array, c: TitansCon
   m = c.memory
   k, v, q, theta, eta, alpha = memory_inputs(mp, u_btd, c)
   scan = lambda st, *xs: memory.memory_scan(st, *xs, chunk=m.chunk_size,  # noqa: E731
-                                            residual=m.residual)
+                                            residual=m.residual, max_norm=m.max_update_norm)
   state, y = jax.vmap(jax.vmap(scan))(state, k, v, q, theta, eta, alpha)  # y [B, Hm, T, Km]
   return state, read_out(mp, y)
 
