@@ -98,17 +98,11 @@ def floor_init(cfg: gpt.GPTConfig, key) -> dict:
 
 def from_jaxgpt(params: dict, cfg: gpt.GPTConfig) -> dict:
   """jaxgpt GPT parameters (scanned or not) in the floor's layout: the same function."""
-  d, h, n, k = cfg.d_model, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-  if "blocks" in params:
-    per_layer = [jax.tree.map(lambda x, i=i: x[i], params["blocks"])
-                 for i in range(cfg.num_layers)]
-  else:
-    per_layer = [params[f"blocks_{i}"] for i in range(cfg.num_layers)]
+  per_layer = floor_ngpt.layer_params(params, cfg.num_layers)
 
   def block(p):
     a, m = p["attn"], p["mlp"]
-    b = {"wq": a["q"]["kernel"].reshape(d, h * k), "wk": a["k"]["kernel"].reshape(d, n * k),
-         "wv": a["v"]["kernel"].reshape(d, n * k), "wo": a["o"]["kernel"].reshape(h * k, d),
+    b = {**floor_ngpt.attn_matrices(a, cfg),
          "fc": m["fc"]["kernel"], "proj": m["proj"]["kernel"],
          "n1": p["attn_norm"]["scale"], "n2": p["mlp_norm"]["scale"]}
     if "gate" in m:

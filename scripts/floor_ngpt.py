@@ -72,19 +72,27 @@ def floor_init(cfg: ngpt.NGPTConfig, key) -> dict:
           "blocks": [block() for _ in range(cfg.num_layers)]}
 
 
+def layer_params(params: dict, num_layers: int) -> list[dict]:
+  """jaxgpt's per-layer parameter trees, from a scanned stack ("blocks") or unrolled layers."""
+  if "blocks" in params:
+    return [jax.tree.map(lambda x, i=i: x[i], params["blocks"]) for i in range(num_layers)]
+  return [params[f"blocks_{i}"] for i in range(num_layers)]
+
+
+def attn_matrices(a: dict, cfg) -> dict:
+  """jaxgpt's attention kernels as the floors' 2-D wq, wk, wv, wo."""
+  d, h, n, k = cfg.d_model, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+  return {"wq": a["q"]["kernel"].reshape(d, h * k), "wk": a["k"]["kernel"].reshape(d, n * k),
+          "wv": a["v"]["kernel"].reshape(d, n * k), "wo": a["o"]["kernel"].reshape(h * k, d)}
+
+
 def from_jaxgpt(params: dict, cfg: ngpt.NGPTConfig) -> dict:
   """jaxgpt gated nGPT parameters (scanned or not) in the floor's layout: the same function."""
-  d, h, n, k = cfg.d_model, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-  if "blocks" in params:
-    per_layer = [jax.tree.map(lambda x, i=i: x[i], params["blocks"])
-                 for i in range(cfg.num_layers)]
-  else:
-    per_layer = [params[f"blocks_{i}"] for i in range(cfg.num_layers)]
+  per_layer = layer_params(params, cfg.num_layers)
 
   def block(p):
     a, m = p["attn"], p["mlp"]
-    return {"wq": a["q"]["kernel"].reshape(d, h * k), "wk": a["k"]["kernel"].reshape(d, n * k),
-            "wv": a["v"]["kernel"].reshape(d, n * k), "wo": a["o"]["kernel"].reshape(h * k, d),
+    return {**attn_matrices(a, cfg),
             "fc": m["fc"]["kernel"], "gate": m["gate"]["kernel"], "proj": m["proj"]["kernel"],
             "s_qk": a["s_qk"], "s_u": m["s_u"], "s_v": m["s_v"], "g_attn": p["gate_attn"],
             "g_mlp": p["gate_mlp"], "a_attn": p["alpha_attn"], "a_mlp": p["alpha_mlp"]}
