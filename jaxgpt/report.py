@@ -69,11 +69,12 @@ def load_records(workdir: str, storage: str | None = None) -> tuple[list[dict], 
   if db and not os.path.exists(db):
     raise FileNotFoundError(f"no study database at {db} (run python -m jaxgpt.sweep first, or "
                             "pass --storage)")
-  names = [s.study_name for s in optuna.get_all_study_summaries(url)]
+  rdb = study_lib.open_storage(url)  # under the claim lock: a live worker may be creating tables
+  names = [s.study_name for s in optuna.get_all_study_summaries(rdb)]
   studies = [n for n in meta.get("studies", names) if n in names]
   records = []
   for stage, name in enumerate(studies, 1):
-    study = optuna.load_study(study_name=name, storage=url)
+    study = optuna.load_study(study_name=name, storage=rdb)
     for t in study.get_trials(deepcopy=False):
       ua = t.user_attrs
       run = ua.get("run", {})

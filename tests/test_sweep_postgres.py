@@ -106,9 +106,10 @@ def _lines(path):
 
 
 def _trials(url, name="grid2d"):
+  # open_storage, not a bare URL: a bare URL makes Optuna create the tables outside the claim
+  # lock, racing the workers that are creating them (DuplicateTable "studies").
   try:
-    return optuna.load_study(study_name=name,
-                             storage=study_lib.normalize_url(url)).get_trials()
+    return optuna.load_study(study_name=name, storage=study_lib.open_storage(url)).get_trials()
   except KeyError:  # not created yet
     return []
 
@@ -247,7 +248,7 @@ def test_two_workers_reaching_stage2_together_enqueue_its_grid_once(pg, tmp_path
   for w in workers:
     _finish(w)
 
-  study = optuna.load_study(study_name="grid2d-stage2", storage=study_lib.normalize_url(url))
+  study = optuna.load_study(study_name="grid2d-stage2", storage=study_lib.open_storage(url))
   grid = study.user_attrs["grid"]
   trials = study.get_trials()
   keys = [_key(t) for t in trials]

@@ -14,6 +14,7 @@ import time
 import optuna
 from optuna.trial import TrialState
 
+from jaxgpt.sweep import study as study_lib
 from tests.conftest import ROOT
 from tests.sweep_closed_form import final_loss
 
@@ -43,8 +44,9 @@ def _start(workdir, log, delay):
 
 def _trials(workdir):
   try:
-    return optuna.load_study(study_name="grid2d",
-                             storage=f"sqlite:///{workdir}/study.db").get_trials()
+    # open_storage takes the claim lock, so this poll never races a worker creating tables
+    storage = study_lib.open_storage(f"sqlite:///{workdir}/study.db")
+    return optuna.load_study(study_name="grid2d", storage=storage).get_trials()
   except KeyError:  # the study is not created yet
     return []
 
