@@ -87,14 +87,18 @@ def test_target_loss_stops_early(tmp_path):
   assert 0 < out["time_to_target_s"] <= out["train_time_s"]
 
 
-def test_time_cap_completes_decay(tmp_path):
+def test_time_cap_completes_decay(tmp_path, capsys):
   """A fake clock: each reading advances 1 s. The cap binds long before the step budget, and
-  the schedule still reaches its end (the parameter-golf trap is impossible)."""
+  the schedule still reaches its end (the parameter-golf trap is impossible). The progress bar
+  shows the training clock against the cap."""
   ticks = iter(range(10**6))
   cfg = load_config("gpt", "test", train__steps=1000, train__max_time_s=30.0, train__log_every=1,
-                    optimizer__schedule="linear", optimizer__final_lr_frac=0.0)
+                    optimizer__schedule="linear", optimizer__final_lr_frac=0.0,
+                    train__progress_bar=True)
   out = loop.train_and_evaluate(cfg, str(tmp_path), clock=lambda: float(next(ticks)))
   assert out["stop_reason"] == "time_cap" and out["steps"] < 1000
+  err = capsys.readouterr().err
+  assert "train_s=" in err and "/30" in err.split("train_s=")[-1][:12], err[-500:]
   records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
   lrs = [r["lr"] for r in records if "lr" in r]
   assert lrs[-1] <= 0.1 * cfg.optimizer.lr, lrs

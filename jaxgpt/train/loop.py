@@ -291,12 +291,15 @@ class Loop:
         self.records[i]["stop_reason"] = (STOP_TIME if time_up and self.step < tcfg.steps
                                           else STOP_STEPS)
     self.carry = self.program.freeze(self.carry, self.live)
+    # Under a time budget the step total is only a ceiling: show the training clock too.
+    clock = ({} if tcfg.max_time_s is None
+             else {"train_s": f"{self.clock.train_s:.0f}/{tcfg.max_time_s:.0f}"})
     if self.program.k == 1:
       last = self.records[0]["last_val_loss"]
       bar.set_postfix(loss=f"{obs[0]['train_loss']:.3f}", tok_s=f"{tokens_per_s:,.0f}",
-                      **({"val": f"{last:.3f}"} if last is not None else {}))
+                      **({"val": f"{last:.3f}"} if last is not None else {}), **clock)
     else:
-      bar.set_postfix(live=sum(self.live))
+      bar.set_postfix(live=sum(self.live), **clock)
 
 
 def resume_records(saved: dict, configs: Sequence[Any], changed: bool) -> list[dict]:
