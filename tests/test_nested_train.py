@@ -53,9 +53,12 @@ def test_seed_mode_resumes_bitwise_and_logs_multipliers(tmp_path):
 
 
 def test_nested_grid_cpu_variants_structure():
-  for variants, base in (("cpu", "configs/moe.py"), ("cpu,titans", "configs/titans.py")):
+  for variants, base, batch in (("cpu", "configs/moe.py", 8),
+                                ("cpu,titans", "configs/titans.py", 4),
+                                ("titans,cpu", "configs/titans.py", 4)):
     s = spec.load_sweep(f"configs/sweeps/nested_grid.py:{variants}")
     assert (s.base.config, s.base.variants) == (base, "cpu")
+    assert s.base.overrides.train.batch_size == batch  # the run size follows the model
     dims = {d.name: d for d in space.dims_from_config(s.space)}
     assert dims["M"].key == "optimizer.nested.momentum_layers"
     assert dims["C"].key == "optimizer.nested.controller_layers"
@@ -72,9 +75,11 @@ def test_nested_grid_cpu_variants_structure():
     assert s.base.config == "configs/moe.py" and tuple(s.seeds) == (0, 1, 2)
     assert [d.key for d in space.dims_from_config(s.space)] == [key]
     assert ("optimizer" in s.base.overrides) == (arm == "nested")
-  s = spec.load_sweep("configs/sweeps/nested_vs_muon.py:titans,cpu")
-  o = s.base.overrides.optimizer.nested
-  assert (o.momentum_layers, o.controller_layers) == (4, 5)
+  for variants in ("titans,cpu", "cpu,titans"):
+    s = spec.load_sweep(f"configs/sweeps/nested_vs_muon.py:{variants}")
+    o = s.base.overrides.optimizer.nested
+    assert (o.momentum_layers, o.controller_layers) == (4, 5)
+    assert s.base.overrides.train.batch_size == 4  # the TitanMAC grid's run size
 
 
 def test_nested_grid_end_to_end_in_cohorts(tmp_path):

@@ -10,7 +10,7 @@ state's structure, so each (M, C) is its own cohort of the 3 seeds (K = 3). The 
 has the seed's numbers and how to read the grid (M only reseeds the controller).
 Variants (combine with commas):
   cpu     the grid on the `cpu` proxy of the MoE (`configs/moe.py:cpu`), the seed's 500 steps,
-          at batch 8 x 64 (CPU_TRAIN below)
+          at batch 8 x 64 (CPU_TRAIN below); with titans at batch 4 x 64 (CPU_TRAIN_TITANS)
   titans  on TitanMAC instead (`configs/titans.py`; with cpu: `configs/titans.py:cpu`)
   test    a 2 x 1 grid x 2 seeds on the `test` GPT config, 4 steps, used by the tests
 """
@@ -34,12 +34,17 @@ SEED_SETTINGS = {
 # a quarter of the proxy's batch (8 x 64 = 512 tokens per step) and the final evaluation reads
 # the first 65,536 validation tokens (the periodic ones, 8,192).
 CPU_TRAIN = {"batch_size": 8, "eval_tokens": 8192, "final_eval_tokens": 65536}
+# TitanMAC's cpu proxy costs about 2.2x the MoE's per token (its memory branch), so its grid
+# trains at half that batch (4 x 64 = 256 tokens per step) and evaluates 4,096 tokens every 50
+# steps (the periodic loss only enters the meta-history, which 500 steps never read).
+CPU_TRAIN_TITANS = {"batch_size": 4, "eval_tokens": 4096, "final_eval_tokens": 65536}
 
 
 def _cpu(c):
   c.base.variants = "cpu"
   o = c.base.overrides.to_dict() if hasattr(c.base.overrides, "to_dict") else dict(c.base.overrides)
-  o["train"] = {**o.get("train", {}), **CPU_TRAIN}
+  size = CPU_TRAIN_TITANS if c.base.config == "configs/titans.py" else CPU_TRAIN
+  o["train"] = {**o.get("train", {}), **size}
   c.base.overrides = o
 
 
@@ -62,6 +67,7 @@ def _test(c):
 
 
 VARIANTS = {"cpu": _cpu, "titans": _titans, "test": _test}
+ORDER = ("titans", "cpu", "test")  # `cpu` sizes the run for the model `titans` chose
 
 
 def get_config(variants: str = ""):
@@ -75,4 +81,6 @@ def get_config(variants: str = ""):
   c.seeds = (0, 1, 2)
   c.cohort_size = 3  # one (M, C) per cohort: M and C are static structure
   c.report.heatmap_x, c.report.heatmap_y = "M", "C"
-  return apply_variants(c, variants, VARIANTS)
+  names = [v.strip() for v in variants.split(",") if v.strip()]
+  names.sort(key=lambda v: ORDER.index(v) if v in ORDER else len(ORDER))
+  return apply_variants(c, ",".join(names), VARIANTS)

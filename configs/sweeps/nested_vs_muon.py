@@ -9,7 +9,8 @@ training clock). 3 seeds per arm; compare the arms' reports (`python -m jaxgpt.r
 multi-seed table and noise floor), e.g. with a time budget set to the Muon arm's measured
 `train_time_s`: `--config.space.budget.values='(T,)'`.
 Variants (combine with commas):
-  cpu     on the `cpu` MoE proxy (`configs/moe.py:cpu`) at batch 8 x 64, 1000 steps / 600 s
+  cpu     on the `cpu` MoE proxy (`configs/moe.py:cpu`) at batch 8 x 64, 1000 steps / 600 s;
+          with titans on `configs/titans.py:cpu` at batch 4 x 64 (the grid's run sizes)
   titans  TitanMAC (`configs/titans.py`), nested depths M4 C5
   muon    the Muon+AdamW arm (the base config's optimizer, unchanged)
   time    equal training time: budget is train.max_time_s (train.steps raised to 10^6)
@@ -38,17 +39,19 @@ def _overrides(c) -> dict:
                             else c.base.overrides))
 
 
-# The `cpu` run size of configs/sweeps/nested_grid.py (8 x 64 = 512 tokens per step), so the
-# grid's winners are compared at the size they were picked at; the final evaluation reads the
-# whole validation split.
+# The `cpu` run sizes of configs/sweeps/nested_grid.py (MoE 8 x 64, TitanMAC 4 x 64 tokens per
+# step), so the grid's winners are compared at the size they were picked at; the final
+# evaluation reads the whole validation split.
 CPU_TRAIN = {"batch_size": 8, "eval_tokens": 8192}
+CPU_TRAIN_TITANS = {"batch_size": 4, "eval_tokens": 4096}
 
 
 def _cpu(c):
   c.base.variants = "cpu"
   c.space.budget["values"] = (1000,) if c.space.budget["key"] == "train.steps" else (600.0,)
   o = _overrides(c)
-  o["train"] = {**o.get("train", {}), **CPU_TRAIN}
+  size = CPU_TRAIN_TITANS if c.base.config == "configs/titans.py" else CPU_TRAIN
+  o["train"] = {**o.get("train", {}), **size}
   c.base.overrides = o
 
 
