@@ -79,7 +79,8 @@ def test_nested_grid_cpu_variants_structure():
     s = spec.load_sweep(f"configs/sweeps/nested_vs_muon.py:{variants}")
     o = s.base.overrides.optimizer.nested
     assert (o.momentum_layers, o.controller_layers) == (4, 5)
-    assert s.base.overrides.train.batch_size == 4  # the TitanMAC grid's run size
+    t = s.base.overrides.train
+    assert (t.batch_size, t.final_eval_tokens) == (4, 65536)  # the TitanMAC grid's run size
 
 
 def test_nested_grid_end_to_end_in_cohorts(tmp_path):
