@@ -12,7 +12,10 @@ reads every finished trial of a `configs/sweeps/nested_grid.py` workdir (each co
    reports the share of the variance it explains (R^2);
 2. tests whether the cell (M, C), M alone or C alone explains what is left: a one-way ANOVA of
    the fit's residuals by group (F and p), beside the same ANOVA of the raw losses;
-3. prints one row per trial, writes OUT.json (rows and statistics) and OUT.png (the loss against
+3. repeats 1. and 2. on the trials whose multiplier started at or above `--min_mult` (1.0 by
+   default), where the loss is nearly flat in the multiplier: there a misfit of the quadratic at
+   small multipliers (where shallow controllers' draws crowd) cannot pose as a depth effect;
+4. prints one row per trial, writes OUT.json (rows and statistics) and OUT.png (the loss against
    the multiplier, coloured by C, with the fit).
 """
 
@@ -79,6 +82,12 @@ def _anova(values: np.ndarray, groups: list) -> dict:
           "eta2": between / total if total > 0 else None}
 
 
+def analyse_above(rows: list[dict], min_mult: float) -> dict | None:
+  """`analyse` on the trials whose first multiplier is >= min_mult; None below 4 trials."""
+  kept = [r for r in rows if r["mult_first"] >= min_mult]
+  return {"min_mult": min_mult, **analyse(kept)} if len(kept) >= 4 else None
+
+
 def analyse(rows: list[dict]) -> dict:
   """The multiplier fit and the ANOVAs of raw losses and of the fit's residuals."""
   y = np.array([r["final_val_loss"] for r in rows], np.float64)
@@ -131,6 +140,8 @@ def main(argv=None) -> int:
   ap.add_argument("workdir")
   ap.add_argument("--out", help="OUT.json and OUT.png (default: WORKDIR/nested_grid_mult)")
   ap.add_argument("--title", default=None)
+  ap.add_argument("--min_mult", type=float, default=1.0,
+                  help="also analyse the trials whose first multiplier is >= this (default 1.0)")
   args = ap.parse_args(argv)
   rows = load_rows(args.workdir)
   if len(rows) < 4:
@@ -149,6 +160,12 @@ def main(argv=None) -> int:
     label = "raw loss" if what == "anova_loss" else "residual"
     for k, a in result[what].items():
       print(f"ANOVA of the {label} by {k}: {_fmt(a)}")
+  result["above"] = above = analyse_above(rows, args.min_mult)
+  if above is not None:
+    print(f"\nThe {above['n']} trials with a first multiplier >= {args.min_mult:g}: R^2 "
+          f"{above['r2_mult']:.3f}, residual std {above['resid_std']:.4f}")
+    for k, a in above["anova_resid"].items():
+      print(f"ANOVA of the residual by {k}: {_fmt(a)}")
   out = args.out or os.path.join(args.workdir, "nested_grid_mult")
   os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
   tmp = out + ".json.tmp"

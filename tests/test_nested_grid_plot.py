@@ -68,13 +68,29 @@ def test_planted_depth_effect_is_found_in_the_residuals(tmp_path):
   assert res["anova_resid"]["M"]["p"] > 1e-3
 
 
+def test_misfit_at_small_multipliers_is_not_a_depth_effect_above_min_mult(tmp_path):
+  noise = np.random.default_rng(2)
+
+  def loss(mult, m, c):  # C = 2 worse only where mult < 0.5 (off the flat part of the curve)
+    return _quadratic(mult) + 0.3 * (c == 2) * (mult < 0.5) + 0.005 * noise.standard_normal()
+
+  rows = nested_grid_plot.load_rows(str(_grid(tmp_path, loss, seeds=tuple(range(12)))))
+  assert nested_grid_plot.analyse(rows)["anova_resid"]["C"]["p"] < 1e-3
+  above = nested_grid_plot.analyse_above(rows, 0.5)
+  assert above["n"] == sum(r["mult_first"] >= 0.5 for r in rows) < len(rows)
+  assert above["anova_resid"]["C"]["p"] > 1e-3
+  assert nested_grid_plot.analyse_above(rows, 100.0) is None  # too few trials
+
+
 def test_cli_writes_json_and_png(tmp_path):
   _grid(tmp_path, lambda mult, m, c: _quadratic(mult))
   out = tmp_path / "out" / "grid"
   proc = subprocess.run([sys.executable, "scripts/nested_grid_plot.py", str(tmp_path), "--out",
                          str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert proc.returncode == 0, proc.stderr
-  assert json.loads((tmp_path / "out" / "grid.json").read_text())["n"] == 16
+  written = json.loads((tmp_path / "out" / "grid.json").read_text())
+  assert written["n"] == 16 and written["above"]["min_mult"] == 1.0
+  assert written["above"]["n"] == sum(r["mult_first"] >= 1.0 for r in written["rows"])
   assert (tmp_path / "out" / "grid.png").stat().st_size > 1000
   empty = subprocess.run([sys.executable, "scripts/nested_grid_plot.py", str(tmp_path / "none")],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
