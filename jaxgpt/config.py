@@ -11,7 +11,7 @@ import importlib.util
 import json
 import pathlib
 import warnings
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from ml_collections import config_dict
 
@@ -268,9 +268,16 @@ Variant = Callable[[config_dict.ConfigDict], None]
 
 
 def apply_variants(config: config_dict.ConfigDict, variants: str,
-                   table: Mapping[str, Variant]) -> config_dict.ConfigDict:
-  """Applies comma-separated variants from `table`; an unknown name is an error naming it."""
+                   table: Mapping[str, Variant],
+                   order: Sequence[str] | None = None) -> config_dict.ConfigDict:
+  """Applies comma-separated variants from `table`; an unknown name is an error naming it.
+
+  With `order`, the variants run in that order whatever the command line's (names not in it
+  last, as given): for variants that read what another one chose.
+  """
   names = [v.strip() for v in variants.split(",") if v.strip()]
+  if order is not None:
+    names.sort(key=lambda v: order.index(v) if v in order else len(order))
   for name in names:
     if name not in table:
       raise ConfigError(f"unknown config variant {name!r}; this config allows: "

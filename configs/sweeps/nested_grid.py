@@ -81,6 +81,4 @@ def get_config(variants: str = ""):
   c.seeds = (0, 1, 2)
   c.cohort_size = 3  # one (M, C) per cohort: M and C are static structure
   c.report.heatmap_x, c.report.heatmap_y = "M", "C"
-  names = [v.strip() for v in variants.split(",") if v.strip()]
-  names.sort(key=lambda v: ORDER.index(v) if v in ORDER else len(ORDER))
-  return apply_variants(c, ",".join(names), VARIANTS)
+  return apply_variants(c, variants, VARIANTS, order=ORDER)

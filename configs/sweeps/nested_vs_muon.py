@@ -112,6 +112,4 @@ def get_config(variants: str = ""):
   c.cohort_size = 3
   # Applied in a fixed order whatever the command line's: `cpu` / `test` size the budget
   # that `time` chose.
-  names = [v.strip() for v in variants.split(",") if v.strip()]
-  names.sort(key=lambda v: ORDER.index(v) if v in ORDER else len(ORDER))
-  return apply_variants(c, ",".join(names), VARIANTS)
+  return apply_variants(c, variants, VARIANTS, order=ORDER)
