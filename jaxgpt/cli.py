@@ -44,7 +44,7 @@ def flags_parser(unknown_key_message: Callable[[Exception, list[str]], str]
       bad = [a for a in argv[1:] if a.startswith("--config.")]
       fail(unknown_key_message(e, bad))
     except flags.Error as e:
-      fail(str(e))
+      fail(_without_traceback(str(e)))
     except Exception as e:  # noqa: BLE001 - the config file itself raised while loading
       where = next((a.split("=", 1)[-1] for a in argv[1:] if a.startswith("--config=")), None)
       if where is None and "--config" in argv:
@@ -53,6 +53,17 @@ def flags_parser(unknown_key_message: Callable[[Exception, list[str]], str]
       fail(f"config file {where} failed to load: {type(e).__name__}: {text}")
 
   return parse
+
+
+def _without_traceback(text: str) -> str:
+  """ml_collections re-raises a config file's ValueError / TypeError (an unknown variant, say)
+  with the whole traceback in its message; keep the flag and the traceback's last line."""
+  marker = ": Error whilst parsing config file"
+  if marker not in text:
+    return text
+  last = [line for line in text.splitlines() if line.strip()][-1]
+  name, _, message = last.partition(": ")
+  return f"{text.split(marker, 1)[0]}: {name.rsplit('.', 1)[-1]}: {message}"
 
 
 def parse_flags(argv: list[str]) -> list[str]:

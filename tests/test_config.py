@@ -38,6 +38,19 @@ def test_unknown_variant_named():
     load("gpt", "gpu")
 
 
+def test_variants_run_in_the_given_order_whatever_the_command_line():
+  from ml_collections import config_dict
+  seen = []
+  table = {k: (lambda c, k=k: seen.append(k)) for k in ("a", "b", "z")}
+  c = config_lib.apply_variants(config_dict.ConfigDict(), "z,b,a", table, order=("a", "b"))
+  assert seen == ["a", "b", "z"] and c.variants == "a,b,z"  # names not in `order` last
+  seen.clear()
+  config_lib.apply_variants(config_dict.ConfigDict(), "b,a", table)
+  assert seen == ["b", "a"]  # no order: as given
+  with pytest.raises(ValueError, match="unknown config variant 'gpu'"):
+    config_lib.apply_variants(config_dict.ConfigDict(), "gpu,a", table, order=("a",))
+
+
 @pytest.mark.parametrize("key,value,pattern", [
     ("data.tokenizer", "wordpiece", r"data.tokenizer='wordpiece'.*'byte', 'bpe'"),
     ("optimizer.schedule", "step", r"optimizer.schedule='step'"),
@@ -136,6 +149,19 @@ def test_cli_config_errors_are_one_line(tmp_path, args, expected):
   assert proc.returncode == 2, proc.stderr[-2000:]
   lines = [line for line in proc.stderr.splitlines() if line.strip()]
   assert len(lines) == 1 and lines[0].startswith(expected), proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("module,config", [("jaxgpt.main", "configs/gpt.py:gpu"),
+                                           ("jaxgpt.sweep", "configs/sweeps/nested_grid.py:titan")])
+def test_cli_unknown_variant_is_one_line(tmp_path, module, config):
+  proc = subprocess.run(
+      [sys.executable, "-m", module, "--config", config, "--workdir", str(tmp_path / "run")],
+      cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, JAX_PLATFORMS="cpu"),
+      timeout=300)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  lines = [line for line in proc.stderr.splitlines() if line.strip()]
+  assert len(lines) == 1 and "ConfigError: unknown config variant" in lines[0], proc.stderr
+  assert lines[0].startswith(f"error: flag --config={config}: ")
 
 
 def test_keys_added_since_at_their_defaults_are_no_change():
