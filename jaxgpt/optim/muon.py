@@ -1,9 +1,11 @@
-"""Muon (orthogonalized momentum) and its variants as optax transforms.
+"""Muon (orthogonalized momentum) and its variants as a chain of small optax transforms.
 
-`scale_by_muon` does the math and returns the update direction `u` (descent: p <- p - lr * u);
-`muon(learning_rate, ...)` chains it with decoupled (optionally cautious) weight decay and the
-learning rate. Both are `optax.GradientTransformation`s with pure `init`/`update` and a NamedTuple
-state, so they drop into `optax.chain`, `optax.multi_transform` and `optax.inject_hyperparams`.
+Each idea is one public transform with pure `init`/`update` and a NamedTuple state:
+`scale_by_mars`, `ema_momentum` / `sgd_momentum`, `orthogonalize_update`, `scale_by_normuon`,
+`scale_by_shape` and the `cautious_mask` wrapper. `muon_chain(MuonSettings(...))` chains them;
+`scale_by_muon` is that chain with its states kept as one `MuonState` (the tree checkpoints hold),
+and `muon(learning_rate, ...)` adds decoupled (optionally cautious) weight decay and the learning
+rate. All drop into `optax.chain`, `optax.multi_transform` and `optax.inject_hyperparams`.
 
 One `update`, per matrix (every leaf is one matrix or a stack of independent matrices):
 
@@ -31,8 +33,9 @@ References:
 
 Dimension numbers: each leaf names its fan_in (reduction) and fan_out (output) axes with
 `MuonDimensionNumbers(reduction_axis, output_axis)` (optax's type, re-exported; ints or tuples);
-every other axis is a batch axis (layers, experts, cohort) and indexes independent matrices. A
-leaf is moved to (batch..., fan_in, fan_out), orthogonalized, and moved back.
+every other axis is a batch axis (layers, experts, cohort) and indexes independent matrices
+(`jaxgpt.optim.matrix`). A leaf is moved to (batch..., fan_in, fan_out), orthogonalized, and moved
+back.
 
 Gradient accumulation: Muon orthogonalizes once per `update`; accumulate micro-batch gradients
 first (e.g. `optax.MultiSteps` or a scan in the train step) and call `update` once per step.
@@ -40,6 +43,8 @@ first (e.g. `optax.MultiSteps` or a scan in the train step) and call `update` on
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import math
 from typing import Any, NamedTuple
 
@@ -52,6 +57,17 @@ from jaxgpt import registry
 from jaxgpt.errors import ConfigError
 from jaxgpt.optim import orthogonalize as ortho
 from jaxgpt.optim import partition
+from jaxgpt.optim.matrix import (
+  DimensionNumbers,
+  MatrixLayout,
+  dims_per_leaf,
+  from_matrix,
+  layouts,
+  map_matrices,
+  matrix_layout,
+  matrix_sum,
+  to_matrix,
+)
 
 ArrayLike = jax.typing.ArrayLike
 
@@ -59,98 +75,26 @@ MOMENTUM_STYLES = ("ema", "sgd")
 UPDATE_SCALES = ("none", "shape", "rms_match")
 VARIANCE_REDUCTIONS = ("none", "normuon", "mars")
 
-# Arguments of `muon` that `optax.inject_hyperparams` must leave alone: they fix shapes, the
-# unrolled iteration or dtypes, or are callables that it would mistake for schedules.
-MUON_STATIC_ARGS = ("ns_steps", "pe_lower", "compute_dtype", "mu_dtype", "dimension_numbers",
-                    "matrix_sharding")
 
-DimensionNumbers = Any  # MuonDimensionNumbers | pytree of (MuonDimensionNumbers | None) | callable
+# ------------------------------------------------------------------------------------------
+# The small transforms. Each acts per matrix (see jaxgpt.optim.matrix) and composes with
+# optax.chain; `scale_by_muon` chains them in the order of the module docstring.
+
+class MarsState(NamedTuple):
+  """State of `scale_by_mars`."""
+  count: jax.Array  # int32 (), number of updates done (for the momentum schedule)
+  prev_grad: optax.Updates  # the previous update's input gradient
 
 
-class MuonState(NamedTuple):
-  """State of `scale_by_muon`."""
+class MomentumState(NamedTuple):
+  """State of `ema_momentum` and `sgd_momentum`."""
   count: jax.Array  # int32 (), number of updates done
   mu: optax.Updates  # momentum, params' shapes
-  nu: optax.Updates | None  # NorMuon: params' shapes with fan_in axes of size 1, f32; else None
-  prev_grad: optax.Updates | None  # MARS: the previous step's gradient; else None
 
 
-class _Layout(NamedTuple):
-  """Static description of how one leaf maps to (batch..., fan_in, fan_out)."""
-  fan_in_axes: tuple[int, ...]
-  fan_out_axes: tuple[int, ...]
-  batch_axes: tuple[int, ...]
-  fan_in: int
-  fan_out: int
-
-
-def _axes(axes, ndim: int) -> tuple[int, ...]:
-  axes = (axes,) if isinstance(axes, int) else tuple(axes)
-  return tuple(int(a) % ndim for a in axes)
-
-
-def matrix_layout(shape: tuple[int, ...], dims: MuonDimensionNumbers) -> _Layout:
-  """fan_in / fan_out / batch axes (non-negative) and sizes of a leaf of `shape`."""
-  ndim = len(shape)
-  if ndim < 2:
-    raise ValueError(f"Muon needs leaves of rank >= 2, got shape {shape}")
-  fan_in_axes = _axes(dims.reduction_axis, ndim)
-  fan_out_axes = _axes(dims.output_axis, ndim)
-  if not fan_in_axes or not fan_out_axes or set(fan_in_axes) & set(fan_out_axes):
-    raise ValueError(f"fan_in axes {fan_in_axes} and fan_out axes {fan_out_axes} must be "
-                     f"non-empty and disjoint (shape {shape}, {dims})")
-  batch_axes = tuple(a for a in range(ndim) if a not in fan_in_axes + fan_out_axes)
-  return _Layout(fan_in_axes, fan_out_axes, batch_axes,
-                 math.prod(shape[a] for a in fan_in_axes),
-                 math.prod(shape[a] for a in fan_out_axes))
-
-
-def _to_matrix(x: jax.Array, lay: _Layout) -> jax.Array:
-  """(any layout) -> (batch..., fan_in, fan_out)."""
-  batch_shape = tuple(x.shape[a] for a in lay.batch_axes)
-  perm = lay.batch_axes + lay.fan_in_axes + lay.fan_out_axes
-  return jnp.transpose(x, perm).reshape(batch_shape + (lay.fan_in, lay.fan_out))
-
-
-def _from_matrix(x_bio: jax.Array, lay: _Layout, shape: tuple[int, ...]) -> jax.Array:
-  """(batch..., fan_in, fan_out) -> the leaf's own layout."""
-  perm = lay.batch_axes + lay.fan_in_axes + lay.fan_out_axes
-  x = x_bio.reshape(tuple(shape[a] for a in perm))
-  return jnp.transpose(x, tuple(perm.index(a) for a in range(len(shape))))
-
-
-def _matrix_sum(x: jax.Array, lay: _Layout) -> jax.Array:
-  """Sum over each matrix (fan_in and fan_out axes), keeping dims: one value per matrix."""
-  return jnp.sum(x, axis=lay.fan_in_axes + lay.fan_out_axes, keepdims=True)
-
-
-def _is_dims_leaf(x) -> bool:
-  return x is None or isinstance(x, MuonDimensionNumbers)
-
-
-def dims_per_leaf(dimension_numbers: DimensionNumbers, tree: Any) -> list[MuonDimensionNumbers]:
-  """One MuonDimensionNumbers per array leaf of `tree` (MaskedNode subtrees hold no leaves).
-
-  `dimension_numbers` is None (every leaf's last two axes are (fan_in, fan_out), leading axes are
-  batch), one MuonDimensionNumbers for every leaf, a pytree prefix of `tree` whose leaves are
-  MuonDimensionNumbers or None (None only where `tree` has no arrays, e.g. leaves masked out by
-  `optax.multi_transform`), or a callable tree -> such a pytree.
-  """
-  if callable(dimension_numbers):
-    dimension_numbers = dimension_numbers(tree)
-  if dimension_numbers is None:
-    dimension_numbers = MuonDimensionNumbers(reduction_axis=-2, output_axis=-1)
-  if isinstance(dimension_numbers, MuonDimensionNumbers):
-    return [dimension_numbers] * len(jax.tree.leaves(tree))
-  spec_leaves, spec_def = jax.tree.flatten(dimension_numbers, is_leaf=_is_dims_leaf)
-  out = []
-  for dims, sub in zip(spec_leaves, spec_def.flatten_up_to(tree)):
-    n = len(jax.tree.leaves(sub))
-    if n and dims is None:
-      raise ValueError("a parameter reached Muon with dimension numbers None; route it to "
-                       "another optimizer (optax.multi_transform) or give it dimension numbers")
-    out.extend([dims] * n)
-  return out
+class NorMuonState(NamedTuple):
+  """State of `scale_by_normuon`: params' shapes with fan_in axes of size 1, f32."""
+  nu: optax.Updates
 
 
 def momentum_at(count: ArrayLike, momentum: ArrayLike, warmup_steps: ArrayLike = 0,
@@ -167,177 +111,354 @@ def momentum_at(count: ArrayLike, momentum: ArrayLike, warmup_steps: ArrayLike =
   return (1.0 - frac) * warmup_start + frac * momentum
 
 
+def scale_by_mars(momentum: ArrayLike = 0.95, gamma: ArrayLike = 0.025, *,
+                  momentum_warmup_steps: ArrayLike = 0, momentum_warmup_start: ArrayLike = 0.85,
+                  dimension_numbers: DimensionNumbers = None) -> optax.GradientTransformation:
+  """MARS's corrected gradient (Yuan et al., arXiv 2411.10438), to feed a momentum transform.
+
+      c = clip_F(g + gamma * beta / (1 - beta) * (g - g_prev), 1)   per matrix; c = g at count 0
+
+  beta is the momentum of this update (`momentum_at` with the same warm-up as the momentum
+  transform that follows). State: the update count and the previous gradient.
+  """
+
+  def init_fn(params):
+    return MarsState(jnp.zeros([], jnp.int32), jax.tree.map(jnp.zeros_like, params))
+
+  def update_fn(updates, state, params=None):
+    del params
+    beta = momentum_at(state.count, momentum, momentum_warmup_steps, momentum_warmup_start)
+
+    def leaf(g, prev, lay):
+      corrected = g + (gamma * beta / (1.0 - beta)) * (g - prev)
+      corrected = jnp.where(state.count == 0, g, corrected)  # no previous gradient yet
+      norm = jnp.sqrt(matrix_sum(jnp.square(corrected.astype(jnp.float32)), lay))
+      return ((corrected / jnp.maximum(norm, 1.0)).astype(g.dtype),)
+
+    (c,) = map_matrices(leaf, 1, dimension_numbers, updates, state.prev_grad)
+    return c, MarsState(optax.safe_increment(state.count), updates)
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def _momentum(step, momentum, warmup_steps, warmup_start, mu_dtype
+              ) -> optax.GradientTransformation:
+  """A momentum transform from step(c, m, beta, t) -> (u, m_new), per leaf."""
+
+  def init_fn(params):
+    mu = jax.tree.map(lambda p: jnp.zeros(p.shape, mu_dtype or p.dtype), params)
+    return MomentumState(count=jnp.zeros([], jnp.int32), mu=mu)
+
+  def update_fn(updates, state, params=None):
+    del params
+    beta = momentum_at(state.count, momentum, warmup_steps, warmup_start)
+    t = (state.count + 1).astype(jnp.float32)  # this update's 1-based index
+
+    def leaf(c, m):
+      u, m = step(c, m, beta, t)
+      return u.astype(c.dtype), m.astype(mu_dtype or c.dtype)
+
+    leaves, treedef = jax.tree.flatten(updates)
+    outs = [leaf(c, m) for c, m in zip(leaves, jax.tree.leaves(state.mu))]
+    u, mu = (treedef.unflatten(list(col)) for col in (zip(*outs) if outs else ((), ())))
+    return u, MomentumState(count=optax.safe_increment(state.count), mu=mu)
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def ema_momentum(momentum: ArrayLike = 0.95, *, nesterov: bool = True,
+                 bias_correction: bool = False, warmup_steps: ArrayLike = 0,
+                 warmup_start: ArrayLike = 0.85, mu_dtype=None) -> optax.GradientTransformation:
+  """EMA momentum (Muon, modded-nanogpt): m = beta m + (1 - beta) c, returns u.
+
+      u = (1 - beta) c + beta m  (nesterov), or u = m
+      bias_correction: u = m / (1 - beta^t), or with nesterov exactly optax.contrib.muon's
+      beta m / (1 - beta^(t+1)) + (1 - beta) c / (1 - beta^t)
+
+  beta follows `momentum_at(count, momentum, warmup_steps, warmup_start)`; `mu_dtype` is the
+  stored momentum's dtype (None: the update's).
+  """
+
+  def step(c, m, beta, t):
+    m = (1.0 - beta) * c + beta * m
+    if nesterov and bias_correction:
+      return beta * m / (1.0 - beta**(t + 1)) + (1.0 - beta) * c / (1.0 - beta**t), m
+    if nesterov:
+      return (1.0 - beta) * c + beta * m, m
+    return (m / (1.0 - beta**t) if bias_correction else m), m
+
+  return _momentum(step, momentum, warmup_steps, warmup_start, mu_dtype)
+
+
+def sgd_momentum(momentum: ArrayLike = 0.95, *, nesterov: bool = True,
+                 warmup_steps: ArrayLike = 0, warmup_start: ArrayLike = 0.85,
+                 mu_dtype=None) -> optax.GradientTransformation:
+  """SGD momentum (Moonlight, parameter-golf): m = mu m + c; u = c + mu m (nesterov) or m.
+
+  With a constant momentum u is the EMA style's u / (1 - mu), which orthogonalization's
+  normalization removes; the two differ under warm-up and MARS clipping.
+  """
+
+  def step(c, m, beta, t):
+    del t
+    m = beta * m + c
+    return (c + beta * m if nesterov else m), m
+
+  return _momentum(step, momentum, warmup_steps, warmup_start, mu_dtype)
+
+
+def orthogonalize_update(method: str = "newton_schulz", ns_steps: int = 5, *,
+                         ns_eps: ArrayLike | None = None, pe_lower: float = ortho.PE_LOWER,
+                         compute_dtype=None, dimension_numbers: DimensionNumbers = None,
+                         matrix_sharding: str = "round_robin") -> optax.GradientTransformation:
+  """u -> orthogonalize(u) per matrix on its (fan_in, fan_out) view (`jaxgpt.optim.orthogonalize`:
+  Newton–Schulz, Polar Express or the cubic; `matrix_sharding` places the iteration on a mesh).
+  Stateless."""
+  ortho.coefficients(method, ns_steps, pe_lower)  # validate steps early (and cache)
+
+  def update_fn(updates, state, params=None):
+    del params
+
+    def leaf(u, lay):
+      o = ortho.orthogonalize(to_matrix(u, lay), method, ns_steps, compute_dtype, eps=ns_eps,
+                              pe_lower=pe_lower, sharding=matrix_sharding)
+      return (from_matrix(o, lay, u.shape),)
+
+    return map_matrices(leaf, 1, dimension_numbers, updates)[0], state
+
+  return optax.GradientTransformation(optax.init_empty_state, update_fn)
+
+
+def scale_by_normuon(beta2: ArrayLike = 0.95, *, dimension_numbers: DimensionNumbers = None
+                     ) -> optax.GradientTransformation:
+  """NorMuon (modded-nanogpt): per-output-neuron second moment of the orthogonalized update.
+
+      v = mean(O^2 over fan_in);  nu = beta2 nu + (1 - beta2) v;  O' = O / sqrt(nu)
+      O' rescaled so each matrix keeps its ||O||_F
+
+  beta2 0.95 by default (modded-nanogpt uses 0.9). State: nu, f32.
+  """
+
+  def init_fn(params):
+    lays = [matrix_layout(p.shape, d) for p, d in
+            zip(jax.tree.leaves(params), dims_per_leaf(dimension_numbers, params))]
+    leaves, treedef = jax.tree.flatten(params)
+    return NorMuonState(treedef.unflatten([
+        jnp.zeros(tuple(1 if a in lay.fan_in_axes else n for a, n in enumerate(p.shape)),
+                  jnp.float32) for p, lay in zip(leaves, lays)]))
+
+  def update_fn(updates, state, params=None):
+    del params
+
+    def leaf(o, nu, lay):
+      o32 = o.astype(jnp.float32)
+      v = jnp.mean(jnp.square(o32), axis=lay.fan_in_axes, keepdims=True)
+      new_nu = nu + (1.0 - beta2) * (v - nu)  # lerp(nu, v, 1 - beta2)
+      scaled = o32 * jax.lax.rsqrt(jnp.maximum(new_nu, 1e-10))
+      norm_in = jnp.sqrt(matrix_sum(jnp.square(o32), lay))
+      norm_out = jnp.sqrt(matrix_sum(jnp.square(scaled), lay))
+      return (scaled * (norm_in / jnp.maximum(norm_out, 1e-10))).astype(o.dtype), new_nu
+
+    out, nu = map_matrices(leaf, 2, dimension_numbers, updates, state.nu)
+    return out, NorMuonState(nu)
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def update_scale_factor(lay: MatrixLayout, update_scale: str) -> float:
+  """The static factor of `scale_by_shape`: 1, sqrt(max(1, fan_out / fan_in)) ("shape"), or
+  sqrt(max(fan_in, fan_out)) ("rms_match", to be multiplied by rms_scale)."""
+  if update_scale == "shape":
+    return math.sqrt(max(1.0, lay.fan_out / lay.fan_in))
+  if update_scale == "rms_match":
+    return math.sqrt(max(lay.fan_in, lay.fan_out))
+  return 1.0
+
+
+def scale_by_shape(update_scale: str = "shape", rms_scale: ArrayLike = 0.2, *,
+                   dimension_numbers: DimensionNumbers = None) -> optax.GradientTransformation:
+  """O -> factor * O per matrix: "none" 1; "shape" sqrt(max(1, fan_out / fan_in))
+  (modded-nanogpt, optax); "rms_match" rms_scale * sqrt(max(fan_in, fan_out)) (Moonlight: AdamW
+  learning rates and weight decay transfer). Stateless; `rms_scale` may be traced."""
+  _check("update_scale", update_scale, UPDATE_SCALES)
+
+  def update_fn(updates, state, params=None):
+    del params
+
+    def leaf(o, lay):
+      out = o * update_scale_factor(lay, update_scale)
+      if update_scale == "rms_match":
+        out = out * rms_scale
+      return (out.astype(o.dtype),)
+
+    return map_matrices(leaf, 1, dimension_numbers, updates)[0], state
+
+  return optax.GradientTransformation(optax.init_empty_state, update_fn)
+
+
+def cautious_mask(inner: optax.GradientTransformation, *,
+             dimension_numbers: DimensionNumbers = None) -> optax.GradientTransformation:
+  """Liang et al.'s cautious mask (arXiv 2411.16085) on what `inner` makes of the gradient g:
+
+      O = inner(g);  mask = (O * g > 0);  O * mask * numel / (sum(mask) + 1)   per matrix
+
+  with numel = fan_in * fan_out. A wrapper, since the mask needs the gradient `inner` consumed;
+  the state is `inner`'s, unchanged.
+  """
+
+  def update_fn(updates, state, params=None):
+    out, state = inner.update(updates, state, params)
+
+    def leaf(o, g, lay):
+      mask = (o * g > 0).astype(g.dtype)
+      return ((o * mask * (lay.fan_in * lay.fan_out) / (matrix_sum(mask, lay) + 1)
+               ).astype(g.dtype),)
+
+    return map_matrices(leaf, 1, dimension_numbers, out, updates)[0], state
+
+  return optax.GradientTransformation(inner.init, update_fn)
+
+
+# ------------------------------------------------------------------------------------------
+# Muon: the transforms above in one chain, configured by one settings dataclass.
+
+def _static(default):
+  return dataclasses.field(default=default, metadata={"static": True})
+
+
+@dataclasses.dataclass(frozen=True)
+class MuonSettings:
+  """Every option of `scale_by_muon` (the transforms above, in chain order).
+
+  Numeric fields may be traced scalars (cohorts under `jax.vmap`, injected hyperparameters): the
+  code never branches on their values. Fields marked static fix shapes, the unrolled iteration
+  or dtypes, or are callables; `optax.inject_hyperparams` must leave them alone.
+
+  momentum: beta (EMA style) or mu (SGD style); 0.95 in Muon and modded-nanogpt.
+  nesterov, momentum_style ("ema" | "sgd"), bias_correction (EMA only; optax.contrib.muon's
+    form; Muon and modded-nanogpt do not bias-correct), momentum_warmup_steps /
+    momentum_warmup_start (`momentum_at`), mu_dtype: `ema_momentum`, `sgd_momentum`.
+  orthogonalizer ("newton_schulz" | "polar_express" | "newton_schulz_cubic"), ns_steps, ns_eps
+    (None: the method's own; 1e-8 matches optax), pe_lower, compute_dtype (None: bf16 on GPU,
+    f32 otherwise), matrix_sharding ("round_robin" | "gather" | "gspmd"; docs/sharding.md):
+    `orthogonalize_update`.
+  update_scale ("none" | "shape" | "rms_match"), rms_scale: `scale_by_shape`. Pin update_scale
+    in any config that quotes a published learning rate.
+  variance_reduction: "none"; "normuon" (`scale_by_normuon`, rate beta2); "mars"
+    (`scale_by_mars`, factor mars_gamma; 0.025 gives 0.475 at beta 0.95).
+  cautious_update: `cautious_mask` around the whole chain.
+  dimension_numbers: see `jaxgpt.optim.matrix.dims_per_leaf`; e.g.
+    `jaxgpt.optim.partition.muon_dims_fn()`.
+  """
+  momentum: ArrayLike = 0.95
+  nesterov: bool = True
+  momentum_style: str = "ema"
+  bias_correction: bool = False
+  momentum_warmup_steps: ArrayLike = 0
+  momentum_warmup_start: ArrayLike = 0.85
+  orthogonalizer: str = "newton_schulz"
+  ns_steps: int = _static(5)
+  ns_eps: ArrayLike | None = None
+  pe_lower: float = _static(ortho.PE_LOWER)
+  compute_dtype: Any = _static(None)
+  update_scale: str = "shape"
+  rms_scale: ArrayLike = 0.2
+  variance_reduction: str = "none"
+  beta2: ArrayLike = 0.95
+  mars_gamma: ArrayLike = 0.025
+  cautious_update: bool = False
+  dimension_numbers: DimensionNumbers = _static(None)
+  mu_dtype: Any = _static(None)
+  matrix_sharding: str = _static("round_robin")
+
+  def __post_init__(self):
+    _check("momentum_style", self.momentum_style, MOMENTUM_STYLES)
+    _check("update_scale", self.update_scale, UPDATE_SCALES)
+    _check("variance_reduction", self.variance_reduction, VARIANCE_REDUCTIONS)
+    _check("orthogonalizer", self.orthogonalizer, ortho.METHODS)
+    _check("matrix_sharding", self.matrix_sharding, ortho.SHARDINGS)
+    if self.bias_correction and self.momentum_style != "ema":
+      raise ValueError("bias_correction applies to momentum_style='ema' only")
+
+
+# Arguments of `muon` that `optax.inject_hyperparams` must leave alone.
+MUON_STATIC_ARGS = tuple(f.name for f in dataclasses.fields(MuonSettings)
+                         if f.metadata.get("static"))
+
+
 def _check(name: str, value: str, allowed: tuple[str, ...]):
   if value not in allowed:
     raise ValueError(f"{name}={value!r} is not one of {', '.join(allowed)}")
 
 
-def scale_by_muon(
-    momentum: ArrayLike = 0.95,
-    *,
-    nesterov: bool = True,
-    momentum_style: str = "ema",
-    bias_correction: bool = False,
-    momentum_warmup_steps: ArrayLike = 0,
-    momentum_warmup_start: ArrayLike = 0.85,
-    orthogonalizer: str = "newton_schulz",
-    ns_steps: int = 5,
-    ns_eps: ArrayLike | None = None,
-    pe_lower: float = ortho.PE_LOWER,
-    compute_dtype=None,
-    update_scale: str = "shape",
-    rms_scale: ArrayLike = 0.2,
-    variance_reduction: str = "none",
-    beta2: ArrayLike = 0.95,
-    mars_gamma: ArrayLike = 0.025,
-    cautious_update: bool = False,
-    dimension_numbers: DimensionNumbers = None,
-    mu_dtype=None,
-    matrix_sharding: str = "round_robin",
-) -> optax.GradientTransformation:
-  """Muon's update direction: momentum, orthogonalization, variance reduction, scaling.
+class MuonState(NamedTuple):
+  """State of `scale_by_muon`: the chain's states gathered in one tuple (one tree to checkpoint,
+  the layout the single-transform Muon had)."""
+  count: jax.Array  # int32 (), number of updates done
+  mu: optax.Updates  # momentum, params' shapes
+  nu: optax.Updates | None  # NorMuon: params' shapes with fan_in axes of size 1, f32; else None
+  prev_grad: optax.Updates | None  # MARS: the previous step's gradient; else None
 
-  The exact rule is in the module docstring. Returns u with p <- p - lr * u (the `muon` alias
-  applies weight decay and -lr). Numeric hyperparameters (momentum, beta2, mars_gamma, rms_scale,
-  ns_eps, momentum_warmup_*) may be traced scalars (cohorts under `jax.vmap`, injected
-  hyperparameters): the code never branches on their values.
 
-  Args:
-    momentum: beta (EMA style) or mu (SGD style); 0.95 in Muon and modded-nanogpt.
-    nesterov: use the Nesterov look-ahead u (see module docstring) instead of m.
-    momentum_style: "ema" (m = beta m + (1-beta) g; Muon, modded-nanogpt) or "sgd"
-      (m = mu m + g; Moonlight, parameter-golf). With a constant momentum the two u differ by
-      the factor (1 - beta), which the orthogonalization's normalization removes; they differ
-      under momentum warm-up, bias correction and MARS clipping.
-    bias_correction: EMA only. Divide m by (1 - beta^t) as `optax.contrib.muon` does (with
-      Nesterov, exactly optax's form: beta m / (1 - beta^(t+1)) + (1-beta) g / (1 - beta^t)).
-      Muon and modded-nanogpt do not bias-correct.
-    momentum_warmup_steps: linear momentum warm-up from `momentum_warmup_start` over this many
-      updates (0 = off); see `momentum_at`.
-    orthogonalizer: "newton_schulz", "polar_express" or "newton_schulz_cubic"
-      (`jaxgpt.optim.orthogonalize`).
-    ns_steps: iterations (static int).
-    ns_eps: normalization eps override (None: the method's own; 1e-8 matches optax).
-    pe_lower: Polar Express design lower bound (static; see `orthogonalize.coefficients`).
-    compute_dtype: dtype of the iteration (None: bf16 on GPU, f32 otherwise).
-    update_scale: "none"; "shape": sqrt(max(1, fan_out / fan_in)) (modded-nanogpt, optax);
-      "rms_match": rms_scale * sqrt(max(fan_in, fan_out)) (Moonlight; AdamW learning rates and
-      weight decay transfer). Pin it in any config that quotes a published learning rate.
-    rms_scale: the 0.2 of "rms_match".
-    variance_reduction: "none"; "normuon": per-output-neuron second moment of O (mean of O^2 over
-      the fan_in axes), EMA with beta2, O / sqrt(nu) rescaled to keep each matrix's ||O||_F;
-      "mars": the MARS correction c (module docstring), with state g_prev.
-    beta2: NorMuon's EMA rate (0.95; modded-nanogpt uses 0.9).
-    mars_gamma: MARS gamma (0.025: factor 0.475 at beta 0.95).
-    cautious_update: Liang et al.'s mask, per matrix: mask = (O * g > 0),
-      O = O * mask * numel / (sum(mask) + 1), numel = fan_in * fan_out.
-    dimension_numbers: see `dims_per_leaf`; e.g. `jaxgpt.optim.partition.muon_dimension_numbers`.
-    mu_dtype: momentum dtype (None: the parameter's).
-    matrix_sharding: where the orthogonalization runs on a sharded mesh: "round_robin" (whole
-      matrices dealt out over the devices, results gathered), "gather" or "gspmd" (see
-      `jaxgpt.optim.orthogonalize` and docs/sharding.md). Without a mesh it changes nothing.
+def muon_chain(s: MuonSettings) -> optax.GradientTransformation:
+  """The chain `scale_by_muon` runs: [MARS], momentum, orthogonalization, [NorMuon], shape
+  scale, all inside [cautious]. Its state is a tuple with one entry per stage."""
+  dims = s.dimension_numbers
+  warmup = dict(warmup_steps=s.momentum_warmup_steps, warmup_start=s.momentum_warmup_start)
+  stages = []
+  if s.variance_reduction == "mars":
+    stages.append(scale_by_mars(s.momentum, s.mars_gamma, dimension_numbers=dims,
+                                momentum_warmup_steps=s.momentum_warmup_steps,
+                                momentum_warmup_start=s.momentum_warmup_start))
+  if s.momentum_style == "ema":
+    stages.append(ema_momentum(s.momentum, nesterov=s.nesterov, mu_dtype=s.mu_dtype,
+                               bias_correction=s.bias_correction, **warmup))
+  else:
+    stages.append(sgd_momentum(s.momentum, nesterov=s.nesterov, mu_dtype=s.mu_dtype, **warmup))
+  stages.append(orthogonalize_update(
+      s.orthogonalizer, s.ns_steps, ns_eps=s.ns_eps, pe_lower=s.pe_lower,
+      compute_dtype=s.compute_dtype, dimension_numbers=dims, matrix_sharding=s.matrix_sharding))
+  if s.variance_reduction == "normuon":
+    stages.append(scale_by_normuon(s.beta2, dimension_numbers=dims))
+  stages.append(scale_by_shape(s.update_scale, s.rms_scale, dimension_numbers=dims))
+  chain = optax.chain(*stages)
+  return cautious_mask(chain, dimension_numbers=dims) if s.cautious_update else chain
 
-  Momentum is applied once per call: with gradient accumulation, accumulate first.
+
+def _pack(s: MuonSettings, states: tuple) -> MuonState:
+  mars = s.variance_reduction == "mars"
+  momentum = states[int(mars)]
+  return MuonState(count=momentum.count, mu=momentum.mu,
+                   nu=states[int(mars) + 2].nu if s.variance_reduction == "normuon" else None,
+                   prev_grad=states[0].prev_grad if mars else None)
+
+
+def _unpack(s: MuonSettings, state: MuonState) -> tuple:
+  states = [MomentumState(state.count, state.mu), optax.EmptyState()]
+  if s.variance_reduction == "mars":
+    states.insert(0, MarsState(state.count, state.prev_grad))
+  if s.variance_reduction == "normuon":
+    states.append(NorMuonState(state.nu))
+  return tuple(states) + (optax.EmptyState(),)
+
+
+def scale_by_muon(momentum: ArrayLike = 0.95, **settings) -> optax.GradientTransformation:
+  """Muon's update direction u (p <- p - lr * u): `muon_chain(MuonSettings(momentum, **settings))`
+  with its states kept as one `MuonState`.
+
+  The rule is in the module docstring, the options in `MuonSettings`. Momentum is applied once
+  per call: with gradient accumulation, accumulate first.
   """
-  _check("momentum_style", momentum_style, MOMENTUM_STYLES)
-  _check("update_scale", update_scale, UPDATE_SCALES)
-  _check("variance_reduction", variance_reduction, VARIANCE_REDUCTIONS)
-  _check("orthogonalizer", orthogonalizer, ortho.METHODS)
-  _check("matrix_sharding", matrix_sharding, ortho.SHARDINGS)
-  if bias_correction and momentum_style != "ema":
-    raise ValueError("bias_correction applies to momentum_style='ema' only")
-  ortho.coefficients(orthogonalizer, ns_steps, pe_lower)  # validate steps early (and cache)
-  normuon = variance_reduction == "normuon"
-  mars = variance_reduction == "mars"
-
-  def layouts(tree):
-    return [matrix_layout(x.shape, d)
-            for x, d in zip(jax.tree.leaves(tree), dims_per_leaf(dimension_numbers, tree))]
+  s = MuonSettings(momentum=momentum, **settings)
+  chain = muon_chain(s)
 
   def init_fn(params):
-    lays = layouts(params)  # validates the dimension numbers against the shapes
-    mu = jax.tree.map(lambda p: jnp.zeros(p.shape, mu_dtype or p.dtype), params)
-    nu = prev = None
-    if normuon:
-      leaves, treedef = jax.tree.flatten(params)
-      nu = treedef.unflatten([
-          jnp.zeros(tuple(1 if a in lay.fan_in_axes else n for a, n in enumerate(p.shape)),
-                    jnp.float32)
-          for p, lay in zip(leaves, lays)])
-    if mars:
-      prev = jax.tree.map(jnp.zeros_like, params)
-    return MuonState(count=jnp.zeros([], jnp.int32), mu=mu, nu=nu, prev_grad=prev)
-
-  def scale_for(lay: _Layout) -> float:
-    if update_scale == "shape":
-      return math.sqrt(max(1.0, lay.fan_out / lay.fan_in))
-    if update_scale == "rms_match":
-      return math.sqrt(max(lay.fan_in, lay.fan_out))  # times rms_scale (may be traced)
-    return 1.0
-
-  def update_leaf(g, m, nu, prev, lay, count, beta):
-    dtype = g.dtype
-    t = (count + 1).astype(jnp.float32)  # this update's 1-based index
-    c = g
-    new_prev = None
-    if mars:
-      corrected = g + (mars_gamma * beta / (1.0 - beta)) * (g - prev)
-      corrected = jnp.where(count == 0, g, corrected)  # no previous gradient yet
-      norm = jnp.sqrt(_matrix_sum(jnp.square(corrected.astype(jnp.float32)), lay))
-      c = (corrected / jnp.maximum(norm, 1.0)).astype(dtype)
-      new_prev = g
-    if momentum_style == "ema":
-      m = (1.0 - beta) * c + beta * m
-      if nesterov and bias_correction:
-        u = beta * m / (1.0 - beta**(t + 1)) + (1.0 - beta) * c / (1.0 - beta**t)
-      elif nesterov:
-        u = (1.0 - beta) * c + beta * m
-      else:
-        u = m / (1.0 - beta**t) if bias_correction else m
-    else:
-      m = beta * m + c
-      u = c + beta * m if nesterov else m
-    m = m.astype(mu_dtype or dtype)
-
-    o = ortho.orthogonalize(_to_matrix(u.astype(dtype), lay), orthogonalizer, ns_steps,
-                            compute_dtype, eps=ns_eps, pe_lower=pe_lower,
-                            sharding=matrix_sharding)
-    o = _from_matrix(o, lay, g.shape)
-
-    new_nu = None
-    if normuon:
-      o32 = o.astype(jnp.float32)
-      v = jnp.mean(jnp.square(o32), axis=lay.fan_in_axes, keepdims=True)
-      new_nu = nu + (1.0 - beta2) * (v - nu)  # lerp(nu, v, 1 - beta2)
-      scaled = o32 * jax.lax.rsqrt(jnp.maximum(new_nu, 1e-10))
-      norm_in = jnp.sqrt(_matrix_sum(jnp.square(o32), lay))
-      norm_out = jnp.sqrt(_matrix_sum(jnp.square(scaled), lay))
-      o = (scaled * (norm_in / jnp.maximum(norm_out, 1e-10))).astype(dtype)
-
-    o = o * scale_for(lay)
-    if update_scale == "rms_match":
-      o = o * rms_scale
-    if cautious_update:
-      mask = (o * g > 0).astype(dtype)
-      o = o * mask * (lay.fan_in * lay.fan_out) / (_matrix_sum(mask, lay) + 1)
-    return o.astype(dtype), m, new_nu, new_prev
+    layouts(s.dimension_numbers, params)  # validates the dimension numbers against the shapes
+    return _pack(s, chain.init(params))
 
   def update_fn(updates, state, params=None):
-    del params
-    leaves, treedef = jax.tree.flatten(updates)
-    lays = layouts(updates)
-    beta = momentum_at(state.count, momentum, momentum_warmup_steps, momentum_warmup_start)
-    mus = jax.tree.leaves(state.mu)
-    nus = jax.tree.leaves(state.nu) if normuon else [None] * len(leaves)
-    prevs = jax.tree.leaves(state.prev_grad) if mars else [None] * len(leaves)
-    outs = [update_leaf(g, m, nu, prev, lay, state.count, beta)
-            for g, m, nu, prev, lay in zip(leaves, mus, nus, prevs, lays)]
-    new_u, new_mu, new_nu, new_prev = (list(col) for col in zip(*outs)) if outs else ([],) * 4
-    return treedef.unflatten(new_u), MuonState(
-        count=optax.safe_increment(state.count),
-        mu=treedef.unflatten(new_mu),
-        nu=treedef.unflatten(new_nu) if normuon else None,
-        prev_grad=treedef.unflatten(new_prev) if mars else None)
+    updates, states = chain.update(updates, _unpack(s, state), params)
+    return updates, _pack(s, states)
 
   return optax.GradientTransformation(init_fn, update_fn)
 
@@ -367,59 +488,41 @@ def add_decoupled_weight_decay(weight_decay: ArrayLike = 0.0, cautious: bool = F
   return optax.GradientTransformation(optax.init_empty_state, update_fn)
 
 
-def muon(
-    learning_rate: optax.ScalarOrSchedule,
-    momentum: ArrayLike = 0.95,
-    weight_decay: ArrayLike = 0.0,
-    *,
-    nesterov: bool = True,
-    momentum_style: str = "ema",
-    bias_correction: bool = False,
-    momentum_warmup_steps: ArrayLike = 0,
-    momentum_warmup_start: ArrayLike = 0.85,
-    orthogonalizer: str = "newton_schulz",
-    ns_steps: int = 5,
-    ns_eps: ArrayLike | None = None,
-    pe_lower: float = ortho.PE_LOWER,
-    compute_dtype=None,
-    update_scale: str = "shape",
-    rms_scale: ArrayLike = 0.2,
-    variance_reduction: str = "none",
-    beta2: ArrayLike = 0.95,
-    mars_gamma: ArrayLike = 0.025,
-    cautious_update: bool = False,
-    cautious_wd: bool = False,
-    dimension_numbers: DimensionNumbers = None,
-    mu_dtype=None,
-    matrix_sharding: str = "round_robin",
-) -> optax.GradientTransformation:
+def muon(learning_rate: optax.ScalarOrSchedule, momentum: ArrayLike = 0.95,
+         weight_decay: ArrayLike = 0.0, *, cautious_wd: bool = False, **settings
+         ) -> optax.GradientTransformation:
   """Muon: `scale_by_muon`, then decoupled weight decay, then -learning_rate.
 
       p <- p - lr * (O + wd * mask * p),  mask = 1, or 1[O * p >= 0] with cautious_wd
 
   i.e. p * (1 - lr * wd) - lr * O without the mask. `learning_rate` is a float, a schedule
-  count -> lr, or a traced scalar; `momentum`, `weight_decay`, `beta2` (and the other numeric
-  hyperparameters) may be traced too, so a cohort built inside `jax.vmap` works. With
+  count -> lr, or a traced scalar; `momentum`, `weight_decay` and the numeric `settings`
+  (`MuonSettings`' fields) may be traced too, so a cohort built inside `jax.vmap` works. With
   `optax.inject_hyperparams`, pass `static_args=MUON_STATIC_ARGS` (or use `injectable_muon`).
   Only hidden matrices belong here; route embeddings, the LM head and vectors to AdamW with
-  `jaxgpt.optim.partition`. Other arguments: see `scale_by_muon`.
+  `jaxgpt.optim.partition`.
 
   With momentum_style "ema", nesterov, bias_correction, orthogonalizer "newton_schulz",
   ns_eps 1e-8 and update_scale "shape" this is `optax.contrib.muon` on 2-D parameters.
   """
   return optax.chain(
-      scale_by_muon(
-          momentum, nesterov=nesterov, momentum_style=momentum_style,
-          bias_correction=bias_correction, momentum_warmup_steps=momentum_warmup_steps,
-          momentum_warmup_start=momentum_warmup_start, orthogonalizer=orthogonalizer,
-          ns_steps=ns_steps, ns_eps=ns_eps, pe_lower=pe_lower, compute_dtype=compute_dtype,
-          update_scale=update_scale, rms_scale=rms_scale,
-          variance_reduction=variance_reduction, beta2=beta2, mars_gamma=mars_gamma,
-          cautious_update=cautious_update, dimension_numbers=dimension_numbers,
-          mu_dtype=mu_dtype, matrix_sharding=matrix_sharding),
+      scale_by_muon(momentum, **settings),
       add_decoupled_weight_decay(weight_decay, cautious=cautious_wd),
       optax.scale_by_learning_rate(learning_rate),
   )
+
+
+def _muon_signature() -> inspect.Signature:
+  """muon's signature with `**settings` spelled out as MuonSettings' fields, for
+  `optax.inject_hyperparams`, which binds arguments by name to find the numeric ones."""
+  params = list(inspect.signature(muon).parameters.values())[:-1]  # without **settings
+  kw = inspect.Parameter.KEYWORD_ONLY
+  params += [inspect.Parameter(f.name, kw, default=f.default)
+             for f in dataclasses.fields(MuonSettings) if f.name != "momentum"]
+  return inspect.Signature(params)
+
+
+muon.__signature__ = _muon_signature()
 
 
 def injectable_muon(**kwargs) -> optax.GradientTransformationExtraArgs:
@@ -458,7 +561,7 @@ def muon_with_adamw(o) -> optax.GradientTransformation:
   return partition.multi_transform(transforms, part)
 
 
-def _check_config(config) -> None:
+def check_config(config) -> None:
   """The `optimizer.*` keys only Muon reads."""
   o = config.optimizer
   for key, allowed in (("orthogonalize", registry.ORTHOGONALIZERS.names()),
@@ -480,11 +583,14 @@ def _check_config(config) -> None:
 
 
 registry.OPTIMIZERS.register("muon", registry.Optimizer(build=muon_with_adamw,
-                                                        check=_check_config))
+                                                        check=check_config))
 
 
 __all__ = [
-    "MUON_STATIC_ARGS", "MuonDimensionNumbers", "MuonState", "add_decoupled_weight_decay",
-    "dims_per_leaf", "injectable_muon", "matrix_layout", "momentum_at", "muon",
-    "muon_with_adamw", "scale_by_muon",
+    "MUON_STATIC_ARGS", "MarsState", "MatrixLayout", "MomentumState", "MuonDimensionNumbers",
+    "MuonSettings", "MuonState", "NorMuonState", "add_decoupled_weight_decay", "cautious_mask",
+    "dims_per_leaf", "ema_momentum", "from_matrix", "injectable_muon", "matrix_layout",
+    "matrix_sum", "momentum_at", "muon", "muon_chain", "muon_with_adamw", "orthogonalize_update",
+    "scale_by_mars", "scale_by_muon", "scale_by_normuon", "scale_by_shape", "sgd_momentum",
+    "to_matrix", "update_scale_factor",
 ]

@@ -169,7 +169,7 @@ def check(config) -> None:
       raise ConfigError("optimizer.nested.newton_schulz=True needs "
                         "optimizer.nested.mode='dmgd'")
   elif n.newton_schulz:
-    muon_lib._check_config(config)  # the orthogonalizer's keys, as Muon reads them
+    muon_lib.check_config(config)  # the orthogonalizer's keys, as Muon reads them
 
 
 registry.OPTIMIZERS.register("deep_nested", registry.Optimizer(build=build, check=check,

@@ -42,9 +42,9 @@ import numpy as np
 import optax
 
 from jaxgpt.keypath import path_str
+from jaxgpt.optim import matrix, partition
 from jaxgpt.optim import muon as muon_lib
 from jaxgpt.optim import orthogonalize as ortho
-from jaxgpt.optim import partition
 from jaxgpt.optim.nested import groups as groups_lib
 from jaxgpt.optim.nested import mlp
 from jaxgpt.optim.nested.seed import MAX_MULT, MIN_MULT, key_from_params
@@ -148,7 +148,7 @@ class _Leaf(NamedTuple):
   """Static per-leaf facts."""
   label: str
   group: int
-  layout: Any  # muon._Layout for orthogonalized leaves, else None
+  layout: Any  # matrix.MatrixLayout for orthogonalized leaves, else None
   scale: float
 
 
@@ -159,19 +159,18 @@ def _leaves(params: Any, s: DmgdSettings) -> list[_Leaf]:
     info = partition.classify(path_str(path), np.shape(x))
     lay, scale = None, 1.0
     if s.newton_schulz and info.label == partition.MUON:
-      lay = muon_lib.matrix_layout(tuple(np.shape(x)), info.dimension_numbers)
-      if s.update_scale == "shape":
-        scale = math.sqrt(max(1.0, lay.fan_out / lay.fan_in))
-      elif s.update_scale == "rms_match":
-        scale = 0.2 * math.sqrt(max(lay.fan_in, lay.fan_out))
+      lay = matrix.matrix_layout(tuple(np.shape(x)), info.dimension_numbers)
+      scale = muon_lib.update_scale_factor(lay, s.update_scale)
+      if s.update_scale == "rms_match":
+        scale *= 0.2  # Muon's default rms_scale
     out.append(_Leaf(info.label, groups_lib.group_of(info), lay, scale))
   return out
 
 
 def _orthogonalize(x: jax.Array, leaf: _Leaf, s: DmgdSettings) -> jax.Array:
-  # muon's private layout helpers: the same (batch..., fan_in, fan_out) view Muon uses.
-  o = ortho.orthogonalize(muon_lib._to_matrix(x, leaf.layout), s.orthogonalizer, s.ns_steps)
-  return (muon_lib._from_matrix(o, leaf.layout, x.shape) * leaf.scale).astype(x.dtype)
+  # The same (batch..., fan_in, fan_out) view Muon uses.
+  o = ortho.orthogonalize(matrix.to_matrix(x, leaf.layout), s.orthogonalizer, s.ns_steps)
+  return (matrix.from_matrix(o, leaf.layout, x.shape) * leaf.scale).astype(x.dtype)
 
 
 def step_map(theta: dict, v: list, g: list, feats_lf: jax.Array, stats_g3: jax.Array,
