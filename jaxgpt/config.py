@@ -317,6 +317,7 @@ def validate(config: config_dict.ConfigDict) -> None:
   # because they load JAX: config files and sweep workers with injected trainers stay light.
   from jaxgpt import data, models, optim  # noqa: F401
   from jaxgpt.models.dims import COMPUTE_DTYPES  # the models own it; loads JAX, as above
+  from jaxgpt.parallel.mesh import AXES as MESH_AXES  # the mesh owns its axes; loads JAX
   resolve_renamed(config)
   m, d, o, t = config.model, config.data, config.optimizer, config.train
   for key in ("num_layers", "d_model", "num_heads"):
@@ -362,7 +363,7 @@ def validate(config: config_dict.ConfigDict) -> None:
   for key in ("fp16_max_numel", "budget_bytes"):
     checks.integer(f"export.{key}", e[key], 0)
 
-  for key in ("data", "fsdp", "tensor", "expert"):
+  for key in MESH_AXES:
     v = config.mesh[key]
     if not (checks.is_integer(v) and (v >= 1 or v == -1)):
       raise ConfigError(f"mesh.{key}={v!r} must be a positive integer or -1 (take the rest)")
