@@ -70,9 +70,13 @@ def number(key: str, value: Any, low: float | None = None, high: float | None = 
   if ok and high is not None:
     ok = value < high if high_open else value <= high
   if not ok:
-    bounds = ([f"{'>' if low_open else '>='} {low}"] if low is not None else []) + (
-        [f"{'<' if high_open else '<='} {high}"] if high is not None else [])
-    rule = " ".join(["a number", " and ".join(bounds)]) if bounds else "a number"
+    bounds = []
+    if low is not None:
+      bounds.append(f"{'>' if low_open else '>='} {low}")
+    if high is not None:
+      bounds.append(f"{'<' if high_open else '<='} {high}")
+    rule = " and ".join(bounds)
+    rule = f"a number {rule}" if rule else "a number"
     raise ConfigError(f"{key}={value!r} must be {_or_none(rule, allow_none)}")
   return value
 
