@@ -11,11 +11,11 @@ import importlib.util
 import json
 import pathlib
 import warnings
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from ml_collections import config_dict
 
-from jaxgpt import registry
+from jaxgpt import checks, registry
 from jaxgpt.errors import ConfigError
 
 placeholder = config_dict.placeholder
@@ -290,33 +290,8 @@ def apply_variants(config: config_dict.ConfigDict, variants: str,
 
 # ------------------------------------------------------------------------------------------
 # Validation. Allowed names come from the registries (`jaxgpt.registry`), filled by the modules
-# that implement them; each registered entry checks its own keys.
-
-def _one_of(key: str, value: Any, allowed: Iterable[Any]) -> None:
-  allowed = tuple(allowed)
-  if value not in allowed:
-    raise ConfigError(f"{key}={value!r} is not allowed; choose one of {allowed}")
-
-
-def _positive(key: str, value: Any, *, allow_zero: bool = False, allow_none: bool = False):
-  if value is None and allow_none:
-    return
-  ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (
-      value >= 0 if allow_zero else value > 0)
-  if not ok:
-    kind = "a number >= 0" if allow_zero else "a number > 0"
-    raise ConfigError(f"{key}={value!r} must be {kind}")
-
-
-def _integer(key: str, value: Any, minimum: int) -> None:
-  if not (isinstance(value, int) and not isinstance(value, bool) and value >= minimum):
-    raise ConfigError(f"{key}={value!r} must be an integer >= {minimum}")
-
-
-def _fraction(key: str, value: Any) -> None:
-  if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
-    raise ConfigError(f"{key}={value!r} must be a fraction in [0, 1]")
-
+# that implement them, or from the module that owns the concept; each registered entry checks
+# its own keys. The checks themselves are `jaxgpt.checks`.
 
 # Keys renamed since a release: old -> new. The old key is still read (with a warning) for one
 # release, and checkpoints saved under the old name resume without a config change.
@@ -341,73 +316,73 @@ def validate(config: config_dict.ConfigDict) -> None:
   # Importing the packages fills the registries read below. Imported here, not at the top,
   # because they load JAX: config files and sweep workers with injected trainers stay light.
   from jaxgpt import data, models, optim  # noqa: F401
+  from jaxgpt.models.dims import COMPUTE_DTYPES  # the models own it; loads JAX, as above
+  from jaxgpt.parallel.mesh import AXES as MESH_AXES  # the mesh owns its axes; loads JAX
   resolve_renamed(config)
   m, d, o, t = config.model, config.data, config.optimizer, config.train
   for key in ("num_layers", "d_model", "num_heads"):
-    _integer(f"model.{key}", m[key], 1)
-  _positive("model.vocab_size", m.vocab_size, allow_none=True)
-  _one_of("model.compute_dtype", m.compute_dtype, ("float32", "bfloat16"))
+    checks.integer(f"model.{key}", m[key], 1)
+  checks.positive("model.vocab_size", m.vocab_size, allow_none=True)
+  checks.one_of("model.compute_dtype", m.compute_dtype, COMPUTE_DTYPES)
   registry.MODELS.get(m.name).check(config)
 
   registry.DATA_SOURCES.get(d.name).check(config)
-  _integer("data.seq_len", d.seq_len, 1)
-  _integer("data.bpe_vocab_size", d.bpe_vocab_size, 1)
-  _integer("data.worker_count", d.worker_count, 0)
+  checks.integer("data.seq_len", d.seq_len, 1)
+  checks.integer("data.bpe_vocab_size", d.bpe_vocab_size, 1)
+  checks.integer("data.worker_count", d.worker_count, 0)
 
   opt = registry.OPTIMIZERS.get(o.name)
-  _one_of("optimizer.schedule", o.schedule, registry.SCHEDULES.names())
-  _positive("optimizer.lr", o.lr)
+  checks.one_of("optimizer.schedule", o.schedule, registry.SCHEDULES.names())
+  checks.positive("optimizer.lr", o.lr)
   for key in ("embed_lr", "head_lr", "scalar_lr"):
-    _positive(f"optimizer.{key}", o[key], allow_none=True)
-  _positive("optimizer.weight_decay", o.weight_decay, allow_zero=True)
-  _positive("optimizer.grad_clip", o.grad_clip, allow_zero=True)
+    checks.positive(f"optimizer.{key}", o[key], allow_none=True)
+  checks.positive("optimizer.weight_decay", o.weight_decay, allow_zero=True)
+  checks.positive("optimizer.grad_clip", o.grad_clip, allow_zero=True)
   for key in ("warmup_frac", "decay_frac", "final_lr_frac", "b1", "b2"):
-    _fraction(f"optimizer.{key}", o[key])
-  _integer("optimizer.lazy_proj_freq", o.lazy_proj_freq, 1)
+    checks.fraction(f"optimizer.{key}", o[key])
+  checks.integer("optimizer.lazy_proj_freq", o.lazy_proj_freq, 1)
   opt.check(config)
   registry.SCHEDULES.get(o.schedule).check(config)
 
   for key in ("steps", "batch_size", "grad_accum", "eval_every", "eval_tokens", "log_every"):
-    _integer(f"train.{key}", t[key], 1)
+    checks.integer(f"train.{key}", t[key], 1)
   if t.batch_size % t.grad_accum:
     raise ConfigError(f"train.batch_size={t.batch_size} must be divisible by "
                       f"train.grad_accum={t.grad_accum}")
-  _positive("train.max_time_s", t.max_time_s, allow_none=True)
-  if t.data_seed is not None:
-    _integer("train.data_seed", t.data_seed, 0)
-  _positive("train.target_loss", t.target_loss, allow_zero=True, allow_none=True)
-  _positive("train.checkpoint_every", t.checkpoint_every, allow_none=True)
-  _positive("train.eval_batch_size", t.eval_batch_size, allow_none=True)
-  if t.get("final_eval_tokens") is not None:
-    _integer("train.final_eval_tokens", t.final_eval_tokens, 1)
-  _positive("train.keep_checkpoints", t.keep_checkpoints)
-  _positive("train.keep_best", t.keep_best, allow_zero=True)
+  checks.positive("train.max_time_s", t.max_time_s, allow_none=True)
+  checks.integer("train.data_seed", t.data_seed, 0, allow_none=True)
+  checks.positive("train.target_loss", t.target_loss, allow_zero=True, allow_none=True)
+  checks.positive("train.checkpoint_every", t.checkpoint_every, allow_none=True)
+  checks.positive("train.eval_batch_size", t.eval_batch_size, allow_none=True)
+  checks.integer("train.final_eval_tokens", t.get("final_eval_tokens"), 1, allow_none=True)
+  checks.positive("train.keep_checkpoints", t.keep_checkpoints)
+  checks.positive("train.keep_best", t.keep_best, allow_zero=True)
 
   e = config.export
-  if not isinstance(e.at_end, bool):
-    raise ConfigError(f"export.at_end={e.at_end!r} must be True or False")
+  checks.boolean("export.at_end", e.at_end)
   for key in ("fp16_max_numel", "budget_bytes"):
-    _integer(f"export.{key}", e[key], 0)
+    checks.integer(f"export.{key}", e[key], 0)
 
-  for key in ("data", "fsdp", "tensor", "expert"):
+  for key in MESH_AXES:
     v = config.mesh[key]
-    if not (isinstance(v, int) and (v >= 1 or v == -1)):
+    if not (checks.is_integer(v) and (v >= 1 or v == -1)):
       raise ConfigError(f"mesh.{key}={v!r} must be a positive integer or -1 (take the rest)")
   validate_distributed(config.distributed)
 
 
 def validate_distributed(dist: config_dict.ConfigDict) -> None:
-  """The `distributed.*` keys (also checked by `jaxgpt.parallel.distributed` before init)."""
-  _one_of("distributed.initialize", dist.initialize, ("auto", "always", "never"))
+  """The `distributed.*` keys (`distributed.initialize` is also checked by
+  `jaxgpt.parallel.distributed` before init, which owns its modes)."""
+  from jaxgpt.parallel import distributed  # loads JAX: called from `validate` only
+  checks.one_of("distributed.initialize", dist.initialize, distributed.MODES)
   addr = dist.coordinator_address
   if addr is not None and not (isinstance(addr, str) and addr.rpartition(":")[2].isdigit()):
     raise ConfigError(f"distributed.coordinator_address={addr!r} must be 'host:port'")
   n, i = dist.num_processes, dist.process_id
-  if n is not None and not (isinstance(n, int) and n >= 1):
-    raise ConfigError(f"distributed.num_processes={n!r} must be an integer >= 1")
-  if i is not None and not (isinstance(i, int) and i >= 0 and (n is None or i < n)):
+  checks.integer("distributed.num_processes", n, 1, allow_none=True)
+  if i is not None and not (checks.is_integer(i) and i >= 0 and (n is None or i < n)):
     raise ConfigError(f"distributed.process_id={i!r} must be an integer in [0, "
-                     f"distributed.num_processes={n})")
+                      f"distributed.num_processes={n})")
 
 
 # ------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ import numpy as np
 import optuna
 from absl import app, flags
 
-from jaxgpt import cli
+from jaxgpt import checks, cli
 from jaxgpt.sweep import study as study_lib
 
 METRICS = ("final_val_loss", "val_acc", "val_ppl")
@@ -335,7 +335,7 @@ def plot_curves(records, path: str, highlight: set) -> bool:
 
 
 def _numeric(values) -> bool:
-  return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+  return all(map(checks.is_number, values))
 
 
 def plot_sensitivity(all_stats: Mapping[str, list], path: str) -> bool:

@@ -2,8 +2,9 @@
 and jaxgpt modules are imported inside functions only where a comment says why.
 
 Layering (docs/design.md "Layering"): models, optim and data never import train, sweep, export,
-report or the entry points; the leaf helpers (errors, registry, keypath, files) import nothing
-of jaxgpt but `errors`; nothing imports `jaxgpt.main`, which only parses flags and dispatches.
+report or the entry points; the leaf helpers (errors, checks, registry, keypath, files) import
+nothing of jaxgpt but `errors`; nothing imports `jaxgpt.main`, which only parses flags and
+dispatches.
 """
 
 import ast
@@ -17,7 +18,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 LOWER = ("jaxgpt.models", "jaxgpt.optim", "jaxgpt.data")
 UPPER = ("jaxgpt.train", "jaxgpt.sweep", "jaxgpt.export", "jaxgpt.report", "jaxgpt.main",
          "jaxgpt.cli")
-LEAVES = ("jaxgpt.errors", "jaxgpt.registry", "jaxgpt.keypath", "jaxgpt.files")
+LEAVES = ("jaxgpt.errors", "jaxgpt.checks", "jaxgpt.registry", "jaxgpt.keypath", "jaxgpt.files")
 
 
 def module_names(pkg: pathlib.Path) -> dict[str, pathlib.Path]:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from jaxgpt import registry
+from jaxgpt import checks, registry
 from jaxgpt.data import shakespeare, shards, text, tfds  # noqa: F401 - registers the sources
 from jaxgpt.data.pipeline import TrainIterator, eval_batches, num_eval_batches, train_iterator
 from jaxgpt.data.shards import (
@@ -63,9 +63,7 @@ def prepare(cfg: Any) -> DataSpec:
   own module: `shakespeare.py`, `shards.py`).
   """
   name = get(cfg, "name", "shakespeare")
-  seq_len = get(cfg, "seq_len")
-  if seq_len is not None and not (isinstance(seq_len, int) and seq_len > 0):
-    raise ConfigError(f"data.seq_len={seq_len!r} must be a positive integer")
+  seq_len = checks.integer("data.seq_len", get(cfg, "seq_len"), 1, allow_none=True)
   source = registry.DATA_SOURCES.get(name)
   source.check_data(cfg)
   spec = source.prepare(cfg)

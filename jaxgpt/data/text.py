@@ -29,8 +29,9 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from jaxgpt import registry
+from jaxgpt import checks, registry
 from jaxgpt.data import cache, documents
+from jaxgpt.data import tokenizer as tokenizer_lib
 from jaxgpt.data.spec import DataSpec, get
 from jaxgpt.errors import ConfigError
 
@@ -39,10 +40,10 @@ DEFAULT_VAL_FRACTION = 0.1
 
 def check_tokenizer(tok: Any) -> None:
   """`byte`, `bpe`, or the path of an existing tokenizer.json (also used by `tfds.py`)."""
-  if tok not in ("byte", "bpe") and not str(tok).endswith(".json"):
+  if tok not in tokenizer_lib.NAMES and not str(tok).endswith(".json"):
     raise ConfigError(f"data.tokenizer={tok!r} must be 'byte', 'bpe' or the path of a "
                       "byte-level tokenizer.json")
-  if tok not in ("byte", "bpe") and not os.path.isfile(os.path.expanduser(str(tok))):
+  if tok not in tokenizer_lib.NAMES and not os.path.isfile(os.path.expanduser(str(tok))):
     raise ConfigError(f"data.tokenizer={tok!r}: no such file")
 
 
@@ -56,9 +57,7 @@ def check_data(cfg: Any) -> None:
     if get(cfg, "val_pattern"):
       raise ConfigError(f"data.val_fraction={fraction!r} and data.val_pattern="
                         f"{get(cfg, 'val_pattern')!r}: set one of them, not both")
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not (
-        0 < fraction < 1):
-      raise ConfigError(f"data.val_fraction={fraction!r} must lie strictly between 0 and 1")
+    checks.number("data.val_fraction", fraction, 0, 1, low_open=True, high_open=True)
 
 
 def glob_files(pattern: str, key: str) -> tuple[str, ...]:

@@ -140,6 +140,10 @@ class BPETokenizer:
     return self.hf.decode([int(i) for i in np.asarray(ids).reshape(-1)])
 
 
+# The built-in `data.tokenizer` names (the sources that accept a tokenizer.json take its path too).
+NAMES = (ByteTokenizer.name, BPETokenizer.name)
+
+
 def _token_byte_lengths(hf: tokenizers.Tokenizer, source: str) -> np.ndarray:
   """int32[vocab]: bytes each id decodes to (0 for special tokens, which stand for no text)."""
   to_byte = unicode_to_byte()

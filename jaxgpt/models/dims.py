@@ -1,22 +1,35 @@
 """The transformer dimensions and knobs shared by the model families, validated from config.
 
 `GPTConfig.from_config(config.model, vocab_size)` checks every GPT key once and names the bad
-key and value; the nGPT family validates its shared shape keys through it. The names of the MLP
-activations and init schemes live here (`layers` implements them), so that `layers`, `gpt` and
-`ngpt` all import this module and nothing imports back.
+key and value; the nGPT family validates its shared shape keys through it. The MLP activations
+and the names of the init schemes live here (`layers` implements the schemes), so that `layers`,
+`gpt`, `moe` and `ngpt` all import this module and nothing imports back.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import functools
+from typing import Any, Callable
 
+import jax
 import jax.numpy as jnp
 
+from jaxgpt import checks
 from jaxgpt.errors import ConfigError
 
-# layers.ACTIVATIONS + layers.GATED_ACTIVATIONS
-MLP_ACTS = ("relu2", "silu2", "gelu", "silu", "swiglu")
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "relu2": lambda x: jnp.square(jax.nn.relu(x)),  # modded-nanogpt's ReLU^2
+    "silu2": lambda x: jnp.square(jax.nn.silu(x)),  # SiLU^2 (parameter-golf lineage)
+    "gelu": functools.partial(jax.nn.gelu, approximate=True),  # GPT-2's tanh approximation
+    "silu": jax.nn.silu,  # plain SiLU, ungated (the blueberry MoE's experts)
+}
+# Gated activations: the MLP gets a second input kernel `gate` (embed -> mlp) and computes
+# act(gate(x)) * fc(x). SwiGLU (Shazeer 2020): SiLU on the gate.
+GATED_ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "swiglu": jax.nn.silu,
+}
+MLP_ACTS = tuple(ACTIVATIONS) + tuple(GATED_ACTIVATIONS)  # `model.mlp_act`, `model.moe.act`
 # Init scheme name -> scheme; `layers` fills it with its schemes (one table, read here).
 INIT_SCHEMES: dict[str, Any] = {}
 COMPUTE_DTYPES = ("float32", "bfloat16")
@@ -60,9 +73,9 @@ class GPTConfig:
     vocab = vocab_size if vocab_size is not None else m.get("vocab_size")
     for key, value in (("vocab_size", vocab), ("num_layers", m.num_layers),
                        ("d_model", m.d_model), ("num_heads", m.num_heads)):
-      check_positive_int(key, value)
+      checks.integer(f"model.{key}", value, 1)
     num_kv_heads = m.num_heads if m.get("num_kv_heads") is None else m.num_kv_heads
-    check_positive_int("num_kv_heads", num_kv_heads)
+    checks.integer("model.num_kv_heads", num_kv_heads, 1)
     if m.num_heads % num_kv_heads:
       raise ConfigError(f"model.num_kv_heads={num_kv_heads} must divide model.num_heads="
                        f"{m.num_heads} (each kv head serves num_heads / num_kv_heads queries)")
@@ -72,25 +85,23 @@ class GPTConfig:
         raise ConfigError(f"model.d_model={m.d_model} must be divisible by model.num_heads="
                          f"{m.num_heads} (or set model.head_dim)")
       head_dim = m.d_model // m.num_heads
-    check_positive_int("head_dim", head_dim)
+    checks.integer("model.head_dim", head_dim, 1)
     if head_dim % 2:
       raise ConfigError(f"model.head_dim={head_dim} must be even (RoPE rotates pairs)")
-    check_positive("mlp_mult", m.mlp_mult)
+    checks.positive("model.mlp_mult", m.mlp_mult)
     mlp_dim = int(m.mlp_mult * m.d_model)
-    check_positive_int("mlp_mult * d_model", mlp_dim)
-    check_one_of("mlp_act", m.mlp_act, MLP_ACTS)
-    check_positive("rope_base", m.rope_base)
-    if m.get("logit_softcap") is not None:
-      check_positive("logit_softcap", m.logit_softcap)
+    checks.integer("model.mlp_mult * d_model", mlp_dim, 1)
+    checks.one_of("model.mlp_act", m.mlp_act, MLP_ACTS)
+    checks.positive("model.rope_base", m.rope_base)
+    checks.positive("model.logit_softcap", m.get("logit_softcap"), allow_none=True)
     for key in ("qk_norm", "tie_embeddings", "scan_layers", "remat"):
-      check_bool(key, m[key])
-    check_one_of("compute_dtype", m.compute_dtype, COMPUTE_DTYPES)
-    check_one_of("init", m.init, tuple(INIT_SCHEMES))
-    check_positive("init_std", m.init_std)
-    norm_eps = m.get("norm_eps", 1e-6)
-    check_positive("norm_eps", norm_eps)
-    attention_impl = m.get("attention_impl", None)
-    check_one_of("attention_impl", attention_impl, ATTENTION_IMPLS)
+      checks.boolean(f"model.{key}", m[key])
+    checks.one_of("model.compute_dtype", m.compute_dtype, COMPUTE_DTYPES)
+    checks.one_of("model.init", m.init, INIT_SCHEMES)
+    checks.positive("model.init_std", m.init_std)
+    norm_eps = checks.positive("model.norm_eps", m.get("norm_eps", 1e-6))
+    attention_impl = checks.one_of("model.attention_impl", m.get("attention_impl", None),
+                                   ATTENTION_IMPLS)
     parallel_block, encoder_layers = check_block_knobs(m)
     return cls(vocab_size=int(vocab), num_layers=m.num_layers, d_model=m.d_model,
                num_heads=m.num_heads, num_kv_heads=num_kv_heads, head_dim=head_dim,
@@ -112,9 +123,8 @@ def check_block_knobs(m: Any) -> tuple[bool, int]:
   """model.parallel_block and model.encoder_layers: values, and combinations that make sense."""
   parallel_block = m.get("parallel_block", False)
   encoder_layers = m.get("encoder_layers", 0)
-  check_bool("parallel_block", parallel_block)
-  if not (isinstance(encoder_layers, int) and not isinstance(encoder_layers, bool)
-          and 0 <= encoder_layers <= m.num_layers // 2):
+  checks.boolean("model.parallel_block", parallel_block)
+  if not (checks.is_integer(encoder_layers) and 0 <= encoder_layers <= m.num_layers // 2):
     raise ConfigError(f"model.encoder_layers={encoder_layers!r} must be an integer in [0, "
                      f"model.num_layers // 2 = {m.num_layers // 2}] (each encoder layer pairs "
                      "with one later layer; 0 = plain decoder)")
@@ -127,23 +137,3 @@ def check_block_knobs(m: Any) -> tuple[bool, int]:
                          f"model.name={name!r} (its block is its own); set model.{key}={off!r} "
                          f"or model.name in {BLOCK_FAMILIES}")
   return parallel_block, encoder_layers
-
-
-def check_positive_int(key: str, value: Any) -> None:
-  if not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
-    raise ConfigError(f"model.{key}={value!r} must be a positive integer")
-
-
-def check_positive(key: str, value: Any) -> None:
-  if not (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0):
-    raise ConfigError(f"model.{key}={value!r} must be a number > 0")
-
-
-def check_bool(key: str, value: Any) -> None:
-  if not isinstance(value, bool):
-    raise ConfigError(f"model.{key}={value!r} must be True or False")
-
-
-def check_one_of(key: str, value: Any, allowed: tuple) -> None:
-  if value not in allowed:
-    raise ConfigError(f"model.{key}={value!r} is not allowed; choose one of {allowed}")

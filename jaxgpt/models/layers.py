@@ -98,19 +98,10 @@ class RMSNorm(nn.Module):
     return (y * scale).astype(self.dtype)
 
 
-ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
-    "relu2": lambda x: jnp.square(jax.nn.relu(x)),  # modded-nanogpt's ReLU^2
-    "silu2": lambda x: jnp.square(jax.nn.silu(x)),  # SiLU^2 (parameter-golf lineage)
-    "gelu": functools.partial(jax.nn.gelu, approximate=True),  # GPT-2's tanh approximation
-    "silu": jax.nn.silu,  # plain SiLU, ungated (the blueberry MoE's experts)
-}
-# Gated activations: the MLP gets a second input kernel `gate` (embed -> mlp) and computes
-# act(gate(x)) * fc(x). SwiGLU (Shazeer 2020): SiLU on the gate.
-GATED_ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
-    "swiglu": jax.nn.silu,
-}
-MLP_ACTS = tuple(ACTIVATIONS) + tuple(GATED_ACTIVATIONS)
-assert MLP_ACTS == dims.MLP_ACTS, "dims.MLP_ACTS must name exactly these activations"
+# The MLP activations (`dims` owns them with their names, `model.mlp_act`): plain ones, and gated
+# ones whose MLP has a second input kernel `gate` and computes act(gate(x)) * fc(x).
+ACTIVATIONS = dims.ACTIVATIONS
+GATED_ACTIVATIONS = dims.GATED_ACTIVATIONS
 
 
 # ------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 from absl import logging
 
+from jaxgpt import checks
 from jaxgpt.errors import ConfigError
 from jaxgpt.models import aux, dims, dispatch, layers, routing
 from jaxgpt.models.dims import GPTConfig
@@ -48,37 +49,23 @@ class MoEConfig:
   def from_config(cls, cfg_moe: Any, mlp_act: str) -> MoEConfig:
     """Validated from `config.model.moe`; `act` None means `model.mlp_act`."""
     m = cfg_moe
-    check = lambda cond, key, what: cond or _bad(key, m[key], what)  # noqa: E731
     for key in ("num_experts", "top_k"):
-      check(_is_int(m[key]) and m[key] >= 1, key, "must be a positive integer")
-    check(m.top_k <= m.num_experts, "top_k", f"must be <= model.moe.num_experts={m.num_experts}")
+      checks.integer(f"model.moe.{key}", m[key], 1)
+    if m.top_k > m.num_experts:
+      raise ConfigError(f"model.moe.top_k={m.top_k} must be <= model.moe.num_experts="
+                        f"{m.num_experts}")
     for key in ("aux_weight", "router_noise", "router_z_loss"):
-      check(_is_num(m[key]) and m[key] >= 0, key, "must be a number >= 0")
-    check(m.aux_normalization in routing.AUX_NORMALIZATIONS, "aux_normalization",
-          f"is not allowed; choose one of {routing.AUX_NORMALIZATIONS}")
-    check(m.dispatch in dispatch.DISPATCHES, "dispatch",
-          f"is not allowed; choose one of {dispatch.DISPATCHES}")
-    check(_is_num(m.capacity_factor) and m.capacity_factor > 0, "capacity_factor",
-          "must be a number > 0")
-    act = mlp_act if m.get("act") is None else m.act
-    if act not in dims.MLP_ACTS:
-      _bad("act", act, f"is not allowed; choose one of {dims.MLP_ACTS} (None = model.mlp_act)")
+      checks.positive(f"model.moe.{key}", m[key], allow_zero=True)
+    checks.one_of("model.moe.aux_normalization", m.aux_normalization,
+                  routing.AUX_NORMALIZATIONS)
+    checks.one_of("model.moe.dispatch", m.dispatch, dispatch.DISPATCHES)
+    checks.positive("model.moe.capacity_factor", m.capacity_factor)
+    act = checks.one_of("model.moe.act", mlp_act if m.get("act") is None else m.act,
+                        dims.MLP_ACTS)  # None: model.mlp_act
     return cls(num_experts=m.num_experts, top_k=m.top_k, aux_weight=float(m.aux_weight),
                aux_normalization=m.aux_normalization, router_noise=float(m.router_noise),
                router_z_loss=float(m.router_z_loss), dispatch=m.dispatch,
                capacity_factor=float(m.capacity_factor), act=act)
-
-
-def _is_int(v: Any) -> bool:
-  return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v: Any) -> bool:
-  return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _bad(key: str, value: Any, what: str):
-  raise ConfigError(f"model.moe.{key}={value!r} {what}")
 
 
 def expert_params(moe: MoEConfig, d: int, f: int) -> int:

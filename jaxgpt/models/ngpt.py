@@ -46,11 +46,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxgpt import registry
+from jaxgpt import checks, registry
 from jaxgpt.errors import ConfigError
 from jaxgpt.keypath import key_str
 from jaxgpt.models import dims, gpt, layers
-from jaxgpt.models.dims import check_one_of, check_positive
 
 NAMES = ("ngpt", "gated_ngpt")
 MLP_SQRT_D = ("uv", "v")  # where the sqrt(d) input scale goes: NVIDIA code ("uv"), paper ("v")
@@ -94,7 +93,7 @@ class NGPTConfig:
     so the std drops out)."""
     m = cfg_model
     name = m.get("name", "ngpt")
-    check_one_of("name", name, NAMES)
+    checks.one_of("model.name", name, NAMES)
     # The shared shape keys go through the GPT validation on a copy with neutral GPT knobs.
     neutral = dict(mlp_act="relu2", qk_norm=False, tie_embeddings=False, logit_softcap=None,
                    init="gpt2", init_std=0.02)
@@ -111,12 +110,9 @@ class NGPTConfig:
     if m.get("mlp_act", "swiglu") != "swiglu":
       raise ConfigError(f"model.mlp_act={m.mlp_act!r} must be 'swiglu' for {name}: its MLP is "
                        "u * SiLU(v)")
-    alpha = m.get("alpha", 0.15)
-    logit_scale = m.get("logit_scale", 15.0)
-    check_positive("alpha", alpha)
-    check_positive("logit_scale", logit_scale)
-    mlp_sqrt_d = m.get("mlp_sqrt_d", "uv")
-    check_one_of("mlp_sqrt_d", mlp_sqrt_d, MLP_SQRT_D)
+    alpha = checks.positive("model.alpha", m.get("alpha", 0.15))
+    logit_scale = checks.positive("model.logit_scale", m.get("logit_scale", 15.0))
+    mlp_sqrt_d = checks.one_of("model.mlp_sqrt_d", m.get("mlp_sqrt_d", "uv"), MLP_SQRT_D)
     return cls(vocab_size=g.vocab_size, num_layers=g.num_layers, d_model=g.d_model,
                num_heads=g.num_heads, num_kv_heads=g.num_kv_heads, head_dim=g.head_dim,
                mlp_dim=g.mlp_dim, gated=name == "gated_ngpt", rope_base=g.rope_base,

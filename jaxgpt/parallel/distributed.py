@@ -27,7 +27,9 @@ from typing import Any, Mapping
 import jax
 from absl import logging
 
-MODES = ("auto", "always", "never")
+from jaxgpt import checks
+
+MODES = ("auto", "always", "never")  # `distributed.initialize`
 ENV = {"coordinator_address": "JAX_COORDINATOR_ADDRESS", "num_processes": "JAX_NUM_PROCESSES",
        "process_id": "JAX_PROCESS_ID"}
 
@@ -56,9 +58,7 @@ def init_args(cfg: Any, environ: Mapping[str, str] | None = None) -> dict | None
   left out, so JAX's cluster detection fills them.
   """
   environ = os.environ if environ is None else environ
-  mode = _get(cfg, "initialize")
-  if mode not in MODES:
-    raise ValueError(f"distributed.initialize={mode!r} is not allowed; choose one of {MODES}")
+  mode = checks.one_of("distributed.initialize", _get(cfg, "initialize"), MODES)
   if mode == "never":
     return None
   args = {}

@@ -25,6 +25,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import optuna
 
+from jaxgpt import checks
+from jaxgpt.errors import ConfigError
+
 
 @dataclasses.dataclass(frozen=True)
 class Dim:
@@ -41,12 +44,12 @@ class Dim:
   @property
   def numeric(self) -> bool:
     vals = self.values if self.values is not None else (self.low, self.high)
-    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals)
+    return all(map(checks.is_number, vals))
 
   @property
   def integral(self) -> bool:
     vals = self.values if self.values is not None else (self.low, self.high)
-    return self.is_int or all(isinstance(v, int) and not isinstance(v, bool) for v in vals)
+    return self.is_int or all(map(checks.is_integer, vals))
 
   def distribution(self) -> optuna.distributions.BaseDistribution:
     if self.values is not None and (self.low is None):
@@ -67,30 +70,29 @@ def dims_from_config(space) -> list[Dim]:
     spec = dict(spec)
     key = spec.get("key")
     if not isinstance(key, str) or "." not in key:
-      raise ValueError(f"sweep space.{name}.key={key!r} must be a dotted config key, e.g. "
-                       "'optimizer.lr'")
+      raise ConfigError(f"sweep space.{name}.key={key!r} must be a dotted config key, e.g. "
+                        "'optimizer.lr'")
     values, low, high = spec.get("values"), spec.get("low"), spec.get("high")
     log, is_int, num = bool(spec.get("log", False)), bool(spec.get("int", False)), spec.get("num")
     extra = dict(baseline=spec.get("baseline"), tied=_tied(name, spec.get("tied") or ()))
     if values is not None:
       values = tuple(values)
       if not values or len(set(values)) != len(values):
-        raise ValueError(f"sweep space.{name}.values={list(values)!r} must be non-empty and "
-                         "distinct")
+        raise ConfigError(f"sweep space.{name}.values={list(values)!r} must be non-empty and "
+                          "distinct")
       if extra["baseline"] is not None and extra["baseline"] not in values:
-        raise ValueError(f"sweep space.{name}.baseline={extra['baseline']!r} must be one of its "
-                         f"values {list(values)!r}")
+        raise ConfigError(f"sweep space.{name}.baseline={extra['baseline']!r} must be one of its "
+                          f"values {list(values)!r}")
       dims.append(Dim(name, key, values, **extra))
       continue
     if low is None or high is None or not low < high:
-      raise ValueError(f"sweep space.{name}: give `values` or a range low < high "
-                       f"(got low={low!r}, high={high!r})")
+      raise ConfigError(f"sweep space.{name}: give `values` or a range low < high "
+                        f"(got low={low!r}, high={high!r})")
     if log and low <= 0:
-      raise ValueError(f"sweep space.{name}.low={low!r} must be > 0 for a log range")
+      raise ConfigError(f"sweep space.{name}.low={low!r} must be > 0 for a log range")
     grid = None
     if num is not None:
-      if not (isinstance(num, int) and num >= 2):
-        raise ValueError(f"sweep space.{name}.num={num!r} must be an integer >= 2")
+      checks.integer(f"sweep space.{name}.num", num, 2)
       pts = np.geomspace(low, high, num) if log else np.linspace(low, high, num)
       grid = tuple(int(round(p)) for p in pts) if is_int else tuple(_round(p) for p in pts)
     dims.append(Dim(name, key, grid, float(low), float(high), log, is_int, **extra))
@@ -103,10 +105,9 @@ def _tied(name: str, tied: Any) -> tuple[tuple[str, float], ...]:
   for pair in tied:
     ok = isinstance(pair, (tuple, list)) and len(pair) == 2
     key, factor = pair if ok else (None, None)
-    if not (ok and isinstance(key, str) and "." in key and isinstance(factor, (int, float))
-            and not isinstance(factor, bool)):
-      raise ValueError(f"sweep space.{name}.tied={tied!r} must be (dotted config key, factor) "
-                       "pairs, e.g. (('optimizer.embed_lr', 0.1),)")
+    if not (ok and isinstance(key, str) and "." in key and checks.is_number(factor)):
+      raise ConfigError(f"sweep space.{name}.tied={tied!r} must be (dotted config key, factor) "
+                        "pairs, e.g. (('optimizer.embed_lr', 0.1),)")
     out.append((key, float(factor)))
   return tuple(out)
 
@@ -141,8 +142,8 @@ def oat_points(dims: Sequence[Dim], traced_keys: Sequence[str] = ()) -> list[dic
   whose key is not traced vary slowest (one cohort per static structure, as for the grid)."""
   for d in dims:
     if d.values is None or d.baseline is None:
-      raise ValueError(f"sweep space.{d.name} needs `values` and a `baseline` for the oat "
-                       "sampler")
+      raise ConfigError(f"sweep space.{d.name} needs `values` and a `baseline` for the oat "
+                        "sampler")
   base = {d.name: d.baseline for d in dims}
   points: list[dict[str, Any]] = []
   for d in dims:
@@ -166,7 +167,7 @@ def grid_points(dims: Sequence[Dim], traced_keys: Sequence[str] = ()) -> list[di
   trials a worker claims) share static structure and pack into one cohort."""
   for d in dims:
     if d.values is None:
-      raise ValueError(f"sweep space.{d.name} has no grid values (give `values` or `num`)")
+      raise ConfigError(f"sweep space.{d.name} has no grid values (give `values` or `num`)")
   order = sorted(dims, key=lambda d: d.key in traced_keys)
   return [dict(zip([d.name for d in order], combo))
           for combo in itertools.product(*[d.values for d in order])]

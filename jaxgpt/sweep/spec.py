@@ -17,7 +17,9 @@ from typing import Any, Mapping
 
 from ml_collections import config_dict
 
+from jaxgpt import checks
 from jaxgpt import config as config_lib
+from jaxgpt.errors import ConfigError
 
 placeholder = config_dict.placeholder
 
@@ -81,41 +83,33 @@ def load_sweep(arg: str) -> config_dict.ConfigDict:
 # Validation.
 
 def _fail(key: str, value: Any, rule: str):
-  raise ValueError(f"sweep {key}={value!r} {rule}")
+  raise ConfigError(f"sweep {key}={value!r} {rule}")
 
 
 def validate_sweep(sweep) -> None:
   """Checks a sweep config; errors name the key, the bad value and what is allowed."""
-  config_lib._one_of("sweep sampler", sweep.sampler, SAMPLERS)
-  config_lib._one_of("sweep pruner.name", sweep.pruner.name, PRUNERS)
-  config_lib._one_of("sweep objective", sweep.objective, OBJECTIVES)
-  config_lib._one_of("sweep lr_scaling.rule", sweep.lr_scaling.rule, LR_RULES)
-  if not (isinstance(sweep.cohort_size, int) and sweep.cohort_size >= 1):
-    _fail("cohort_size", sweep.cohort_size, "must be an integer >= 1")
+  checks.one_of("sweep sampler", sweep.sampler, SAMPLERS)
+  checks.one_of("sweep pruner.name", sweep.pruner.name, PRUNERS)
+  checks.one_of("sweep objective", sweep.objective, OBJECTIVES)
+  checks.one_of("sweep lr_scaling.rule", sweep.lr_scaling.rule, LR_RULES)
+  checks.integer("sweep cohort_size", sweep.cohort_size, 1)
   seeds = list(sweep.seeds)
-  if not seeds or len(set(seeds)) != len(seeds) or not all(isinstance(s, int) for s in seeds):
+  if not seeds or len(set(seeds)) != len(seeds) or not all(map(checks.is_integer, seeds)):
     _fail("seeds", seeds, "must be a non-empty list of distinct integers")
-  if sweep.n_trials is not None and sweep.n_trials < 1:
-    _fail("n_trials", sweep.n_trials, "must be >= 1 (or None for the whole grid)")
+  checks.integer("sweep n_trials", sweep.n_trials, 1, allow_none=True)  # None: the whole grid
   if sweep.sampler not in GRID_SAMPLERS and sweep.n_trials is None:
     _fail("n_trials", None, f"must be set for sampler {sweep.sampler!r} (only "
           f"{' and '.join(GRID_SAMPLERS)} may omit it)")
-  for key in ("heartbeat_s", "grace_s"):
-    if not (isinstance(sweep[key], int) and sweep[key] >= 1):
-      _fail(key, sweep[key], "must be an integer >= 1 (seconds)")
+  for key in ("heartbeat_s", "grace_s"):  # seconds
+    checks.integer(f"sweep {key}", sweep[key], 1)
   if sweep.grace_s <= sweep.heartbeat_s:
     _fail("grace_s", sweep.grace_s, f"must exceed heartbeat_s={sweep.heartbeat_s}")
-  if not (isinstance(sweep.max_retry, int) and sweep.max_retry >= 0):
-    _fail("max_retry", sweep.max_retry, "must be an integer >= 0")
-  if sweep.lr_scaling.ref_batch <= 0:
-    _fail("lr_scaling.ref_batch", sweep.lr_scaling.ref_batch, "must be > 0")
-  if sweep.stage2.enabled:
-    if sweep.stage2.points < 2:
-      _fail("stage2.points", sweep.stage2.points, "must be >= 2")
-    if sweep.stage2.span <= 1.0:
-      _fail("stage2.span", sweep.stage2.span, "must be > 1 (a factor around the best value)")
-    if sweep.stage2.top_k < 1:
-      _fail("stage2.top_k", sweep.stage2.top_k, "must be >= 1")
+  checks.integer("sweep max_retry", sweep.max_retry, 0)
+  checks.positive("sweep lr_scaling.ref_batch", sweep.lr_scaling.ref_batch)
+  if checks.boolean("sweep stage2.enabled", sweep.stage2.enabled):
+    checks.integer("sweep stage2.points", sweep.stage2.points, 2)
+    checks.number("sweep stage2.span", sweep.stage2.span, 1, low_open=True)  # a factor
+    checks.integer("sweep stage2.top_k", sweep.stage2.top_k, 1)
   if not sweep.space:
     _fail("space", {}, "must name at least one knob")
   from jaxgpt.sweep import space as space_lib  # validates each dimension

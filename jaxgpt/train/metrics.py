@@ -11,7 +11,7 @@ import json
 import os
 from typing import Any, Iterable
 
-from jaxgpt import files
+from jaxgpt import checks, files
 
 
 class MetricsWriter:
@@ -47,7 +47,7 @@ class MetricsWriter:
     self._file.flush()
     if self._tb is not None:
       for k, v in values.items():
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step":
+        if checks.is_number(v) and k != "step":
           self._tb.add_scalar(k, v, int(step))
 
   def close(self) -> None:

@@ -32,10 +32,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxgpt import registry
+from jaxgpt import checks, registry
 from jaxgpt.errors import ConfigError
 from jaxgpt.models import dims, gpt, layers
-from jaxgpt.models.dims import GPTConfig, check_bool, check_one_of, check_positive
+from jaxgpt.models.dims import GPTConfig
 from jaxgpt.models.titans import attention, memory
 
 VARIANTS = ("mac", "mag")
@@ -75,36 +75,30 @@ class TitansConfig(GPTConfig):
                memory=memory_config(cfg_model.titans, g))
 
 
-def _positive_int(key: str, value: Any, minimum: int = 1) -> int:
-  if not (isinstance(value, int) and not isinstance(value, bool) and value >= minimum):
-    raise ConfigError(f"model.titans.{key}={value!r} must be an integer >= {minimum}")
-  return value
-
-
 def memory_config(t: Any, g: GPTConfig) -> MemoryConfig:
   """Validated `model.titans.*`; errors name the key, the value and what is allowed."""
-  check_one_of("titans.variant", t.variant, VARIANTS)
-  heads = _positive_int("memory_heads", g.num_heads if t.memory_heads is None else t.memory_heads)
-  dim = _positive_int("memory_dim", g.head_dim if t.memory_dim is None else t.memory_dim)
-  depth = _positive_int("memory_layers", t.memory_layers)
-  width = _positive_int("memory_width", dim if t.memory_width is None else t.memory_width)
-  check_bool("titans.memory_residual", t.memory_residual)
-  chunk = _positive_int("chunk_size", t.chunk_size)
-  segment = _positive_int("segment_len", t.segment_len)
+  k = "model.titans."
+  checks.one_of(k + "variant", t.variant, VARIANTS)
+  heads = checks.integer(k + "memory_heads",
+                         g.num_heads if t.memory_heads is None else t.memory_heads, 1)
+  dim = checks.integer(k + "memory_dim", g.head_dim if t.memory_dim is None else t.memory_dim, 1)
+  depth = checks.integer(k + "memory_layers", t.memory_layers, 1)
+  width = checks.integer(k + "memory_width",
+                         dim if t.memory_width is None else t.memory_width, 1)
+  checks.boolean(k + "memory_residual", t.memory_residual)
+  chunk = checks.integer(k + "chunk_size", t.chunk_size, 1)
+  segment = checks.integer(k + "segment_len", t.segment_len, 1)
   if t.variant == "mac" and segment % chunk:
     raise ConfigError(f"model.titans.segment_len={segment} must be a multiple of "
                       f"model.titans.chunk_size={chunk} with variant 'mac' (each segment is "
                       "written in whole chunks)")
-  persistent = _positive_int("persistent_tokens", t.persistent_tokens, minimum=0)
-  check_positive("titans.theta_max", t.theta_max)
-  bound = t.max_update_norm
-  if bound is not None:
-    check_positive("titans.max_update_norm", bound)
-    bound = float(bound)
+  persistent = checks.integer(k + "persistent_tokens", t.persistent_tokens, 0)
+  checks.positive(k + "theta_max", t.theta_max)
+  bound = checks.positive(k + "max_update_norm", t.max_update_norm, allow_none=True)
   return MemoryConfig(variant=t.variant, heads=heads, dim=dim, layers=depth, width=width,
                       residual=t.memory_residual, chunk_size=chunk, segment_len=segment,
                       persistent_tokens=persistent, theta_max=float(t.theta_max),
-                      max_update_norm=bound)
+                      max_update_norm=None if bound is None else float(bound))
 
 
 # ------------------------------------------------------------------------------------------

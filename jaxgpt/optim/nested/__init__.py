@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxgpt import registry
+from jaxgpt import checks, registry
 from jaxgpt.errors import ConfigError
 from jaxgpt.optim import muon as muon_lib
 from jaxgpt.optim.nested import dmgd as dmgd_lib
@@ -120,40 +120,23 @@ def state_bytes(opt_state: Any) -> dict[str, int]:
 # ------------------------------------------------------------------------------------------
 # Config check.
 
-def _int(key: str, value: Any, minimum: int) -> None:
-  if not (isinstance(value, int) and not isinstance(value, bool) and value >= minimum):
-    raise ConfigError(f"optimizer.nested.{key}={value!r} must be an integer >= {minimum}")
-
-
-def _number(key: str, value: Any, low: float, high: float | None = None,
-            open_low: bool = False) -> None:
-  ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (
-      value > low if open_low else value >= low) and (high is None or value < high)
-  if not ok:
-    rule = f"{'>' if open_low else '>='} {low}" + (f" and < {high}" if high is not None else "")
-    raise ConfigError(f"optimizer.nested.{key}={value!r} must be a number {rule}")
-
-
 def check(config) -> None:
   """Every `optimizer.nested.*` key, and what deep_nested needs of the rest."""
   o, n = config.optimizer, config.optimizer.nested
-  if n.mode not in MODES:
-    raise ConfigError(f"optimizer.nested.mode={n.mode!r} is not allowed; choose one of {MODES}")
-  seed = n.mode == "seed"
-  _int("momentum_layers", n.momentum_layers, 1 if seed else 0)
-  _int("momentum_hidden", n.momentum_hidden, 2)
-  _int("controller_layers", n.controller_layers, 1 if seed else 0)
-  _int("controller_hidden", n.controller_hidden, 1)
-  _int("history", n.history, 1)
-  _int("meta_every", n.meta_every, 1)
-  _int("init_seed", n.init_seed, 0)
-  _number("meta_lr", n.meta_lr, 0.0)
-  _number("max_grad_norm", n.max_grad_norm, 0.0, open_low=True)
-  _number("meta_clip", n.meta_clip, 0.0, open_low=True)
-  _number("momentum_init", n.momentum_init, 0.0, 1.0, open_low=True)
-  if not isinstance(n.newton_schulz, bool):
-    raise ConfigError(f"optimizer.nested.newton_schulz={n.newton_schulz!r} must be True or "
-                      "False")
+  k = "optimizer.nested."
+  seed = checks.one_of(k + "mode", n.mode, MODES) == "seed"
+  checks.integer(k + "momentum_layers", n.momentum_layers, 1 if seed else 0)
+  checks.integer(k + "momentum_hidden", n.momentum_hidden, 2)
+  checks.integer(k + "controller_layers", n.controller_layers, 1 if seed else 0)
+  checks.integer(k + "controller_hidden", n.controller_hidden, 1)
+  checks.integer(k + "history", n.history, 1)
+  checks.integer(k + "meta_every", n.meta_every, 1)
+  checks.integer(k + "init_seed", n.init_seed, 0)
+  checks.positive(k + "meta_lr", n.meta_lr, allow_zero=True)
+  checks.positive(k + "max_grad_norm", n.max_grad_norm)
+  checks.positive(k + "meta_clip", n.meta_clip)
+  checks.number(k + "momentum_init", n.momentum_init, 0.0, 1.0, low_open=True, high_open=True)
+  checks.boolean(k + "newton_schulz", n.newton_schulz)
   if seed:
     if o.grad_clip:
       raise ConfigError(
