@@ -3,8 +3,9 @@
 
 A flag error (an unknown or malformed flag, a value out of range), a usage error (a missing or
 unexpected argument) and a config error (`jaxgpt.errors.ConfigError`: an unknown key, a bad
-value) are one line on stderr, `error: ...`, and exit code 2 — never a traceback or a page of
-usage text. `--help` prints the entry point's docstring and its flags.
+value; a config file that does not exist, is a directory or has no `get_config`) are one line
+on stderr, `error: ...`, and exit code 2 — never a traceback or a page of usage text. `--help`
+prints the entry point's docstring and its flags.
 
 A script defines its flags at module level and ends with
 
@@ -22,7 +23,7 @@ from typing import Any, Callable, Mapping, NoReturn, Sequence
 
 from absl import app, flags, logging
 
-from jaxgpt.errors import ConfigError
+from jaxgpt.errors import ConfigError, ConfigFileError
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -38,21 +39,51 @@ def flags_parser(unknown_key_message: Callable[[Exception, list[str]], str]
   `unknown_key_message(error, config_overrides)` words the unknown-key case."""
 
   def parse(argv):
+    where = flag_value(argv, "config")
+    path = None if where is None else where.partition(":")[0]
+    if path is not None:
+      check_config_file(path)
     try:
       return flags.FLAGS(argv)
     except (KeyError, AttributeError) as e:
+      if isinstance(e, AttributeError) and e.name == "get_config":
+        fail(f"config file {path} has no get_config(variants) function")
       bad = [a for a in argv[1:] if a.startswith("--config.")]
       fail(unknown_key_message(e, bad))
     except flags.Error as e:
       fail(_without_traceback(str(e)))
     except Exception as e:  # noqa: BLE001 - the config file itself raised while loading
-      where = next((a.split("=", 1)[-1] for a in argv[1:] if a.startswith("--config=")), None)
-      if where is None and "--config" in argv:
-        where = argv[argv.index("--config") + 1]
       text = " ".join(str(e).split()) or "(no message)"
       fail(f"config file {where} failed to load: {type(e).__name__}: {text}")
 
   return parse
+
+
+def flag_value(argv: Sequence[str], name: str) -> str | None:
+  """The value of flag `--name` in `argv` (`--name=V`, `--name V`, one dash too), the last one
+  given; None if absent. Arguments after `--` are not flags."""
+  value = None
+  args = list(argv[1:])
+  for i, arg in enumerate(args):
+    if arg == "--":
+      break
+    for prefix in (f"--{name}", f"-{name}"):
+      if arg.startswith(prefix + "="):
+        value = arg[len(prefix) + 1:]
+      elif arg == prefix and i + 1 < len(args):
+        value = args[i + 1]
+  return value
+
+
+def check_config_file(path: str) -> None:
+  """`error: config file PATH does not exist` (or is a directory) and exit 2, before absl's
+  config flag reads `path` (as given, from the working directory): ml_collections would
+  otherwise defer the error to the config's first use, as a 20-line traceback."""
+  from jaxgpt import config as config_lib  # imports jax: see load_config
+  try:
+    config_lib.check_file(path, resolve=False)
+  except ConfigError as e:
+    fail(str(e))
 
 
 def _without_traceback(text: str) -> str:
@@ -129,5 +160,7 @@ def load_config(arg: str, overrides: Mapping[str, Any] | None = None):
   from jaxgpt import config as config_lib
   try:
     return config_lib.load(arg, overrides)
+  except ConfigFileError as e:  # the message names the file
+    fail(str(e))
   except (ValueError, TypeError) as e:  # ConfigError is a ValueError; ConfigDict raises TypeError
     fail(f"config {arg}: {e}")

@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping, Sequence
 from ml_collections import config_dict
 
 from jaxgpt import checks, registry
-from jaxgpt.errors import ConfigError
+from jaxgpt.errors import ConfigError, ConfigFileError
 
 placeholder = config_dict.placeholder
 
@@ -209,14 +209,30 @@ def resolve_path(path: str) -> pathlib.Path:
   return ROOT / p
 
 
+def check_file(path: str, resolve: bool = True) -> pathlib.Path:
+  """The config file `path` (relative to the repository root too, with `resolve`; as given
+  without, as ml_collections' config flags read it); raises ConfigFileError naming `path` if it
+  is empty, does not exist or is a directory."""
+  if not path:
+    raise ConfigFileError("config file path is empty (--config configs/NAME.py[:VARIANTS])")
+  p = resolve_path(path) if resolve else pathlib.Path(path)
+  if not p.exists():
+    raise ConfigFileError(f"config file {path} does not exist")
+  if not p.is_file():
+    raise ConfigFileError(f"config file {path} is a directory, not a config file")
+  return p
+
+
 def load_file(path: str, variants: str = "") -> config_dict.ConfigDict:
   """Imports the config file `path` and returns its `get_config(variants)`."""
-  p = resolve_path(path)
-  if not p.exists():
-    raise ConfigError(f"config file {path!r} does not exist")
+  p = check_file(path)
   mod_spec = importlib.util.spec_from_file_location(f"_jaxgpt_cfg_{p.stem}", p)
+  if mod_spec is None:
+    raise ConfigFileError(f"config file {path} is not a Python (.py) file")
   module = importlib.util.module_from_spec(mod_spec)
   mod_spec.loader.exec_module(module)
+  if not hasattr(module, "get_config"):
+    raise ConfigFileError(f"config file {path} has no get_config(variants) function")
   return module.get_config(variants)
 
 

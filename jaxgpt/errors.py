@@ -4,3 +4,8 @@
 class ConfigError(ValueError):
   """A bad config key or value: the message names `key=value` and what is allowed. The entry
   points print it as one line `error: ...` and exit 2."""
+
+
+class ConfigFileError(ConfigError):
+  """A config file that cannot be loaded: missing, a directory, or without `get_config`. The
+  message names the path as given."""

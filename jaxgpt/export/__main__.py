@@ -69,6 +69,9 @@ def _parse_flags(argv: list[str]) -> list[str]:
 def main(argv: list[str]) -> int:
   if len(argv) != 2:
     _error("give one artifact: python -m jaxgpt.export ARTIFACT")
+  if not os.path.isfile(argv[1]):
+    _error(f"artifact {argv[1]} " + ("is a directory, not an artifact file"
+                                     if os.path.isdir(argv[1]) else "does not exist"))
   print(json.dumps(roundtrip(argv[1])))
   return 0
 

@@ -17,6 +17,9 @@ head; also MoE routers, which are small read-outs of the residual stream), "adam
 scales, gains, biases, nGPT's per-dimension vectors and any scalar: every leaf whose core rank is
 0 or 1, whatever its name). The trainer maps them to optimizer.lr / embed_lr / head_lr / scalar_lr.
 
+`describe(params, partition)` is the table of every leaf; `describe(..., fold=True)` folds the
+layers of an unscanned model (`blocks_0` ... `blocks_11`) into one row per kind of leaf.
+
 Use with `optax.multi_transform` via `multi_transform(transforms)` below; Muon gets its axes from
 `muon_dimension_numbers` (pass `functools.partial(muon_dimension_numbers, rules=...)` as
 `dimension_numbers`: it works on the masked tree Muon sees inside multi_transform).
@@ -28,7 +31,7 @@ import dataclasses
 import functools
 import math
 import re
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -87,11 +90,16 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     Rule(r"(^|/)memory/gates$", ADAMW_HEAD, ndim=2),
 )
 
+# Scanned layers: a `blocks` subtree with a leading `layers` axis (GPT with encoder_layers > 0
+# scans its layer groups apart: `encoder_blocks`, `decoder_blocks`, `blocks`).
+SCANNED_LAYERS = r"(^|/)(encoder_|decoder_)?blocks/"
+# Unscanned layers: one subtree per layer, a path segment NAME_INDEX (`blocks_3`; `layers_3`,
+# `block_3` too). `describe(..., fold=True)` folds rows that differ only in these indices.
+LAYER_SEGMENT = r"((?:encoder_|decoder_)?(?:blocks?|layers?))_(\d+)"
+
 # Path regex -> number of leading batch axes; every matching pattern adds its count.
 DEFAULT_STACKED: tuple[tuple[str, int], ...] = (
-    # scanned layers: a `blocks` subtree with a leading `layers` axis (GPT with encoder_layers
-    # > 0 scans its layer groups apart: `encoder_blocks`, `decoder_blocks`, `blocks`)
-    (r"(^|/)(encoder_|decoder_)?blocks/", 1),
+    (SCANNED_LAYERS, 1),
     (r"(^|/)experts/", 1),  # MoE: leading `experts` axis
 )
 
@@ -231,16 +239,117 @@ def label_counts(params: Any, partition: Partition = DEFAULT) -> dict[str, int]:
   return counts
 
 
-def describe(params: Any, partition: Partition = DEFAULT) -> str:
-  """A human-readable table: path, shape, label, fan_in / fan_out / batch axes, count, totals."""
+@dataclasses.dataclass(frozen=True)
+class FoldedRow:
+  """Rows of the partition table that differ only in a layer index, as one.
+
+  path: the first leaf's path with each layer segment written as its index set,
+    `blocks_{0..11}/attn/q/kernel` (or the path as is when nothing folds).
+  info: the first leaf's LeafInfo (shape, label and axes are those of every leaf folded in).
+  layers: how many layers the row covers: the leaves folded together (unscanned layers), the
+    leading `layers` axis (a scanned `blocks/` leaf), None outside the layers.
+  count: the parameters of all of them.
+  """
+  path: str
+  info: LeafInfo
+  layers: int | None
+  count: int
+
+
+def _index_set(indices: Sequence[int]) -> str:
+  """Indices sorted, runs of 3 or more as ranges: [0, 1, 2, 5, 6] -> "{0..2,5,6}"; a single
+  index as itself."""
+  idx = sorted(set(indices))
+  if len(idx) == 1:
+    return str(idx[0])
+  runs = [[idx[0], idx[0]]]
+  for i in idx[1:]:
+    if i == runs[-1][1] + 1:
+      runs[-1][1] = i
+    else:
+      runs.append([i, i])
+  return "{" + ",".join(f"{a}..{b}" if b - a >= 2 else ",".join(map(str, range(a, b + 1)))
+                       for a, b in runs) + "}"
+
+
+def fold_layers(infos: Sequence[LeafInfo], layer_segment: str = LAYER_SEGMENT,
+                scanned: str = SCANNED_LAYERS) -> list[FoldedRow]:
+  """Folds leaves that differ only in their layer indices (path segments matching
+  `layer_segment` in full, its groups the name and the index) into one FoldedRow: same path
+  otherwise, same shape, label and fan_in / fan_out / batch axes. A layer whose leaf differs in
+  any of these keeps a row of its own. Rows keep the order of their first leaf, grouped by path
+  pattern (a differing layer's row right after its siblings')."""
+  segment = re.compile(layer_segment)
+
+  def pattern(path: str) -> tuple[str, tuple[int, ...]]:
+    """The path with each layer index as `*`, and the indices."""
+    parts, indices = [], []
+    for part in path.split("/"):
+      m = segment.fullmatch(part)
+      parts.append(f"{m.group(1)}_*" if m else part)
+      indices += [int(m.group(2))] if m else []
+    return "/".join(parts), tuple(indices)
+
+  groups: dict[tuple, list[tuple[LeafInfo, tuple[int, ...]]]] = {}
+  for info in infos:
+    path, indices = pattern(info.path)
+    key = (path, info.shape, info.label, info.fan_in_axes, info.fan_out_axes, info.batch_axes)
+    groups.setdefault(key, []).append((info, indices))
+  first_of_path: dict[str, int] = {}
+  for n, key in enumerate(groups):
+    first_of_path.setdefault(key[0], n)
+  rows = []
+  for key in sorted(groups, key=lambda k: first_of_path[k[0]]):  # stable: first-leaf order
+    members = groups[key]
+    first = members[0][0]
+    if members[0][1]:  # unscanned layers: each layer segment shows the indices folded in
+      sets = iter([_index_set(column) for column in zip(*(ix for _, ix in members))])
+      path = "/".join(f"{m.group(1)}_{next(sets)}" if (m := segment.fullmatch(part)) else part
+                      for part in first.path.split("/"))
+      layers = len(members)
+    else:  # a scanned leaf's leading axis is its layers
+      path = first.path
+      layers = first.shape[0] if first.shape and re.search(scanned, path) else None
+    rows.append(FoldedRow(path, first, layers, sum(info.count for info, _ in members)))
+  return rows
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int]) -> list[str]:
+  """Left-aligned columns two spaces apart; `right` columns right-aligned."""
+  rows = [tuple(header)] + [tuple(r) for r in rows]
+  widths = [max(len(r[c]) for r in rows) for c in range(len(header))]
+  return ["  ".join(cell.rjust(w) if c in right else cell.ljust(w)
+                    for c, (cell, w) in enumerate(zip(row, widths))).rstrip() for row in rows]
+
+
+def _axes(axes: tuple[int, ...]) -> str:
+  return ",".join(map(str, axes)) if axes else "-"
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+  return "x".join(map(str, shape)) or "()"
+
+
+def describe(params: Any, partition: Partition = DEFAULT, fold: bool = False) -> str:
+  """A human-readable table: path, shape, label, fan_in / fan_out / batch axes, count, totals.
+
+  fold=False: one row per leaf. fold=True: leaves that differ only in a layer index are one row
+  (`fold_layers`), with a `layers` column (the layers a row covers; a scanned `blocks/` leaf's
+  leading axis); count is then the parameters of all its layers. The totals are the same.
+  """
   infos = leaf_infos(params, partition)
-  fmt = lambda axes: ",".join(map(str, axes)) if axes else "-"
-  rows = [("path", "shape", "label", "fan_in", "fan_out", "batch", "count")]
-  rows += [(i.path, "x".join(map(str, i.shape)) or "()", i.label, fmt(i.fan_in_axes),
-            fmt(i.fan_out_axes), fmt(i.batch_axes), f"{i.count:,}") for i in infos]
-  widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
-  lines = ["  ".join(cell.rjust(w) if c == 6 else cell.ljust(w)
-                     for c, (cell, w) in enumerate(zip(row, widths))).rstrip() for row in rows]
+  if fold:
+    header = ("path", "shape", "label", "fan_in", "fan_out", "batch", "layers", "count")
+    rows = [(r.path, _shape(r.info.shape), r.info.label, _axes(r.info.fan_in_axes),
+             _axes(r.info.fan_out_axes), _axes(r.info.batch_axes),
+             "-" if r.layers is None else str(r.layers), f"{r.count:,}")
+            for r in fold_layers(infos)]
+    lines = _table(header, rows, right=(6, 7))
+  else:
+    header = ("path", "shape", "label", "fan_in", "fan_out", "batch", "count")
+    rows = [(i.path, _shape(i.shape), i.label, _axes(i.fan_in_axes), _axes(i.fan_out_axes),
+             _axes(i.batch_axes), f"{i.count:,}") for i in infos]
+    lines = _table(header, rows, right=(6,))
   total = sum(i.count for i in infos)
   lines.append("")
   for label, count in sorted(label_counts(params, partition).items()):
@@ -251,7 +360,8 @@ def describe(params: Any, partition: Partition = DEFAULT) -> str:
 
 __all__ = [
     "ADAMW_EMBED", "ADAMW_HEAD", "ADAMW_SCALAR", "DEFAULT", "DEFAULT_RULES", "DEFAULT_STACKED",
-    "LeafInfo", "MUON", "Partition", "ROUTER_OPTIMIZERS", "ROUTER_TO_MUON", "Rule", "classify",
-    "describe", "for_router", "label_counts",
+    "FoldedRow", "LAYER_SEGMENT", "LeafInfo", "MUON", "Partition", "ROUTER_OPTIMIZERS",
+    "ROUTER_TO_MUON", "Rule", "SCANNED_LAYERS", "classify", "describe", "fold_layers",
+    "for_router", "label_counts",
     "leaf_infos", "multi_transform", "muon_dimension_numbers", "muon_dims_fn", "param_labels",
 ]
