@@ -18,6 +18,7 @@ from ml_collections import config_dict
 from jaxgpt import checks, registry
 from jaxgpt.errors import ConfigError, ConfigFileError
 
+PARTITION_TABLES = ("folded", "full", "off")  # train.partition_table
 placeholder = config_dict.placeholder
 
 
@@ -170,6 +171,9 @@ def base_config() -> config_dict.ConfigDict:
       keep_checkpoints=2,  # latest N kept ...
       keep_best=1,  # ... plus the best N by val_loss
       progress_bar=True,
+      # The optimizer partition table at the start of a single run: "folded" (repeated layers
+      # as one row), "full" (every leaf) or "off"; the full table is always in partition.txt.
+      partition_table="folded",
   ))
 
   c.mesh = config_dict.ConfigDict(dict(data=-1, fsdp=1, tensor=1, expert=1))
@@ -366,6 +370,7 @@ def validate(config: config_dict.ConfigDict) -> None:
     raise ConfigError(f"train.batch_size={t.batch_size} must be divisible by "
                       f"train.grad_accum={t.grad_accum}")
   checks.positive("train.max_time_s", t.max_time_s, allow_none=True)
+  checks.one_of("train.partition_table", t.partition_table, PARTITION_TABLES)
   checks.integer("train.data_seed", t.data_seed, 0, allow_none=True)
   checks.positive("train.target_loss", t.target_loss, allow_zero=True, allow_none=True)
   checks.positive("train.checkpoint_every", t.checkpoint_every, allow_none=True)
@@ -422,7 +427,8 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 # Keys that may change between a run and its resume without changing what is computed.
 # A different mesh or process layout computes the same run (up to summation order): a checkpoint
 # restores onto any mesh (jaxgpt/parallel, docs/sharding.md).
-RESUME_FREE_KEYS = ("train.progress_bar", "sample.", "export.", "mesh.", "distributed.")
+RESUME_FREE_KEYS = ("train.progress_bar", "train.partition_table", "sample.", "export.", "mesh.",
+                    "distributed.")
 
 
 def _renamed(flat: dict[str, Any]) -> dict[str, Any]:

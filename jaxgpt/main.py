@@ -26,7 +26,7 @@ from jaxgpt.export.exporter import export_workdir  # noqa: E402
 from jaxgpt.parallel import distributed  # noqa: E402
 from jaxgpt.train.checkpoint import CheckpointError  # noqa: E402
 from jaxgpt.train.inference import evaluate_workdir, sample_workdir  # noqa: E402
-from jaxgpt.train.loop import train_and_evaluate  # noqa: E402
+from jaxgpt.train.run import train_and_evaluate  # noqa: E402
 from jaxgpt.train.workdir import WorkdirError  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:variants].",

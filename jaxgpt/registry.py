@@ -7,6 +7,8 @@ in its own module, with the config check and the builder it brings:
 
 `jaxgpt.config.validate` reads the allowed names from these tables (so adding a family is one
 `register` call, never an edit of a list somewhere else), and the trainer builds through them.
+`RUN_HOOKS` holds the code the run driver calls at the start and end of every run (the optimizer
+partition printout, the export at the end), registered by the modules that own it.
 This module imports nothing of jaxgpt but `errors`, so any module may register here.
 """
 
@@ -96,10 +98,14 @@ class Optimizer:
     periodic evaluation as host_update(config.optimizer, state, step, evals) -> state, where
     `evals` holds one dict of validation metrics per trial (one for a single run); it may
     return a state with a new optimizer state (a learned optimizer's meta-update).
+  describe: optional describe(config.optimizer, params, fold) -> str, a table of which leaf
+    gets which update rule (`fold`: repeated layers folded into one row); the run driver
+    prints it at the start of a single run and writes it in full to `partition.txt`.
   """
   build: Callable[[Any], Any]
   check: Check = _no_check
   host_update: Callable[[Any, Any, int, list], Any] | None = None
+  describe: Callable[[Any, Any, bool], str] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,8 +140,23 @@ class DataSource:
   check: Check = _no_check
 
 
+@dataclasses.dataclass(frozen=True)
+class RunHook:
+  """Code the run driver (`jaxgpt.train.run`) calls in every run, single or cohort; registered
+  by the module that owns it, and deciding from the run whether it acts.
+
+  on_start(info): after compilation, before the first step (`info`: `jaxgpt.train.run.RunInfo`).
+  on_end(info, carry, result) -> dict | None: after the summaries are written (`result`: a
+    single run's summary dict, or a cohort's list of trial summaries); a returned dict is merged
+    into a single run's summary.
+  """
+  on_start: Callable[[Any], None] | None = None
+  on_end: Callable[[Any, Any, Any], dict | None] | None = None
+
+
 MODELS: Registry[ModelFamily] = Registry("model.name")
 OPTIMIZERS: Registry[Optimizer] = Registry("optimizer.name")
 SCHEDULES: Registry[Schedule] = Registry("optimizer.schedule")
 ORTHOGONALIZERS: Registry[Orthogonalizer] = Registry("optimizer.orthogonalize")
 DATA_SOURCES: Registry[DataSource] = Registry("data.name")
+RUN_HOOKS: Registry[RunHook] = Registry("run hook")

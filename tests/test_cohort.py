@@ -20,6 +20,7 @@ import pytest
 from jaxgpt import data
 from jaxgpt.sweep import cohort
 from jaxgpt.train import loop, setup
+from jaxgpt.train import run as train_run
 from jaxgpt.train import step as step_lib
 from tests.helpers import ROOT, load_config
 
@@ -60,7 +61,7 @@ def test_cohort_equals_sequential_single_runs(baseline, tmp_path):
   assert t1["solo_step_time_s"] > 0
   assert t1["time_to_target_s"] == pytest.approx(6 * t1["solo_step_time_s"])
   for i, t in enumerate(TRIALS):
-    single = loop.train_and_evaluate(trial_config(**t), str(tmp_path / f"single_{i}"))
+    single = train_run.train_and_evaluate(trial_config(**t), str(tmp_path / f"single_{i}"))
     got = out[i]
     assert got["stop_reason"] == single["stop_reason"]
     assert got["steps"] == single["steps"]

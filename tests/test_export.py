@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from jaxgpt.export import artifact, exporter
-from jaxgpt.train import loop
+from jaxgpt.train import run as train_run
 from tests.helpers import load_config
 
 # ------------------------------------------------------------------------------------------
@@ -96,7 +96,7 @@ def test_golf_run_time_cap_export_and_roundtrip(tmp_path):
   cfg = load_config("param_golf", "best_proxy,test", train__steps=1000,
                     train__max_time_s=100.0, train__log_every=1, train__eval_every=1000,
                     export__fp16_max_numel=1024)
-  summary = loop.train_and_evaluate(cfg, workdir, clock=lambda: float(next(ticks)))
+  summary = train_run.train_and_evaluate(cfg, workdir, clock=lambda: float(next(ticks)))
   run = (cfg, workdir, summary)
   check_time_capped_tidal_completes_its_decay(run)
   check_artifact_bytes_equal_sizes_on_disk(run)

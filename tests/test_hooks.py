@@ -18,7 +18,7 @@ from jaxgpt import registry
 from jaxgpt.keypath import key_str
 from jaxgpt.models import aux
 from jaxgpt.sweep import cohort
-from jaxgpt.train import loop
+from jaxgpt.train import run as train_run
 from jaxgpt.train import step as step_lib
 from jaxgpt.train.inference import load_params
 from jaxgpt.train.state import TrainState
@@ -109,14 +109,14 @@ def _rows(workdir):
 
 def test_hooks_through_the_single_run_loop(tmp_path):
   CALLS.clear()
-  out = loop.train_and_evaluate(_toy_config(), str(tmp_path / "a"))
+  out = train_run.train_and_evaluate(_toy_config(), str(tmp_path / "a"))
   assert out["stop_reason"] == "steps" and [s for s, _ in CALLS] == [6, 12]
   rows = _rows(tmp_path / "a")
   assert all("step" in r and "elapsed_s" in r for r in rows)  # the final row too
   logged = [r for r in rows if "train_loss" in r]
   assert all("loss/l2" in r and "metric/table_norm" in r for r in logged)
   # The callback zeroed the learning rate at the step-6 evaluation: steps 7..12 change nothing.
-  loop.train_and_evaluate(_toy_config(steps=6), str(tmp_path / "b"))
+  train_run.train_and_evaluate(_toy_config(steps=6), str(tmp_path / "b"))
   _, after_12, _ = load_params(_toy_config(), str(tmp_path / "a"))
   _, after_6, _ = load_params(_toy_config(steps=6), str(tmp_path / "b"))
   chex.assert_trees_all_equal(after_12, after_6)

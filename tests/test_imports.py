@@ -18,6 +18,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 LOWER = ("jaxgpt.models", "jaxgpt.optim", "jaxgpt.data")
 UPPER = ("jaxgpt.train", "jaxgpt.sweep", "jaxgpt.export", "jaxgpt.report", "jaxgpt.main",
          "jaxgpt.cli")
+# Built on train: train never imports them (export and the partition printout are run hooks).
+ABOVE_TRAIN = ("jaxgpt.sweep", "jaxgpt.export", "jaxgpt.report", "jaxgpt.main", "jaxgpt.cli")
 LEAVES = ("jaxgpt.errors", "jaxgpt.checks", "jaxgpt.registry", "jaxgpt.keypath", "jaxgpt.files")
 
 
@@ -109,11 +111,22 @@ def layering_violations(edges: dict[str, set[str]]) -> list[str]:
     for t in sorted(targets):
       if _under(mod, LOWER) and _under(t, UPPER):
         bad.append(f"{mod} imports {t} (models/optim/data never import train/sweep/export)")
+      if _under(mod, ("jaxgpt.train",)) and _under(t, ABOVE_TRAIN):
+        bad.append(f"{mod} imports {t} (train never imports what builds on it; use a run hook)")
       if mod in LEAVES and t != "jaxgpt.errors":
         bad.append(f"{mod} imports {t} (a leaf helper imports nothing of jaxgpt)")
       if t == "jaxgpt.main":
         bad.append(f"{mod} imports jaxgpt.main (the entry point only dispatches)")
   return bad
+
+
+def package_edges(edges: dict[str, set[str]]) -> dict[str, set[str]]:
+  """The import graph between jaxgpt's top-level packages and modules (jaxgpt.train, ...)."""
+  top = lambda m: ".".join(m.split(".")[:2])
+  out: dict[str, set[str]] = {}
+  for mod, targets in edges.items():
+    out.setdefault(top(mod), set()).update(top(t) for t in targets if top(t) != top(mod))
+  return out
 
 
 @pytest.fixture(scope="module")
@@ -124,6 +137,12 @@ def graph():
 def test_no_import_cycles(graph):
   edges, _ = graph
   assert find_cycle(edges) is None, " -> ".join(find_cycle(edges))
+
+
+def test_no_package_cycles(graph):
+  edges, _ = graph
+  cycle = find_cycle(package_edges(edges))
+  assert cycle is None, " -> ".join(cycle)
 
 
 def test_layering_rules(graph):
@@ -152,3 +171,9 @@ def test_checker_finds_an_injected_cycle_and_layering_break(tmp_path):
              for v in layering_violations(edges))
   assert ("jaxgpt.optim.build", len(optim.read_text().splitlines()), "jaxgpt.train.loop") \
       in uncommented
+  loop = pkg / "train" / "loop.py"  # the old train -> export -> train package cycle
+  loop.write_text(loop.read_text() + "\nfrom jaxgpt.export import exporter  # injected\n")
+  edges, _ = import_graph(pkg)
+  assert find_cycle(package_edges(edges)) is not None
+  assert any("jaxgpt.train.loop imports jaxgpt.export.exporter" in v
+             for v in layering_violations(edges))

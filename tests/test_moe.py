@@ -15,6 +15,7 @@ from jaxgpt import models
 from jaxgpt.errors import ConfigError
 from jaxgpt.models import dispatch, gpt, layers, moe, routing
 from jaxgpt.optim import partition
+from jaxgpt.train import run as train_run
 from jaxgpt.train import setup
 from jaxgpt.train import step as step_lib
 from tests.helpers import load_config
@@ -265,7 +266,6 @@ def test_silu_activation_is_plain_silu():
 
 def test_cohort_of_moe_trials_equals_single_runs(tmp_path):
   from jaxgpt.sweep import cohort
-  from jaxgpt.train import loop
 
   def trial(lr, seed):
     c = load_config("moe", "test")
@@ -276,6 +276,6 @@ def test_cohort_of_moe_trials_equals_single_runs(tmp_path):
   trials = [(0.02, 0), (0.01, 1)]
   out = cohort.train_cohort([trial(*t) for t in trials], str(tmp_path / "cohort"), solo_steps=0)
   for i, t in enumerate(trials):
-    single = loop.train_and_evaluate(trial(*t), str(tmp_path / f"single_{i}"))
+    single = train_run.train_and_evaluate(trial(*t), str(tmp_path / f"single_{i}"))
     chex.assert_trees_all_close([out[i]["final_val_loss"], out[i]["val_acc"]],
                                 [single["final_val_loss"], single["val_acc"]], rtol=2e-4)

@@ -76,6 +76,7 @@ import json, os, numpy as np, jax
 from jaxgpt import data
 from jaxgpt.parallel import distributed
 from jaxgpt.train import loop
+from jaxgpt.train import run as train_run
 from tests.helpers import load_config
 WORK = os.environ["MH_WORKDIR"]
 cfg = load_config("gpt", "test", train__steps=4, train__eval_every=100,
@@ -86,7 +87,7 @@ it = data.train_iterator(data.prepare(cfg.data), seq_len=cfg.data.seq_len,
                          global_batch_size=cfg.train.batch_size, seed=cfg.train.seed,
                          process_index=jax.process_index(), process_count=jax.process_count())
 np.save(f"{WORK}/rows_{jax.process_index()}.npy", np.stack([next(it)["inputs"] for _ in range(4)]))
-loop.train_and_evaluate(cfg, WORK + "/run")
+train_run.train_and_evaluate(cfg, WORK + "/run")
 print("OK", jax.process_index())
 """
 
@@ -94,7 +95,7 @@ print("OK", jax.process_index())
 @pytest.mark.slow
 def test_two_process_run_matches_one_process(tmp_path):
   from jaxgpt import data
-  from jaxgpt.train import loop
+  from jaxgpt.train import run as train_run
   from tests.test_parallel import tiny_shards
   shards = tiny_shards(str(tmp_path))
   json.dump(shards, open(tmp_path / "shards.json", "w"))
@@ -117,7 +118,7 @@ def test_two_process_run_matches_one_process(tmp_path):
     assert not {r.tobytes() for r in rows[0][step]} & {r.tobytes() for r in rows[1][step]}
 
   # Only process 0 wrote the files; the losses match a 1-process run.
-  one = loop.train_and_evaluate(cfg, str(tmp_path / "one"))
+  one = train_run.train_and_evaluate(cfg, str(tmp_path / "one"))
   two = json.load(open(tmp_path / "run" / "summary.json"))
   assert two["process_count"] == 2
   assert two["mesh"] == {"data": 2, "fsdp": 1, "tensor": 1, "expert": 1}

@@ -11,7 +11,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from jaxgpt.sweep import cohort, runner, space, spec
-from jaxgpt.train import loop
+from jaxgpt.train import run as train_run
 from tests.helpers import load_config
 
 
@@ -36,9 +36,9 @@ def _rows(workdir):
 
 
 def test_seed_mode_resumes_bitwise_and_logs_multipliers(tmp_path):
-  loop.train_and_evaluate(_config(8), str(tmp_path / "a"))
-  loop.train_and_evaluate(_config(4), str(tmp_path / "b"))
-  loop.train_and_evaluate(_config(8), str(tmp_path / "b"), allow_config_change=True)
+  train_run.train_and_evaluate(_config(8), str(tmp_path / "a"))
+  train_run.train_and_evaluate(_config(4), str(tmp_path / "b"))
+  train_run.train_and_evaluate(_config(8), str(tmp_path / "b"), allow_config_change=True)
   (sa, a), (sb, b) = _state(tmp_path / "a"), _state(tmp_path / "b")
   assert sa == sb == 8
   jax.tree.map(np.testing.assert_array_equal, a, b)  # params and optimizer state, bitwise

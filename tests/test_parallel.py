@@ -255,6 +255,7 @@ print("OK")
 _RESTORE_SCRIPT = r"""
 import json, os, jax, numpy as np
 from jaxgpt.train import checkpoint as ckpt_lib, loop, setup
+from jaxgpt.train import run as train_run
 from tests.helpers import load_config
 WORK = os.environ["RESTORE_WORKDIR"]
 
@@ -272,7 +273,7 @@ def losses(workdir):
           if "train_loss" in r}
 
 run_dir, straight_dir = WORK + "/run", WORK + "/straight"
-s1 = loop.train_and_evaluate(cfg((2, 4, 1), 4), run_dir)
+s1 = train_run.train_and_evaluate(cfg((2, 4, 1), 4), run_dir)
 assert s1["mesh"] == {"data": 2, "fsdp": 4, "tensor": 1, "expert": 1}, s1["mesh"]
 assert json.load(open(run_dir + "/summary.json"))["mesh"] == s1["mesh"]
 
@@ -289,9 +290,9 @@ for a, b, sh in zip(jax.tree.leaves(old), jax.tree.leaves(new),
 q = new.params["blocks"]["attn"]["q"]["kernel"]
 assert q.addressable_shards[0].data.shape[1] == q.shape[1] // 2  # fsdp 2, not 4
 
-s2 = loop.train_and_evaluate(cfg((4, 2, 1), 6), run_dir, allow_config_change=True)
+s2 = train_run.train_and_evaluate(cfg((4, 2, 1), 6), run_dir, allow_config_change=True)
 assert s2["mesh"] == {"data": 4, "fsdp": 2, "tensor": 1, "expert": 1} and s2["steps"] == 6, s2
-s3 = loop.train_and_evaluate(cfg((2, 4, 1), 8), straight_dir)
+s3 = train_run.train_and_evaluate(cfg((2, 4, 1), 8), straight_dir)
 got, want = losses(run_dir), losses(straight_dir)
 assert sorted(got) == [2, 4, 6], got
 for step in (2, 4, 6):
@@ -351,14 +352,14 @@ def test_restore_onto_other_meshes_and_continue(eight_device_run):
   """(2, 4) -> (4, 2) checked in the subprocess; here (4, 2) -> 1 device, two more steps."""
   import json
 
-  from jaxgpt.train import loop
+  from jaxgpt.train import run as train_run
   from tests.helpers import load_config
   _, workdir = eight_device_run
   straight = json.load(open(workdir / "straight.json"))
   cfg = load_config("gpt", "test", train__batch_size=8, train__steps=8, train__eval_every=100,
                     optimizer__schedule="constant", optimizer__warmup_frac=0.0,
                     **json.load(open(workdir / "shards.json")))
-  summary = loop.train_and_evaluate(cfg, str(workdir / "run"), allow_config_change=True)
+  summary = train_run.train_and_evaluate(cfg, str(workdir / "run"), allow_config_change=True)
   assert summary["mesh"] == {"data": 1, "fsdp": 1, "tensor": 1, "expert": 1}
   assert summary["steps"] == 8
   records = [json.loads(line) for line in open(workdir / "run" / "metrics.jsonl")]

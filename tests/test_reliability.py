@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from jaxgpt import data
-from jaxgpt.train import loop
+from jaxgpt.train import run as train_run
 from tests.helpers import ROOT, load_config
 
 
@@ -36,7 +36,7 @@ def _zero_middle_of_largest_array_file(step_dir) -> str:
 def clean_run(tmp_path_factory):
   """gpt.py:test to step 12, checkpoints at 6 and 12."""
   workdir = str(tmp_path_factory.mktemp("clean"))
-  return workdir, loop.train_and_evaluate(load_config("gpt", "test"), workdir)
+  return workdir, train_run.train_and_evaluate(load_config("gpt", "test"), workdir)
 
 
 def _copy_of(src, dst):
@@ -58,7 +58,7 @@ def test_damaged_checkpoint_falls_back_to_the_older_one(clean_run, tmp_path, cap
       f.seek(10)
       f.write(b"\0\0\0{{{")
   capfd.readouterr()
-  out = loop.train_and_evaluate(load_config("gpt", "test"), workdir)
+  out = train_run.train_and_evaluate(load_config("gpt", "test"), workdir)
   err = capfd.readouterr().err
   lines = [ln for ln in err.splitlines() if "checkpoint 12 is damaged" in ln]
   assert len(lines) == 1 and "falling back to checkpoint 6" in lines[0], err[-2000:]

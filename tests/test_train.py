@@ -12,6 +12,7 @@ import optax
 import pytest
 
 from jaxgpt.train import loop
+from jaxgpt.train import run as train_run
 from jaxgpt.train import step as step_lib
 from tests.helpers import load_config
 
@@ -24,7 +25,7 @@ SUMMARY_KEYS = {
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("run"))
-  summary = loop.train_and_evaluate(load_config("gpt", "test"), workdir)
+  summary = train_run.train_and_evaluate(load_config("gpt", "test"), workdir)
   return workdir, summary
 
 
@@ -59,7 +60,7 @@ def test_loss_decreases(finished_run):
 
 def test_rerun_of_finished_run_does_not_train_again(finished_run):
   workdir, summary = finished_run
-  again = loop.train_and_evaluate(load_config("gpt", "test"), workdir)
+  again = train_run.train_and_evaluate(load_config("gpt", "test"), workdir)
   assert again["steps"] == summary["steps"]
   assert again["final_val_loss"] == summary["final_val_loss"]
 
@@ -67,21 +68,21 @@ def test_rerun_of_finished_run_does_not_train_again(finished_run):
 def test_changed_config_refused_naming_keys(finished_run):
   workdir, _ = finished_run
   with pytest.raises(loop.ConfigChangedError, match=r"optimizer\.lr"):
-    loop.train_and_evaluate(load_config("gpt", "test", optimizer__lr=0.5), workdir)
+    train_run.train_and_evaluate(load_config("gpt", "test", optimizer__lr=0.5), workdir)
 
 
 def test_allowed_change_extends_training(finished_run, tmp_path):
   import shutil
   workdir = str(tmp_path / "copy")
   shutil.copytree(finished_run[0], workdir)
-  out = loop.train_and_evaluate(load_config("gpt", "test", train__steps=14), workdir,
+  out = train_run.train_and_evaluate(load_config("gpt", "test", train__steps=14), workdir,
                                 allow_config_change=True)
   assert out["steps"] == 14 and out["stop_reason"] == "steps"
 
 
 def test_target_loss_stops_early(tmp_path):
   cfg = load_config("gpt", "test", train__target_loss=100.0)
-  out = loop.train_and_evaluate(cfg, str(tmp_path))
+  out = train_run.train_and_evaluate(cfg, str(tmp_path))
   assert out["reached_target"] and out["stop_reason"] == "target"
   assert out["step_to_target"] == cfg.train.eval_every == out["steps"]
   assert 0 < out["time_to_target_s"] <= out["train_time_s"]
@@ -95,7 +96,7 @@ def test_time_cap_completes_decay(tmp_path, capsys):
   cfg = load_config("gpt", "test", train__steps=1000, train__max_time_s=30.0, train__log_every=1,
                     optimizer__schedule="linear", optimizer__final_lr_frac=0.0,
                     train__progress_bar=True)
-  out = loop.train_and_evaluate(cfg, str(tmp_path), clock=lambda: float(next(ticks)))
+  out = train_run.train_and_evaluate(cfg, str(tmp_path), clock=lambda: float(next(ticks)))
   assert out["stop_reason"] == "time_cap" and out["steps"] < 1000
   err = capsys.readouterr().err
   assert "train_s=" in err and "/30" in err.split("train_s=")[-1][:12], err[-500:]
@@ -110,7 +111,7 @@ def test_final_eval_tokens_caps_the_final_evaluation(tmp_path):
   cfg = load_config("gpt", "test")
   cfg.train.final_eval_tokens = cfg.train.eval_tokens
   assert cfg.train.steps % cfg.train.eval_every == 0
-  out = loop.train_and_evaluate(cfg, str(tmp_path))
+  out = train_run.train_and_evaluate(cfg, str(tmp_path))
   rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
   last = [r for r in rows if "val_tokens" in r][-1]
   assert last["step"] == out["steps"]
@@ -118,7 +119,7 @@ def test_final_eval_tokens_caps_the_final_evaluation(tmp_path):
   assert out["final_val_loss"] == pytest.approx(last["val_loss"], rel=1e-6)
   bad = load_config("gpt", "test", train__final_eval_tokens=0)
   with pytest.raises(ValueError, match="train.final_eval_tokens=0"):
-    loop.train_and_evaluate(bad, str(tmp_path / "bad"))
+    train_run.train_and_evaluate(bad, str(tmp_path / "bad"))
 
 
 def _tiny_apply(vocab):
@@ -197,9 +198,9 @@ def test_train_on_token_shards(tmp_path):
   kw = dict(data__name="shards", data__train_pattern=str(tmp_path / "tok_train_*.bin"),
             data__val_pattern=str(tmp_path / "tok_val_*.bin"), model__vocab_size=64,
             train__steps=4, train__eval_every=2)
-  out = loop.train_and_evaluate(load_config("gpt", "test", **kw), str(tmp_path / "run"))
+  out = train_run.train_and_evaluate(load_config("gpt", "test", **kw), str(tmp_path / "run"))
   assert out["steps"] == 4 and out["val_bpb"] is None and math.isfinite(out["final_val_loss"])
   bad = tmp_path / "tok_val_000000.bin"
   data.write_shard(bad, np.full(5000, 70, np.uint16))
   with pytest.raises(Exception, match="tok_val_000000.bin"):
-    loop.train_and_evaluate(load_config("gpt", "test", **kw), str(tmp_path / "run2"))
+    train_run.train_and_evaluate(load_config("gpt", "test", **kw), str(tmp_path / "run2"))

@@ -23,11 +23,12 @@ import numpy as np
 
 import jaxgpt
 from jaxgpt import config as config_lib
-from jaxgpt import files
+from jaxgpt import files, registry
 from jaxgpt.export import artifact
 from jaxgpt.keypath import path_str
 from jaxgpt.optim import partition
 from jaxgpt.train.inference import load_params
+from jaxgpt.train.loop import FINISHED
 
 SUMMARY = "summary.json"
 
@@ -123,3 +124,18 @@ def export_workdir(config, workdir: str, params: Any = None,
   print(budget_message(out["artifact_bytes"], model_bytes, code_bytes, budget), file=sys.stderr,
         flush=True)
   return out
+
+
+def _export_at_end(info, carry, summary) -> dict | None:
+  """The run hook: a finished single run with `export.at_end` writes its artifact."""
+  cfg = info.configs[0]
+  if info.k != 1 or not cfg.export.at_end or summary["stop_reason"] not in FINISHED:
+    return None
+  if jax.process_count() > 1:
+    print("[jaxgpt] export.at_end needs a single process; run --mode export on the workdir",
+          file=sys.stderr)
+    return None
+  return export_workdir(cfg, info.workdir, carry.params, info.run.vocab_size)
+
+
+registry.RUN_HOOKS.register("export", registry.RunHook(on_end=_export_at_end))

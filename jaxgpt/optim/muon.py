@@ -53,8 +53,7 @@ import jax.numpy as jnp
 import optax
 from optax.contrib import MuonDimensionNumbers
 
-from jaxgpt import registry
-from jaxgpt.errors import ConfigError
+from jaxgpt import checks, registry
 from jaxgpt.optim import orthogonalize as ortho
 from jaxgpt.optim import partition
 from jaxgpt.optim.matrix import (
@@ -570,27 +569,27 @@ def check_config(config) -> None:
                        ("momentum_style", MOMENTUM_STYLES),
                        ("matrix_sharding", ortho.SHARDINGS),
                        ("router", partition.ROUTER_OPTIMIZERS)):
-    if o[key] not in allowed:
-      raise ConfigError(f"optimizer.{key}={o[key]!r} is not allowed; choose one of {allowed}")
-  if not (isinstance(o.ns_steps, int) and not isinstance(o.ns_steps, bool) and o.ns_steps >= 1):
-    raise ConfigError(f"optimizer.ns_steps={o.ns_steps!r} must be an integer >= 1")
-  for key in ("momentum", "beta2"):
-    if not (isinstance(o[key], (int, float)) and 0.0 <= o[key] <= 1.0):
-      raise ConfigError(f"optimizer.{key}={o[key]!r} must be a fraction in [0, 1]")
-  if not (isinstance(o.momentum_warmup_steps, int) and o.momentum_warmup_steps >= 0):
-    raise ConfigError(f"optimizer.momentum_warmup_steps={o.momentum_warmup_steps!r} must be an "
-                      "integer >= 0")
+    checks.one_of(f"optimizer.{key}", o[key], allowed)
+  checks.integer("optimizer.ns_steps", o.ns_steps, 1)
+  checks.fraction("optimizer.momentum", o.momentum)
+  checks.fraction("optimizer.beta2", o.beta2)
+  checks.integer("optimizer.momentum_warmup_steps", o.momentum_warmup_steps, 0)
 
 
-registry.OPTIMIZERS.register("muon", registry.Optimizer(build=muon_with_adamw,
-                                                        check=check_config))
+def describe_partition(o, params, fold: bool) -> str:
+  """Which leaf goes to Muon and which to AdamW, with each Muon leaf's axes (`partition`)."""
+  return partition.describe(params, partition.for_router(o.router), fold=fold)
+
+
+registry.OPTIMIZERS.register("muon", registry.Optimizer(build=muon_with_adamw, check=check_config,
+                                                        describe=describe_partition))
 
 
 __all__ = [
     "MUON_STATIC_ARGS", "MarsState", "MatrixLayout", "MomentumState", "MuonDimensionNumbers",
     "MuonSettings", "MuonState", "NorMuonState", "add_decoupled_weight_decay", "cautious_mask",
-    "dims_per_leaf", "ema_momentum", "from_matrix", "injectable_muon", "matrix_layout",
-    "matrix_sum", "momentum_at", "muon", "muon_chain", "muon_with_adamw", "orthogonalize_update",
-    "scale_by_mars", "scale_by_muon", "scale_by_normuon", "scale_by_shape", "sgd_momentum",
-    "to_matrix", "update_scale_factor",
+    "check_config", "describe_partition", "dims_per_leaf", "ema_momentum", "from_matrix",
+    "injectable_muon", "matrix_layout", "matrix_sum", "momentum_at", "muon", "muon_chain",
+    "muon_with_adamw", "orthogonalize_update", "scale_by_mars", "scale_by_muon",
+    "scale_by_normuon", "scale_by_shape", "sgd_momentum", "to_matrix", "update_scale_factor",
 ]

@@ -50,10 +50,10 @@ from jax.sharding import PartitionSpec as P
 from jaxgpt import config as config_lib
 from jaxgpt import data, files, models, registry
 from jaxgpt.optim import build as build_lib
-from jaxgpt.train import checkpoint as ckpt_lib
 from jaxgpt.train import evaluate as eval_lib
 from jaxgpt.train import loop as loop_lib
 from jaxgpt.train import metrics as metrics_lib
+from jaxgpt.train import run as run_lib
 from jaxgpt.train import setup as setup_lib
 from jaxgpt.train import state as state_lib
 from jaxgpt.train import step as step_lib
@@ -66,7 +66,8 @@ TRACED_KEYS: tuple[str, ...] = (
     *dict.fromkeys(k for name in registry.MODELS for k in models.family(name).traced_keys),
     "train.seed", "train.data_seed", "train.target_loss")
 # Keys that name or display a run and change nothing it computes.
-_FREE_KEYS = ("name", "variants", "train.progress_bar", "sample.", "export.")
+_FREE_KEYS = ("name", "variants", "train.progress_bar", "train.partition_table", "sample.",
+              "export.")
 _LR_KEYS = ("embed_lr", "head_lr", "scalar_lr")
 SEED = "train.seed"
 
@@ -318,9 +319,9 @@ class _Batches:
   def get_state(self) -> dict:
     return {"iterators": {str(s): it.get_state() for s, it in self.its.items()}}
 
-  def set_state(self, state: dict) -> None:
+  def set_state(self, state: dict, strict: bool = True) -> None:
     for s, it in self.its.items():
-      it.set_state(state["iterators"][str(s)])
+      it.set_state(state["iterators"][str(s)], strict=strict)
 
   def close(self) -> None:
     for it in self.its.values():
@@ -328,21 +329,63 @@ class _Batches:
 
 
 class _CohortRun:
-  """The loop's view of a cohort: the carry is {"state": stacked TrainState, "alive": [K]}."""
+  """The driver's view of a cohort: the carry is {"state": stacked TrainState, "alive": [K]}."""
 
   freezes_diverged = True  # the step keeps a non-finite trial's previous state (jnp.where)
+  keep_best = 0  # one checkpoint holds K trials: no single best
 
-  def __init__(self, prog: CohortProgram, configs: Sequence[Any], hp):
-    self.prog, self.configs, self.k, self.hp = prog, list(configs), prog.k, hp
+  def __init__(self, prog: CohortProgram, configs: Sequence[Any], *, devices,
+               solo_steps: int, final_eval_tokens: int | None):
+    self.prog, self.configs, self.k, self.run = prog, list(configs), prog.k, prog.run
+    self.hp = prog.put(stack_hparams(configs))
     c = configs[0]
     self.tokens_per_step = c.train.batch_size * c.data.seq_len
     self.host_update_fn = registry.OPTIMIZERS.get(c.optimizer.name).host_update
+    self.batches = _Batches(prog.run.spec, configs, prog)
+    self.final_eval_tokens = (c.train.get("final_eval_tokens") if final_eval_tokens is None
+                              else final_eval_tokens)
+    self.devices, self.solo_steps, self.solo = devices, solo_steps, None
     self._train = self._eval = None
+
+  # -- the driver's interface
+  def init_carry(self):
+    return {"state": self.prog.init([c.train.seed for c in self.configs], self.hp),
+            "alive": self.prog.put(np.ones((self.k,), bool))}
+
+  def abstract_carry(self):
+    return {"state": self.prog.abstract_with_shardings(),
+            "alive": jax.ShapeDtypeStruct((self.k,), jnp.bool_, sharding=self.prog.cohort)}
+
+  def open_writers(self, workdir: str, cfg_dicts: list[dict], step: int) -> list:
+    self.workdir = workdir
+    writers = []
+    for i, cfg_dict in enumerate(cfg_dicts):
+      d = self.trial_dir(i)
+      files.atomic_write_json(os.path.join(d, "config.json"), cfg_dict)
+      w = metrics_lib.MetricsWriter(d, tensorboard=False)
+      w.truncate_after(step)
+      writers.append(w)
+    return writers
+
+  def trial_dir(self, i: int) -> str:
+    return os.path.join(self.workdir, f"trial_{i}")
+
+  def meta_extra(self) -> dict:
+    return {"solo_step_time_s": self.solo}
+
+  def restore_meta(self, meta: dict) -> None:
+    self.solo = meta.get("solo_step_time_s")
+
+  def close(self) -> None:
+    self.batches.close()
 
   def compile(self) -> float:
     self._train, self._eval, seconds = self.prog.compile()
+    if self.solo_steps and self.solo is None:  # timed apart from the compile
+      self.solo = _solo_step_time(self.configs[0], self.devices, self.solo_steps)
     return seconds
 
+  # -- the loop's interface
   def step(self, carry, batch, progress):
     state, alive, m = self._train(carry["state"], self.hp, carry["alive"], batch,
                                   self.prog.put(np.float32(progress), self.prog.repl))
@@ -366,6 +409,46 @@ class _CohortRun:
       return carry
     state = self.host_update_fn(self.configs[0].optimizer, carry["state"], step, evals)
     return dict(carry, state=state)
+
+  # -- the summaries
+  def summarize(self, out: run_lib.Outcome) -> list[dict]:
+    """trial_<i>/summary.json and cohort.json; an interrupt raises KeyboardInterrupt (the
+    checkpoint is saved: the sweep runner re-queues the trials)."""
+    if out.interrupted:
+      raise KeyboardInterrupt("cohort interrupted; its checkpoint is saved")
+    timing, solo, k = out.loop.clock, self.solo, self.k
+    n_params = models.count_params(self.run.abstract_state.params)
+    summaries = []
+    for i, (rec, cfg, fin) in enumerate(zip(out.loop.records, self.configs, out.finals)):
+      val_loss = fin.get("val_loss")
+      s = {
+          "trial_index": i, "cohort_size": k, "name": cfg.name, "hparams": trial_hparams(cfg),
+          "seed": cfg.train.seed, "data_seed": _data_seed(cfg), "num_params": n_params,
+          "tokens_per_step": self.tokens_per_step,
+          "steps": rec["steps"], "stop_reason": rec["stop_reason"] or STOP_STEPS,
+          "final_val_loss": val_loss, "best_val_loss": rec["best_val_loss"],
+          "val_bpb": fin.get("val_bpb"), "val_acc": fin.get("val_acc"),
+          "val_ppl": math.exp(val_loss) if val_loss is not None else None,
+          "target_loss": rec["target_loss"], "reached_target": rec["step_to_target"] is not None,
+          "step_to_target": rec["step_to_target"],
+          "time_to_target_s": (rec["step_to_target"] * solo
+                               if rec["step_to_target"] is not None and solo else None),
+          "solo_step_time_s": solo,
+          "tokens_per_s": self.tokens_per_step / solo if solo else None,
+          "cohort_train_time_s": timing.train_s, "cohort_eval_time_s": timing.eval_s,
+          "compile_time_s": out.compile_s, "cohort_wall_time_s": time.time() - out.wall0,
+          "cohort_devices": self.prog.mesh.size, "shared_batches": self.batches.shared,
+          "backend": jax.default_backend(), "curve": rec["curve"],
+      }
+      files.atomic_write_json(os.path.join(self.trial_dir(i), "summary.json"), s)
+      summaries.append(s)
+    files.atomic_write_json(os.path.join(self.workdir, "cohort.json"), {
+        "cohort_size": k, "static_key": static_key(self.configs[0]), "steps": out.loop.step,
+        "cohort_train_time_s": timing.train_s, "cohort_eval_time_s": timing.eval_s,
+        "compile_time_s": out.compile_s, "cohort_wall_time_s": time.time() - out.wall0,
+        "solo_step_time_s": solo, "trials": [{x: v for x, v in s.items() if x != "curve"}
+                                             for s in summaries]})
+    return summaries
 
 
 def train_cohort(configs: Sequence[Any], workdir: str, *,
@@ -391,114 +474,12 @@ def train_cohort(configs: Sequence[Any], workdir: str, *,
   for c in configs:
     config_lib.validate(c)
   _check_same_static(configs)
-  with WorkdirLock(workdir, enabled=jax.process_index() == 0):
-    return _train_cohort(configs, workdir, on_eval, clock, solo_steps, final_eval_tokens,
-                         devices, wall0)
-
-
-def _train_cohort(configs, workdir, on_eval, clock, solo_steps, final_eval_tokens, devices,
-                  wall0) -> list[dict]:
   devices = list(devices) if devices is not None else jax.devices()
-  k, cfg0 = len(configs), configs[0]
-  tcfg = cfg0.train
-  shared = len({_data_seed(c) for c in configs}) == 1
-  prog = cohort_program(cfg0, k, shared, devices)
-  run = prog.run
-  program = _CohortRun(prog, configs, prog.put(stack_hparams(configs)))
-  batches = _Batches(run.spec, configs, prog)
-  cfg_dicts = [config_lib.to_dict(c) for c in configs]
-  trial_dirs = [os.path.join(workdir, f"trial_{i}") for i in range(k)]
-  os.makedirs(workdir, exist_ok=True)
-  mngr = ckpt_lib.manager(os.path.join(workdir, "checkpoints"),
-                          keep_latest=tcfg.keep_checkpoints, keep_best=0)
-
-  timing, solo = loop_lib.Clock(), None
-  meta_only = ckpt_lib.restore_latest_good(mngr, None, items=("meta",))
-  if meta_only is not None:
-    # The configs first: with other trials the state's shapes may differ.
-    loop_lib.check_resume(meta_only.meta["configs"], cfg_dicts)
-    target = {"state": prog.abstract_with_shardings(),
-              "alive": jax.ShapeDtypeStruct((k,), jnp.bool_, sharding=prog.cohort)}
-    restored = ckpt_lib.restore_latest_good(mngr, target)
-    if restored.step != meta_only.step:  # fell back past the step checked above
-      loop_lib.check_resume(restored.meta["configs"], cfg_dicts)
-    carry, data_state, saved = restored.state, restored.data, restored.meta
-    records = loop_lib.resume_records(saved, configs, changed=False)
-    timing.train_s, timing.eval_s = float(saved["train_time_s"]), float(saved["eval_time_s"])
-    solo = saved.get("solo_step_time_s")
-    batches.set_state(data_state)
-    step = int(saved["step"])
-  else:
-    carry = {"state": prog.init([c.train.seed for c in configs], program.hp),
-             "alive": prog.put(np.ones((k,), bool))}
-    records, step = [loop_lib.new_record(c) for c in configs], 0
-  carry = program.freeze(carry, [r["stop_reason"] is None for r in records])
-
-  writers = []
-  for i, d in enumerate(trial_dirs):
-    files.atomic_write_json(os.path.join(d, "config.json"), cfg_dicts[i])
-    w = metrics_lib.MetricsWriter(d, tensorboard=False)
-    w.truncate_after(step)
-    writers.append(w)
-
-  compile_s = program.compile()
-  if solo_steps and solo is None:
-    solo = _solo_step_time(cfg0, devices, solo_steps)
-
-  def save(loop: loop_lib.Loop) -> None:
-    meta = dict(loop.meta(), configs=cfg_dicts, solo_step_time_s=solo)
-    ckpt_lib.save(mngr, loop.step, loop.carry, batches.get_state(), meta, None)
-
-  loop = loop_lib.Loop(program, carry, batches, records, timing, step, writers, save,
-                       on_eval=on_eval, time_fn=clock, show=bool(tcfg.progress_bar),
-                       desc=f"cohort of {k}")
-  try:
-    loop.run()
-  finally:  # a crash or an interrupt still completes (or reports) the save in flight
-    ckpt_lib.wait(mngr)
-    batches.close()
-  ckpt_lib.close(mngr)
-  if loop_lib.STOP_INTERRUPT in [r["stop_reason"] for r in records]:
-    for w in writers:
-      w.close()
-    raise KeyboardInterrupt("cohort interrupted; its checkpoint is saved")
-
-  if final_eval_tokens is None:
-    final_eval_tokens = configs[0].train.get("final_eval_tokens")
-  finals = program.evaluate(loop.carry, "val", final_eval_tokens, "final eval", False)
-  n_params = models.count_params(run.abstract_state.params)
-  summaries = []
-  for i, (rec, cfg, d) in enumerate(zip(records, configs, trial_dirs)):
-    fin = finals[i] if rec["stop_reason"] != STOP_DIVERGED else {}
-    val_loss = fin.get("val_loss")
-    s = {
-        "trial_index": i, "cohort_size": k, "name": cfg.name, "hparams": trial_hparams(cfg),
-        "seed": cfg.train.seed, "data_seed": _data_seed(cfg), "num_params": n_params,
-        "tokens_per_step": program.tokens_per_step,
-        "steps": rec["steps"], "stop_reason": rec["stop_reason"] or STOP_STEPS,
-        "final_val_loss": val_loss, "best_val_loss": rec["best_val_loss"],
-        "val_bpb": fin.get("val_bpb"), "val_acc": fin.get("val_acc"),
-        "val_ppl": math.exp(val_loss) if val_loss is not None else None,
-        "target_loss": rec["target_loss"], "reached_target": rec["step_to_target"] is not None,
-        "step_to_target": rec["step_to_target"],
-        "time_to_target_s": (rec["step_to_target"] * solo
-                             if rec["step_to_target"] is not None and solo else None),
-        "solo_step_time_s": solo,
-        "tokens_per_s": program.tokens_per_step / solo if solo else None,
-        "cohort_train_time_s": timing.train_s, "cohort_eval_time_s": timing.eval_s,
-        "compile_time_s": compile_s, "cohort_wall_time_s": time.time() - wall0,
-        "cohort_devices": prog.mesh.size, "shared_batches": batches.shared,
-        "backend": jax.default_backend(), "curve": rec["curve"],
-    }
-    writers[i].write(rec["steps"], elapsed_s=timing.train_s, final_val_loss=val_loss,
-                     val_bpb=s["val_bpb"], val_acc=s["val_acc"])
-    writers[i].close()
-    files.atomic_write_json(os.path.join(d, "summary.json"), s)
-    summaries.append(s)
-  files.atomic_write_json(os.path.join(workdir, "cohort.json"), {
-      "cohort_size": k, "static_key": static_key(cfg0), "steps": loop.step,
-      "cohort_train_time_s": timing.train_s, "cohort_eval_time_s": timing.eval_s,
-      "compile_time_s": compile_s, "cohort_wall_time_s": time.time() - wall0,
-      "solo_step_time_s": solo, "trials": [{x: v for x, v in s.items() if x != "curve"}
-                                           for s in summaries]})
-  return summaries
+  with WorkdirLock(workdir, enabled=jax.process_index() == 0):
+    shared = len({_data_seed(c) for c in configs}) == 1
+    prog = cohort_program(configs[0], len(configs), shared, devices)
+    program = _CohortRun(prog, configs, devices=devices, solo_steps=solo_steps,
+                         final_eval_tokens=final_eval_tokens)
+    return run_lib.drive(program, workdir, on_eval=on_eval, clock=clock, wall0=wall0,
+                         show=bool(configs[0].train.progress_bar),
+                         desc=f"cohort of {len(configs)}")

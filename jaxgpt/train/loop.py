@@ -1,7 +1,8 @@
 """The training loop: one skeleton for single runs and vmapped cohorts of trials.
 
-A `Program` is what gets trained: a single run (`SingleRun` here, K = 1) or a cohort of K
-trials stacked on a leading axis (`jaxgpt.sweep.cohort`). The loop owns, for both:
+A `Program` is what gets trained: a single run (`jaxgpt.train.run.SingleRun`, K = 1) or a cohort
+of K trials stacked on a leading axis (`jaxgpt.sweep.cohort`); `jaxgpt.train.run.drive` runs
+either around this loop. The loop owns, for both:
 - the clock: `block_until_ready` at every timing boundary (log, eval, checkpoint, end);
   compilation (ahead of time), evaluation and checkpoint starts are timed apart from training
   time, and the schedule's `progress = max(step / train.steps, train_time_s / train.max_time_s)`
@@ -17,17 +18,11 @@ Hooks: the model family's sown loss terms and metrics reach the logs through the
 (`jaxgpt.models.aux`, `registry.ModelFamily.collections`); the optimizer's `host_update`
 (`registry.Optimizer`) runs after every periodic evaluation and may return a new state.
 
-`train_and_evaluate(config, workdir)` is the single run: files `config.json`, `metrics.jsonl`
-(every row has `step` and `elapsed_s`), `summary.json`, `checkpoints/`, `tensorboard/`,
-`curves.png` (docs/design.md "Files a run writes").
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import math
-import os
 import signal
 import sys
 import threading
@@ -36,22 +31,14 @@ from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
-from absl import logging
 from tqdm.auto import tqdm
 
 from jaxgpt import config as config_lib
-from jaxgpt import data, files, models, registry
-from jaxgpt.export.exporter import export_workdir
-from jaxgpt.optim import learning_rate, partition
+from jaxgpt import files
+from jaxgpt.optim import learning_rate
 from jaxgpt.optim.schedules import progress as clock_progress
-from jaxgpt.parallel import mesh as mesh_lib
-from jaxgpt.parallel import rules as rules_lib
-from jaxgpt.train import checkpoint as ckpt_lib
-from jaxgpt.train import evaluate as eval_lib
 from jaxgpt.train import metrics as metrics_lib
 from jaxgpt.train import setup as setup_lib
-from jaxgpt.train import step as step_lib
-from jaxgpt.train.workdir import WorkdirLock
 
 STOP_STEPS, STOP_TARGET, STOP_TIME = "steps", "target", "time_cap"
 STOP_INTERRUPT, STOP_DIVERGED, STOP_PRUNED = "interrupted", "diverged", "pruned"
@@ -320,180 +307,6 @@ def resume_records(saved: dict, configs: Sequence[Any], changed: bool) -> list[d
   return records
 
 
-# ------------------------------------------------------------------------------------------
-# A single run.
-
-class SingleRun:
-  """The program of one run on its mesh: the jitted step of `train.step`, AOT-compiled."""
-
-  k = 1
-  freezes_diverged = False  # the plain step: a NaN update is applied
-
-  def __init__(self, config, run: setup_lib.Run):
-    self.config, self.run, self.configs = config, run, [config]
-    self.tokens_per_step = config.train.batch_size * config.data.seq_len
-    self.family = models.family(config.model.name)
-    self.host_update_fn = registry.OPTIMIZERS.get(config.optimizer.name).host_update
-    self._train = self._eval = None
-
-  def compile(self) -> float:
-    t0 = time.perf_counter()
-    run, cfg = self.run, self.config
-    repl = rules_lib.replicated(run.mesh)
-    batch_sh = rules_lib.batch_sharding(run.mesh)
-    train_batch, eval_batch = abstract_batches(cfg, batch_sh)
-    train_step = step_lib.make_train_step(run.model.apply, run.tx, cfg.train.grad_accum,
-                                          self.family.collections, self.family.rng_streams,
-                                          cfg.train.seed)
-    tb = setup_lib.token_bytes_array(run.spec, run.vocab_size)
-    eval_step = step_lib.make_eval_step(run.model.apply, None if tb is None else jnp.asarray(tb))
-    with run.context():
-      self._train = aot_compile(
-          train_step, (run.abstract_state, train_batch,
-                       jax.ShapeDtypeStruct((), jnp.float32, sharding=repl)),
-          in_shardings=(run.state_shardings, batch_sh, repl),
-          out_shardings=(run.state_shardings, repl), donate_argnums=(0,))
-      self._eval = aot_compile(eval_step, (run.abstract_state.params, eval_batch),
-                               in_shardings=(run.state_shardings.params, batch_sh),
-                               out_shardings=repl)
-    return time.perf_counter() - t0
-
-  def step(self, state, batch, progress):
-    return self._train(state, rules_lib.global_batch(batch, self.run.mesh), jnp.float32(progress))
-
-  def observe(self, state, metrics) -> list[dict]:
-    m = jax.device_get(metrics)
-    jax.block_until_ready(state)
-    out = {k: float(v) for k, v in m.items()}
-    return [dict(out, steps=int(jax.device_get(state.step)),
-                 finite=math.isfinite(out["train_loss"]))]
-
-  def evaluate(self, state, split, max_tokens, desc, show) -> list[dict]:
-    return [eval_lib.evaluate(self.run, self._eval, state.params, split, max_tokens, desc=desc,
-                              show=show)]
-
-  def freeze(self, state, live):
-    return state  # one trial: a stopped run simply stops stepping
-
-  def host_update(self, state, step, evals):
-    if self.host_update_fn is None:
-      return state
-    return self.host_update_fn(self.config.optimizer, state, step, evals)
-
-
-def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = False,
-                       clock: Callable[[], float] = time.perf_counter,
-                       process_start: float | None = None,
-                       on_eval: OnEval | None = None) -> dict:
-  """Trains `config` in `workdir` (resuming if it holds a checkpoint); returns the summary.
-
-  `on_eval(0, step, metrics)` is called after each periodic evaluation; True stops the run
-  (`pruned`). `clock` is the training clock (tests inject a fake one).
-  """
-  wall0 = process_start if process_start is not None else time.time()
-  config_lib.validate(config)
-  # One process per workdir (multi-host: the coordinator holds it for the job).
-  with WorkdirLock(workdir, enabled=jax.process_index() == 0):
-    return _train_and_evaluate(config, workdir, allow_config_change, clock, wall0, on_eval)
-
-
-def _train_and_evaluate(config, workdir: str, allow_config_change: bool,
-                        clock: Callable[[], float], wall0: float, on_eval: OnEval | None) -> dict:
-  cfg, tcfg = config, config.train
-  is_main = jax.process_index() == 0
-  cfg_dict = config_lib.to_dict(cfg)
-
-  run = setup_lib.build(cfg)
-  program = SingleRun(cfg, run)
-  n_params = models.count_params(run.abstract_state.params)
-  mngr = ckpt_lib.manager(os.path.join(workdir, "checkpoints"),
-                          keep_latest=tcfg.keep_checkpoints, keep_best=tcfg.keep_best)
-  it = data.train_iterator(run.spec, seq_len=cfg.data.seq_len, global_batch_size=tcfg.batch_size,
-                           seed=data_seed(tcfg), process_index=jax.process_index(),
-                           process_count=jax.process_count(), worker_count=cfg.data.worker_count)
-  timing = Clock()
-  # The newest checkpoint that verifies; damaged ones are renamed aside with one line each.
-  restored = ckpt_lib.restore_latest_good(mngr, run.abstract_state)
-  if restored is not None:
-    state, data_state, saved = restored.state, restored.data, restored.meta
-    changed = check_resume(saved.get("configs", [saved.get("config", {})]), [cfg_dict],
-                           allow_config_change)
-    records = resume_records(saved, [cfg], changed)
-    timing.train_s, timing.eval_s = float(saved["train_time_s"]), float(saved["eval_time_s"])
-    it.set_state(data_state, strict=not changed)
-    logging.info("resumed from step %d (%s)", restored.step, workdir)
-  else:
-    state, records = run.init_state(), [new_record(cfg)]
-  step = int(jax.device_get(state.step))
-
-  if is_main:
-    files.atomic_write_json(os.path.join(workdir, "config.json"), cfg_dict)
-  writer = metrics_lib.MetricsWriter(workdir, enabled=is_main)
-  writer.truncate_after(step)
-  compile_s = program.compile()
-  if is_main and cfg.optimizer.name == "muon":
-    print("[jaxgpt] optimizer partition:\n" + partition.describe(
-        run.abstract_state.params, partition.for_router(cfg.optimizer.router)),
-        file=sys.stderr, flush=True)
-  if is_main:
-    print(f"[jaxgpt] {cfg.name}: {n_params:,} params, mesh {mesh_lib.mesh_shape(run.mesh)}, "
-          f"{program.tokens_per_step:,} tokens/step, compile {compile_s:.1f}s, start step {step}",
-          file=sys.stderr, flush=True)
-
-  def save(loop: Loop) -> None:
-    ckpt_lib.save(mngr, loop.step, loop.carry, it.get_state(),
-                  dict(loop.meta(), configs=[cfg_dict]), loop.records[0]["last_val_loss"])
-
-  loop = Loop(program, state, it, records, timing, step, [writer], save,
-              on_eval=on_eval, time_fn=clock, show=bool(tcfg.progress_bar) and is_main)
-  try:
-    loop.run()
-  finally:  # a crash or an interrupt still completes (or reports) the save in flight
-    ckpt_lib.wait(mngr)
-  state, rec = loop.carry, records[0]
-  stop_reason = rec["stop_reason"] or STOP_STEPS
-
-  summary = {
-      "name": cfg.name, "variants": cfg.variants, "num_params": n_params, "steps": loop.step,
-      "tokens_per_step": program.tokens_per_step, "compile_time_s": compile_s,
-      "train_time_s": timing.train_s, "eval_time_s": timing.eval_s,
-      "tokens_per_s": (timing.steps_this_run * program.tokens_per_step / timing.train_s_this_run
-                       if timing.train_s_this_run > 0 else None),
-      "target_loss": tcfg.target_loss, "reached_target": rec["step_to_target"] is not None,
-      "time_to_target_s": rec["time_to_target_s"], "step_to_target": rec["step_to_target"],
-      "best_val_loss": rec["best_val_loss"], "stop_reason": stop_reason,
-      "mesh": mesh_lib.mesh_shape(run.mesh), "process_count": jax.process_count(),
-      "backend": jax.default_backend(),
-      "flops_per_token": models.flops_per_token(cfg.model, run.vocab_size, cfg.data.seq_len),
-  }
-  if stop_reason != STOP_INTERRUPT:
-    t0 = clock()
-    final = program.evaluate(state, "val", tcfg.get("final_eval_tokens"), "final eval",
-                             loop.show)[0]
-    summary["final_eval_time_s"] = clock() - t0
-    summary.update(final_val_loss=final["val_loss"], val_bpb=final.get("val_bpb"),
-                   val_acc=final["val_acc"], final_val_tokens=final["val_tokens"])
-    for split in run.spec.extra_val:
-      ev = program.evaluate(state, split, None, f"{split} eval", loop.show)[0]
-      summary.update({f"{split}_val_loss": ev["val_loss"], f"{split}_val_bpb": ev.get("val_bpb")})
-    writer.write(loop.step, elapsed_s=timing.train_s, final_val_loss=final["val_loss"],
-                 val_bpb=final.get("val_bpb"), val_acc=final["val_acc"])
-  summary["wall_time_s"] = time.time() - wall0
-  writer.close()
-  ckpt_lib.close(mngr)
-  if is_main:
-    files.atomic_write_json(os.path.join(workdir, "summary.json"), summary)
-    with contextlib.suppress(Exception):
-      metrics_lib.plot_curves(metrics_lib.read_jsonl(writer.path),
-                              os.path.join(workdir, "curves.png"), title=cfg.name)
-  if cfg.export.at_end and stop_reason in FINISHED:  # the int8+zlib artifact (jaxgpt/export)
-    if jax.process_count() > 1:
-      print("[jaxgpt] export.at_end needs a single process; run --mode export on the workdir",
-            file=sys.stderr)
-    else:
-      summary.update(export_workdir(cfg, workdir, state.params, run.vocab_size))
-  return summary
-
-
-__all__ = ["ConfigChangedError", "FINISHED", "Loop", "SingleRun", "check_resume", "data_seed",
-           "new_record", "resume_records", "train_and_evaluate"]
+__all__ = ["Clock", "ConfigChangedError", "FINISHED", "Interrupt", "Loop", "OnEval",
+           "abstract_batches", "aot_compile", "check_resume", "data_seed", "new_record",
+           "resume_records"]
