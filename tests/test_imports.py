@@ -3,7 +3,8 @@ and jaxgpt modules are imported inside functions only where a comment says why.
 
 Layering (docs/design.md "Layering"): models, optim and data never import train, sweep, export,
 report or the entry points; the leaf helpers (errors, registry, keypath, files) import nothing
-of jaxgpt but `errors`; nothing imports `jaxgpt.main`, which only parses flags and dispatches.
+of jaxgpt but `errors`; nothing imports `jaxgpt.main`, which only parses flags and dispatches;
+`jaxgpt.bench` (the benchmarks) may import any of jaxgpt, and nothing outside it imports it.
 """
 
 import ast
@@ -18,6 +19,7 @@ LOWER = ("jaxgpt.models", "jaxgpt.optim", "jaxgpt.data")
 UPPER = ("jaxgpt.train", "jaxgpt.sweep", "jaxgpt.export", "jaxgpt.report", "jaxgpt.main",
          "jaxgpt.cli")
 LEAVES = ("jaxgpt.errors", "jaxgpt.registry", "jaxgpt.keypath", "jaxgpt.files")
+BENCH = ("jaxgpt.bench",)  # imported by scripts and tests only
 
 
 def module_names(pkg: pathlib.Path) -> dict[str, pathlib.Path]:
@@ -112,6 +114,8 @@ def layering_violations(edges: dict[str, set[str]]) -> list[str]:
         bad.append(f"{mod} imports {t} (a leaf helper imports nothing of jaxgpt)")
       if t == "jaxgpt.main":
         bad.append(f"{mod} imports jaxgpt.main (the entry point only dispatches)")
+      if _under(t, BENCH) and not _under(mod, BENCH):
+        bad.append(f"{mod} imports {t} (nothing in jaxgpt imports the benchmarks)")
   return bad
 
 
@@ -151,3 +155,7 @@ def test_checker_finds_an_injected_cycle_and_layering_break(tmp_path):
              for v in layering_violations(edges))
   assert ("jaxgpt.optim.build", len(optim.read_text().splitlines()), "jaxgpt.train.loop") \
       in uncommented
+  sweep = pkg / "sweep" / "runner.py"  # a library module that imports a benchmark
+  sweep.write_text(sweep.read_text() + "\nfrom jaxgpt.bench import timing  # injected\n")
+  assert "jaxgpt.sweep.runner imports jaxgpt.bench.timing (nothing in jaxgpt imports the " \
+      "benchmarks)" in layering_violations(import_graph(pkg)[0])
