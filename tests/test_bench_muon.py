@@ -1,24 +1,17 @@
-"""scripts/bench_muon.py --smoke runs and writes its JSON (so the benchmark never rots)."""
+"""The Muon benchmark's smoke size runs and writes its JSON (so the benchmark never rots)."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from jaxgpt.bench import muon
 
 
-def test_bench_muon_smoke(tmp_path):
+def test_bench_muon_smoke(tmp_path, capsys):
   out = tmp_path / "bench.json"
   # One case of each kind keeps this to seconds: our transform (bf16 iteration), optax's muon,
-  # and the orthogonalization loop; the full run (no --cases) times all ten. Case names hold
-  # commas, so --cases is repeated rather than comma-separated.
+  # and the orthogonalization loop; the full run (no cases) times all ten.
   cases = ["ours bf16, stacked", "optax.contrib.muon, stacked",
            "orthogonalize f32, per-matrix loop"]
-  proc = subprocess.run([sys.executable, "scripts/bench_muon.py", "--smoke", "--out", str(out),
-                         *(f"--cases={c}" for c in cases)],
-                        cwd=ROOT, capture_output=True, text=True, timeout=300)
-  assert proc.returncode == 0, proc.stderr[-3000:]
+  muon.run(2, 32, 4, 1, 24, cases=cases, smoke=True, out=str(out))  # the --smoke sizes
   result = json.loads(out.read_text())
   assert result["meta"]["smoke"] is True
   assert [r["case"] for r in result["updates"]] == [
@@ -30,4 +23,4 @@ def test_bench_muon_smoke(tmp_path):
   pe5 = [r for r in rows if r["method"] == "polar_express" and r["steps"] == 5
          and r["dtype"] == "float32"]
   assert pe5 and all(0.85 < r["sigma_min"] and r["sigma_max"] < 1.15 for r in pe5)
-  assert "orthogonality" in proc.stdout
+  assert "orthogonality" in capsys.readouterr().out

@@ -1,27 +1,17 @@
 """The GPU check never rots: `scripts/gpu_check.sh --smoke` runs every section on the CPU and
 writes the JSON and the table; its runner's time limits and failures, with stand-in workers."""
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 import textwrap
 
+from jaxgpt.bench import gpu_check as gc
 from tests.conftest_data import byte_spec, data_dir  # noqa: F401 - fixtures
 from tests.helpers import ROOT
 
 SECTIONS = ["device", "gpt124m", "gated_ngpt", "muon_share", "attention", "cohort", "precision"]
-
-
-def _gpu_check():
-  """scripts/gpu_check.py as a module (it defines absl flags: load it once)."""
-  name = "gpu_check_script"
-  if name not in sys.modules:
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / "gpu_check.py")
-    sys.modules[name] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sys.modules[name])
-  return sys.modules[name]
 
 
 def test_gpu_check_smoke(tmp_path, byte_spec, data_dir):
@@ -65,7 +55,6 @@ def _stand_in(tmp_path, body: str) -> list[str]:
 
 
 def test_runner_kills_a_section_past_its_limit_and_keeps_its_rows(tmp_path):
-  gc = _gpu_check()
   part = tmp_path / "part.json"
   cmd = _stand_in(tmp_path, f"""
       import json, time
@@ -82,7 +71,6 @@ def test_runner_kills_a_section_past_its_limit_and_keeps_its_rows(tmp_path):
 
 
 def test_runner_records_failures_and_finished_sections(tmp_path):
-  gc = _gpu_check()
   crash = gc.run_worker(_stand_in(tmp_path, "raise RuntimeError('out of device memory')"), 60,
                         str(tmp_path / "log"))
   assert crash["rc"] == 1 and not crash["timed_out"]
@@ -97,7 +85,6 @@ def test_runner_records_failures_and_finished_sections(tmp_path):
 
 
 def test_time_limits_hand_unused_time_on():
-  gc = _gpu_check()
   names = ["gpt124m", "cohort", "precision"]
   shares = gc.budgets(names, 380.0)
   assert abs(sum(shares.values()) - 380.0) < 1e-9

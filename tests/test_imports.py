@@ -4,7 +4,9 @@ and jaxgpt modules are imported inside functions only where a comment says why.
 Layering (docs/design.md "Layering"): models, optim and data never import train, sweep, export,
 report or the entry points; the leaf helpers (errors, checks, registry, keypath, files) import
 nothing of jaxgpt but `errors`; nothing imports `jaxgpt.main`, which only parses flags and
-dispatches.
+dispatches; train never imports what builds on it (sweep, export, report, cli, main), and no two
+packages import each other; `jaxgpt.bench` (the benchmarks) may import any of jaxgpt, and
+nothing outside it imports it.
 """
 
 import ast
@@ -21,6 +23,7 @@ UPPER = ("jaxgpt.train", "jaxgpt.sweep", "jaxgpt.export", "jaxgpt.report", "jaxg
 # Built on train: train never imports them (export and the partition printout are run hooks).
 ABOVE_TRAIN = ("jaxgpt.sweep", "jaxgpt.export", "jaxgpt.report", "jaxgpt.main", "jaxgpt.cli")
 LEAVES = ("jaxgpt.errors", "jaxgpt.checks", "jaxgpt.registry", "jaxgpt.keypath", "jaxgpt.files")
+BENCH = ("jaxgpt.bench",)  # imported by scripts and tests only
 
 
 def module_names(pkg: pathlib.Path) -> dict[str, pathlib.Path]:
@@ -117,6 +120,8 @@ def layering_violations(edges: dict[str, set[str]]) -> list[str]:
         bad.append(f"{mod} imports {t} (a leaf helper imports nothing of jaxgpt)")
       if t == "jaxgpt.main":
         bad.append(f"{mod} imports jaxgpt.main (the entry point only dispatches)")
+      if _under(t, BENCH) and not _under(mod, BENCH):
+        bad.append(f"{mod} imports {t} (nothing in jaxgpt imports the benchmarks)")
   return bad
 
 
@@ -177,3 +182,7 @@ def test_checker_finds_an_injected_cycle_and_layering_break(tmp_path):
   assert find_cycle(package_edges(edges)) is not None
   assert any("jaxgpt.train.loop imports jaxgpt.export.exporter" in v
              for v in layering_violations(edges))
+  sweep = pkg / "sweep" / "runner.py"  # a library module that imports a benchmark
+  sweep.write_text(sweep.read_text() + "\nfrom jaxgpt.bench import timing  # injected\n")
+  assert "jaxgpt.sweep.runner imports jaxgpt.bench.timing (nothing in jaxgpt imports the " \
+      "benchmarks)" in layering_violations(import_graph(pkg)[0])

@@ -4,9 +4,6 @@ hand; dmgd's degenerate settings are EMA momentum and Muon; its hypergradient is
 of the next step's loss; vmap over meta_lr; config errors; state memory per mode."""
 
 import json
-import pathlib
-import subprocess
-import sys
 
 import chex
 import jax
@@ -16,14 +13,13 @@ import optax
 import pytest
 
 from jaxgpt import config as config_lib
+from jaxgpt.bench import nested_memory
 from jaxgpt.errors import ConfigError
 from jaxgpt.optim import build_optimizer, muon, partition
 from jaxgpt.optim.nested import dmgd as dmgd_lib
 from jaxgpt.optim.nested import groups as groups_lib
 from jaxgpt.optim.nested import seed as seed_lib
 from tests.helpers import load_config
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _params(seed=0, with_vectors=True):
@@ -271,12 +267,11 @@ def test_config_errors_name_the_key():
 
 
 def test_state_memory_per_mode(tmp_path):
-  """scripts/nested_memory.py --smoke: bytes of the optimizer state from its pytree (gpt test
-  config). AdamW and seed mode hold 2 parameter-sized buffers, dmgd 3, plus the learned nets."""
+  """jaxgpt.bench.nested_memory (scripts/nested_memory.py --smoke): bytes of the optimizer state
+  from its pytree (gpt test config). AdamW and seed mode hold 2 parameter-sized buffers, dmgd 3,
+  plus the learned nets."""
   out = tmp_path / "mem.json"
-  proc = subprocess.run([sys.executable, "scripts/nested_memory.py", "--smoke", "--out",
-                         str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
-  assert proc.returncode == 0, proc.stderr[-3000:]
+  nested_memory.run(smoke=True, out=str(out))  # what --smoke runs
   by = {r["optimizer"]: r for r in json.loads(out.read_text())["rows"]}
   p = by["adamw"]["param_bytes"]
   assert abs(by["adamw"]["state_bytes"] - 2 * p) < 64

@@ -1,5 +1,6 @@
-"""scripts/nested_grid_plot.py on a grid workdir built here: the multiplier fit against its
-closed form, a planted depth effect found and an absent one not, unfinished trials skipped."""
+"""The nested grid's analysis (jaxgpt/bench/nested_grid.py; scripts/nested_grid_plot.py runs it)
+on a grid workdir built here: the multiplier fit against its closed form, a planted depth effect
+found and an absent one not, unfinished trials skipped."""
 
 import json
 import pathlib
@@ -9,9 +10,9 @@ import sys
 import numpy as np
 import pytest
 
+from jaxgpt.bench import nested_grid
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-import nested_grid_plot  # noqa: E402
 
 
 def _grid(tmp_path, loss_fn, cells=((1, 1), (2, 1), (1, 2), (2, 2)), seeds=(0, 1, 2, 3)):
@@ -47,10 +48,10 @@ def _quadratic(mult):
 
 
 def test_fit_is_exact_on_a_quadratic_and_finds_no_depth_effect(tmp_path):
-  rows = nested_grid_plot.load_rows(str(_grid(tmp_path, lambda mult, m, c: _quadratic(mult))))
+  rows = nested_grid.load_rows(str(_grid(tmp_path, lambda mult, m, c: _quadratic(mult))))
   assert len(rows) == 16 and {(r["M"], r["C"]) for r in rows} == {(1, 1), (2, 1), (1, 2), (2, 2)}
   assert all(r["mult_last"] == pytest.approx(1.01 * r["mult_first"]) for r in rows)
-  res = nested_grid_plot.analyse(rows)
+  res = nested_grid.analyse(rows)
   np.testing.assert_allclose(res["fit_coef_log_mult"], [0.3, -0.1, 2.1], atol=1e-9)
   assert res["r2_mult"] == pytest.approx(1.0, abs=1e-12)
   # The raw losses differ by cell only through the draws; the residuals are zero.
@@ -63,7 +64,7 @@ def test_planted_depth_effect_is_found_in_the_residuals(tmp_path):
   def loss(mult, m, c):  # deeper controllers 0.2 nats worse, plus small noise
     return _quadratic(mult) + 0.2 * (c == 2) + 0.005 * noise.standard_normal()
 
-  res = nested_grid_plot.analyse(nested_grid_plot.load_rows(str(_grid(tmp_path, loss))))
+  res = nested_grid.analyse(nested_grid.load_rows(str(_grid(tmp_path, loss))))
   assert res["anova_resid"]["C"]["p"] < 1e-6
   assert res["anova_resid"]["M"]["p"] > 1e-3
 
@@ -74,12 +75,12 @@ def test_misfit_at_small_multipliers_is_not_a_depth_effect_above_min_mult(tmp_pa
   def loss(mult, m, c):  # C = 2 worse only where mult < 0.5 (off the flat part of the curve)
     return _quadratic(mult) + 0.3 * (c == 2) * (mult < 0.5) + 0.005 * noise.standard_normal()
 
-  rows = nested_grid_plot.load_rows(str(_grid(tmp_path, loss, seeds=tuple(range(12)))))
-  assert nested_grid_plot.analyse(rows)["anova_resid"]["C"]["p"] < 1e-3
-  above = nested_grid_plot.analyse_above(rows, 0.5)
+  rows = nested_grid.load_rows(str(_grid(tmp_path, loss, seeds=tuple(range(12)))))
+  assert nested_grid.analyse(rows)["anova_resid"]["C"]["p"] < 1e-3
+  above = nested_grid.analyse_above(rows, 0.5)
   assert above["n"] == sum(r["mult_first"] >= 0.5 for r in rows) < len(rows)
   assert above["anova_resid"]["C"]["p"] > 1e-3
-  assert nested_grid_plot.analyse_above(rows, 100.0) is None  # too few trials
+  assert nested_grid.analyse_above(rows, 100.0) is None  # too few trials
 
 
 def test_cli_writes_json_and_png(tmp_path):

@@ -301,10 +301,8 @@ json.dump({"want": want, "final_val_loss": s3["final_val_loss"]},
           open(WORK + "/straight.json", "w"))
 
 # The sharding benchmark's --smoke size, in this process (8 devices already up).
-import sys
-sys.path.insert(0, "scripts")
-import bench_sharding
-bench_sharding.main(bench_sharding._parse(["--smoke", "--out", WORK + "/bench.json"]))
+from jaxgpt.bench import sharding
+sharding.run(smoke=True, out=WORK + "/bench.json")
 print("OK")
 """
 

@@ -12,9 +12,10 @@ loop's interface (`Loop`'s docstring) it provides: `batches` (get_state / set_st
 `final_eval_tokens` and `summarize(outcome)`.
 
 Hooks are `registry.RunHook` entries, registered by the module that owns them, each deciding from
-the run (`RunInfo`) whether it acts: this module's "partition" hook prints the optimizer's own
-description of its partition (`registry.Optimizer.describe`); `jaxgpt.export` registers "export"
-(the int8+zlib artifact of a finished single run with `export.at_end`).
+the run (`RunInfo`) whether it acts: this module's "start_line" (a single run's one-line start)
+and "partition" (the optimizer's own description of its partition, `registry.Optimizer.describe`);
+`jaxgpt.export` registers "export" (the int8+zlib artifact of a finished single run with
+`export.at_end`).
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ class RunInfo:
   workdir: str
   run: setup_lib.Run  # the built pieces (model, abstract state, mesh, vocabulary, data spec)
   is_main: bool  # process 0: the one that writes files
+  start_step: int  # 0, or the step a resumed run starts from
+  compile_s: float  # seconds spent compiling the program
 
   @property
   def k(self) -> int:
@@ -99,7 +102,7 @@ def drive(program, workdir: str, *, allow_config_change: bool = False,
   carry = program.freeze(carry, [r["stop_reason"] is None for r in records])
   writers = program.open_writers(workdir, cfg_dicts, step)
   compile_s = program.compile()
-  info = RunInfo(list(configs), workdir, program.run, is_main)
+  info = RunInfo(list(configs), workdir, program.run, is_main, step, compile_s)
   run_hooks("on_start", info)
 
   def save(loop: loop_lib.Loop) -> None:
@@ -170,7 +173,18 @@ def _final_evaluation(program, loop: loop_lib.Loop, clock) -> tuple[list[dict], 
 
 
 # ------------------------------------------------------------------------------------------
-# The partition hook: the optimizer describes its own partition.
+# The start of a single run: one line, then the optimizer's own description of its partition.
+
+def _print_start(info: RunInfo) -> None:
+  """A single run's first line: parameters, mesh, tokens per step, compile time, start step."""
+  if info.k != 1 or not info.is_main:
+    return
+  cfg, run = info.configs[0], info.run
+  n_params = models.count_params(run.abstract_state.params)
+  print(f"[jaxgpt] {cfg.name}: {n_params:,} params, mesh {mesh_lib.mesh_shape(run.mesh)}, "
+        f"{cfg.train.batch_size * cfg.data.seq_len:,} tokens/step, compile {info.compile_s:.1f}s, "
+        f"start step {info.start_step}", file=sys.stderr, flush=True)
+
 
 def _print_partition(info: RunInfo) -> None:
   """A single run's optimizer partition: folded on stderr (`train.partition_table`), the full
@@ -190,6 +204,7 @@ def _print_partition(info: RunInfo) -> None:
           file=sys.stderr, flush=True)
 
 
+registry.RUN_HOOKS.register("start_line", registry.RunHook(on_start=_print_start))
 registry.RUN_HOOKS.register("partition", registry.RunHook(on_start=_print_partition))
 
 
@@ -228,7 +243,7 @@ class SingleRun:
       files.atomic_write_json(os.path.join(workdir, "config.json"), cfg_dicts[0])
     writer = metrics_lib.MetricsWriter(workdir, enabled=is_main)
     writer.truncate_after(step)
-    self.workdir, self.writer, self.start_step = workdir, writer, step
+    self.workdir, self.writer = workdir, writer
     return [writer]
 
   def meta_extra(self) -> dict:
@@ -260,14 +275,7 @@ class SingleRun:
       self._eval = loop_lib.aot_compile(eval_step, (run.abstract_state.params, eval_batch),
                                         in_shardings=(run.state_shardings.params, batch_sh),
                                         out_shardings=repl)
-    seconds = time.perf_counter() - t0
-    if jax.process_index() == 0:
-      n_params = models.count_params(run.abstract_state.params)
-      print(f"[jaxgpt] {cfg.name}: {n_params:,} params, mesh {mesh_lib.mesh_shape(run.mesh)}, "
-            f"{self.tokens_per_step:,} tokens/step, compile {seconds:.1f}s, "
-            f"start step {self.start_step}",
-            file=sys.stderr, flush=True)
-    return seconds
+    return time.perf_counter() - t0
 
   # -- the loop's interface
   def step(self, state, batch, progress):

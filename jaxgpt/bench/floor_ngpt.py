@@ -1,4 +1,5 @@
-"""The gated nGPT floor for scripts/bench_floor.py: jaxgpt's gated nGPT in plain jnp + optax.
+"""The gated nGPT floor of `jaxgpt.bench.floor` (scripts/bench_floor.py): jaxgpt's gated nGPT
+in plain jnp + optax.
 
 The function is `jaxgpt.models.ngpt` with `gated=True` (docs/formulas.md "Gated nGPT"), written
 with 2-D weight matrices:
@@ -19,7 +20,7 @@ steps (a step counter in the state, `lax.cond` inside the jitted step) every mat
 onto the unit sphere along its d_model axis, as jaxgpt's `project_every` does. optax's Muon
 bias-corrects its momentum and scales by shape; with a constant learning rate it costs what
 jaxgpt's Muon costs (one Newton-Schulz per matrix) without computing the same numbers, which is
-all a timing floor needs. The forward is the same function: bench_floor.py checks the initial
+all a timing floor needs. The forward is the same function: `floor.bench` checks the initial
 loss against jaxgpt's.
 """
 
