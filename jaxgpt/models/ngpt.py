@@ -223,7 +223,8 @@ def ngpt_update(h: jax.Array, out: jax.Array, alpha: jax.Array) -> jax.Array:
 
 
 def gated_update(x: jax.Array, out: jax.Array, gate: jax.Array, alpha: jax.Array) -> jax.Array:
-  """Gated nGPT (seed): Norm(x + sigmoid(gate) * alpha * out), out not normalised; float32."""
+  """Gated nGPT (time-to-target study): Norm(x + sigmoid(gate) * alpha * out), out not
+  normalised; float32."""
   return l2_normalize(x.astype(jnp.float32)
                       + jax.nn.sigmoid(gate) * alpha * out.astype(jnp.float32))
 
