@@ -1,19 +1,20 @@
-"""Gated nGPT + Muon: the seed study's recommended run (A1_ne), the project's headline config.
+"""Gated nGPT + Muon: the time-to-target study's recommended run (A1_ne), the headline config.
 
-Default = A1_ne (docs/formulas.md "Gated nGPT", "Published reference numbers"): 11 layers x 768 (12
-heads of 64), gated residuals `x = Norm(x + sigmoid(g) * alpha * out)` with alpha 0.15, logits 15 *
-cosine; Muon lr 0.003 with EMA momentum 0.95, no Nesterov, no update scaling (`update_scale = none`:
-the seed's lr belongs to an unscaled update) and 5 quintic Newton-Schulz steps; lazy projection onto
+The time-to-target study is dnhkng/nGPT-muon and its report (docs/design.md "Sources"). Default =
+A1_ne (docs/formulas.md "Gated nGPT", "Published reference numbers"): 11 layers x 768 (12 heads of
+64), gated residuals `x = Norm(x + sigmoid(g) * alpha * out)` with alpha 0.15, logits 15 * cosine;
+Muon lr 0.003 with EMA momentum 0.95, no Nesterov, no update scaling (`update_scale = none`: the
+study's lr belongs to an unscaled update) and 5 quintic Newton-Schulz steps; lazy projection onto
 the hypersphere every 7 steps; batch 32 x 128 tokens, 5000 steps, validation every 50 steps; the
 embedded Shakespeare corpus with a 1024-token BPE (FineWeb shards with `data.name=shards`). No
-weight decay (nGPT). `train.target_loss` is unset: the seed's 5.708 was measured on other data.
+weight decay (nGPT). `train.target_loss` is unset: the study's 5.708 was measured on other data.
 
-Choices the seed does not state, made here: Adam (b1 0.9, b2 0.95) at lr 0.003 for the
+Choices the study does not state, made here: Adam (b1 0.9, b2 0.95) at lr 0.003 for the
 embeddings, the output embedding and the scalars; cosine decay to 0 without warm-up (nGPT uses
 none).
 
 Variants (combine with commas):
-  seed_exact  the seed repo's cubic Newton-Schulz X(1.5 I - 0.5 X^T X) with X / (1.1 ||X||_F)
+  seed_exact  the study's cubic Newton-Schulz X(1.5 I - 0.5 X^T X) with X / (1.1 ||X||_F)
   cpu         a proxy that learns something real in ~3 minutes on 2 CPU cores
   test        a few steps in seconds on CPU (used by the tests)
 """
@@ -31,10 +32,10 @@ def _cpu(c):
   #   Adam lr 0.03 instead of 0.01 (Muon 0.03) -> 2.599, worse;
   #   alpha (Muon 0.06): 0.3 -> 2.590, 0.15 -> 2.554, 0.08 -> 2.534, 0.04 -> 2.521,
   #   0.02 -> 2.506, 0.01 -> 2.510; alpha 0.02 with Muon 0.1 -> 2.509;
-  #   logit_scale 30 (alpha 0.15, Muon 0.06) -> 2.544 vs 2.554 (kept the seed's 15).
+  #   logit_scale 30 (alpha 0.15, Muon 0.06) -> 2.544 vs 2.554 (kept the study's 15).
   # A small initial alpha (it is learned) works best at this size; why is not measured (perhaps
   # the un-normalised block output is large next to the unit-norm residual). The default keeps
-  # the seed's 0.15.
+  # the study's 0.15.
   # XLA:CPU runs these few layers unrolled faster than as a scan (docs/benchmarks.md
   # "Throughput"); GPU sizes keep the scan (one compiled block). 285 steps unrolled take the
   # wall time 250 scanned steps took (about 84 s on 2 cores): val_bpb 2.340 against 2.379.

@@ -13,7 +13,7 @@ warms down over its last WARMDOWN_ITERS = 150 steps' worth of time, about 1% of 
 `export.at_end`: every finished run writes the artifact and its round-trip val_bpb.
 
 Variants (combine with commas, e.g. `:best_proxy,cpu`):
-  best_proxy  the seed's best combination: parallel blocks, SiLU^2, soft-cap 15, RoPE base 5000,
+  best_proxy  PR #1434's best combination: parallel blocks, SiLU^2, soft-cap 15, RoPE base 5000,
               2 KV heads, untied embeddings, no encoder/decoder skips, Tidal LR, Muon matrix
               lr 0.11, embedding lr 0.8
   cpu         a proxy that learns something real in ~3 minutes on 2 CPU cores: 5 x 128 (8

@@ -1,11 +1,11 @@
 """Titans (neural long-term memory, MAC by default); docs/titans.md.
 
-Default: close to the seed's "168m" TitanMAC shape: 9 layers x 1024, 16 heads, GELU MLP x4,
-sequence 1024, segments / window 512, 16 persistent tokens, a 2-layer memory per block
-(16 memory heads x 64), tied embeddings; Muon on the matrices (the memory's initial weights
-included, per memory head), Adam on embeddings, persistent tokens, gates and norm scales.
+Default: close to the "168m" TitanMAC shape of the nested grid (docs/design.md "Sources"): 9 layers
+x 1024, 16 heads, GELU MLP x4, sequence 1024, segments / window 512, 16 persistent tokens, a 2-layer
+memory per block (16 memory heads x 64), tied embeddings; Muon on the matrices (the memory's initial
+weights included, per memory head), Adam on embeddings, persistent tokens, gates and norm scales.
 Variants (combine with commas):
-  mag   memory as gate (sliding-window attention), the variant the seed's 168m config ran
+  mag   memory as gate (sliding-window attention), the variant the nested grid's 168m config ran
   cpu   a proxy that learns in about 3 minutes on 2 CPU cores (byte tokenizer, fp32)
   test  a few steps in seconds on CPU (used by the tests)
 """

@@ -139,9 +139,9 @@ def base_config() -> config_dict.ConfigDict:
   ))
   # optimizer.name="deep_nested" (jaxgpt/optim/nested, docs/nested.md).
   c.optimizer.nested = config_dict.ConfigDict(dict(
-      mode="seed",  # seed: the seed's DeepNestedOptimizer | dmgd: deep momentum (hypergradient)
+      mode="seed",  # seed: the nested grid's optimizer | dmgd: deep momentum (hypergradient)
       momentum_layers=2,  # M: hidden layers of the momentum net
-      momentum_hidden=64,  # its width (seed: capped at 20, as the seed does)
+      momentum_hidden=64,  # its width (seed: capped at 20, as the nested grid's does)
       controller_layers=2,  # C: hidden layers of the LR controller (dmgd: 0 = none, mult 1)
       controller_hidden=32,
       meta_lr=1e-4,  # Adam lr of the learned nets (traced in cohorts)

@@ -1,9 +1,9 @@
-"""Gated nGPT + Muon, time to target: the seed study's groups, searched by TPE.
+"""Gated nGPT + Muon, time to target: the time-to-target study's groups, searched by TPE.
 
 Knobs: orthogonalization (Newton-Schulz vs Polar Express), variance reduction (NorMuon) and
 cautious weight decay on/off, lazy projection every [3, 5, 7, 10, 15, 20] steps, Muon LR in
 [0.0005, 0.02] (log), batch [16, 32, 64, 128] with the LR scaled by sqrt(batch / 32) (the
-seed's batch; the LR knob is the value at batch 32), momentum [0.85, 0.90, 0.95, 0.98]. The
+study's batch; the LR knob is the value at batch 32), momentum [0.85, 0.90, 0.95, 0.98]. The
 objective is the time to `train.target_loss` (steps to target x the configuration's measured
 solo step time; a trial that never reaches it scores +inf), and trials that lag the median at
 the same step are pruned. TPE asks K trials at once with a constant liar; trials of one static

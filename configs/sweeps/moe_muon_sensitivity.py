@@ -1,14 +1,15 @@
 """MoE + Muon sensitivity, one factor at a time: LR, momentum, Newton-Schulz steps; 3 seeds.
 
-The protocol of the seed study "Hyperparameter Sensitivity" on the MoE of `configs/moe.py`
-(6 x 384, 8 experts top-2, 250 optimizer updates of 24 x 4 sequences of 512 tokens): LR in
-{0.001, 0.005, 0.01, 0.02, 0.05} at momentum 0.95 and 5 steps; momentum in {0.9, 0.95, 0.99}
-at LR 0.01; Newton-Schulz steps in {3, 5, 7} at LR 0.01, momentum 0.95. Adam (embedding, norms)
-runs at 0.1 x the Muon LR, as in the seed. 9 distinct points (the baseline shared by the three
-axes) x 3 seeds = 27 trials, where the seed ran each of its 11 runs once.
+The sensitivity study's protocol ("Hyperparameter Sensitivity", experiment 3 in
+codewithdark-git/analysis-of-muon-optimizer-in-llms; docs/design.md "Sources") on the MoE of
+`configs/moe.py` (6 x 384, 8 experts top-2, 250 optimizer updates of 24 x 4 sequences of 512
+tokens): LR in {0.001, 0.005, 0.01, 0.02, 0.05} at momentum 0.95 and 5 steps; momentum in {0.9,
+0.95, 0.99} at LR 0.01; Newton-Schulz steps in {3, 5, 7} at LR 0.01, momentum 0.95. Adam (embedding,
+norms) runs at 0.1 x the Muon LR, as in the study. 9 distinct points (the baseline shared by the
+three axes) x 3 seeds = 27 trials, where the study ran each of its 11 runs once.
 
 What differs on purpose: validation is whole held-out works (a document-level split) scored on
-non-overlapping windows; the seed's stride-1 windows with a random 90/10 split let validation
+non-overlapping windows; the study's stride-1 windows with a random 90/10 split let validation
 windows overlap training ones, which is how it reached val loss 0.33 at LR 0.05. With 3 seeds
 per point the report gives mean +- std and flags differences inside the noise floor.
 `ns_steps` is static structure, so the points form one cohort per step count.
@@ -21,7 +22,7 @@ Variants (combine with commas):
 from jaxgpt.config import apply_variants
 from jaxgpt.sweep.spec import base_sweep
 
-ADAM_LR_RATIO = 0.1  # Adam lr = 0.1 x Muon lr (the seed's coupling)
+ADAM_LR_RATIO = 0.1  # Adam lr = 0.1 x Muon lr (the sensitivity study's coupling)
 _TIED = tuple((f"optimizer.{k}", ADAM_LR_RATIO) for k in ("embed_lr", "scalar_lr", "head_lr"))
 
 

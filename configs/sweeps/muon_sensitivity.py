@@ -1,11 +1,11 @@
 """Muon sensitivity: LR x momentum x Newton-Schulz steps, two seeds per configuration.
 
-The seed study's grid, LR [0.001, 0.005, 0.01, 0.02, 0.05] x momentum [0.90, 0.95, 0.99] x
-Newton-Schulz steps [3, 5, 7] (45 configurations; x 2 seeds = 90 trials). The seed ran it on a
-MoE; this runs the GPT config until the MoE exists, then switch by config:
-`--config.base.config=configs/moe.py`. `ns_steps` is static structure, so the grid is queued
-with it varying slowest and each cohort holds the 15 LR x momentum points of one step count
-(x 2 seeds: K = 30 trials in one vmapped program).
+The sensitivity study's grid (docs/design.md "Sources"), LR [0.001, 0.005, 0.01, 0.02, 0.05] x
+momentum [0.90, 0.95, 0.99] x Newton-Schulz steps [3, 5, 7] (45 configurations; x 2 seeds = 90
+trials). The study ran it on a MoE; this runs the GPT config until the MoE exists, then switch by
+config: `--config.base.config=configs/moe.py`. `ns_steps` is static structure, so the grid is queued
+with it varying slowest and each cohort holds the 15 LR x momentum points of one step count (x 2
+seeds: K = 30 trials in one vmapped program).
 Variants (combine with commas):
   cpu   the same knobs, fewer values, on the `cpu` GPT proxy (half its steps)
   test  a 2 x 1 x 2 grid on the `test` GPT config, used by the tests

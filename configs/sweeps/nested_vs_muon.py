@@ -1,13 +1,13 @@
 """The grid's winners against Muon+AdamW, at equal steps and at equal training time.
 
-One arm per study: the default arm is deep_nested (seed mode, the seed's fixed settings,
-`configs/sweeps/nested_grid.py`) at the seed's winning depths (MoE M3 C2; TitanMAC M4 C5);
-the `muon` variant is the base config's own Muon+AdamW. The knob `budget` is the run length:
-`train.steps` (equal steps; the seed compared at 4800) or, with `time`, `train.max_time_s`
-(equal training time; each trial is its own cohort, K = 1, so the cap is that trial's own
-training clock). 3 seeds per arm; compare the arms' reports (`python -m jaxgpt.report DIR`,
-multi-seed table and noise floor), e.g. with a time budget set to the Muon arm's measured
-`train_time_s`: `--config.space.budget.values='(T,)'`.
+One arm per study: the default arm is deep_nested (mode "seed", the nested grid's fixed settings,
+`configs/sweeps/nested_grid.py`) at the grid's winning depths (MoE M3 C2; TitanMAC M4 C5); the
+`muon` variant is the base config's own Muon+AdamW. The knob `budget` is the run length:
+`train.steps` (equal steps; the nested grid compared at 4800) or, with `time`, `train.max_time_s`
+(equal training time; each trial is its own cohort, K = 1, so the cap is that trial's own training
+clock). 3 seeds per arm; compare the arms' reports (`python -m jaxgpt.report DIR`, multi-seed table
+and noise floor), e.g. with a time budget set to the Muon arm's measured `train_time_s`:
+`--config.space.budget.values='(T,)'`.
 Variants (combine with commas):
   cpu     on the `cpu` MoE proxy (`configs/moe.py:cpu`) at batch 8 x 64, 1000 steps / 600 s;
           with titans on `configs/titans.py:cpu` at batch 4 x 64 (the grid's run sizes)

@@ -1,5 +1,5 @@
 """nGPT, the normalized Transformer (Loshchilov et al. 2024, arXiv 2410.01131; NVIDIA/ngpt), and the
-gated variant swept by the seed repository (dnhkng/nGPT-muon); docs/formulas.md "nGPT",
+gated variant swept by the time-to-target study (dnhkng/nGPT-muon); docs/formulas.md "nGPT",
 "Gated nGPT".
 
 Every embedding row and every matrix is unit-norm along d_model, and so is the residual stream:
@@ -21,11 +21,11 @@ effective value is theta * s_init / s_scale, so Adam's step on theta is a step o
 ~ lr * s_init / s_scale on the effective value.
 
 Choices beyond the references (each documented where it is made):
-- the embedded tokens are L2-normalised before the first block (the seed does; NVIDIA relies on the
-  table being projected). With lazy projection (every k steps) rows drift off the sphere between
-  projections, and the residual update assumes a unit-norm h.
+- the embedded tokens are L2-normalised before the first block (the time-to-target study does;
+  NVIDIA relies on the table being projected). With lazy projection (every k steps) rows drift
+  off the sphere between projections, and the residual update assumes a unit-norm h.
 - gated_ngpt does NOT normalise attn/mlp outputs before gating, and has TWO scalars per block
-  (alpha_attn, alpha_mlp, both initialised to `model.alpha`): the seed's GatedBlock
+  (alpha_attn, alpha_mlp, both initialised to `model.alpha`): the study's GatedBlock
   (modded-nanogpt/train_architectural.py) does exactly this.
 - s_qk has shape (head_dim,), shared by all heads and by q and k (NVIDIA: one per (head, head_dim)
   channel, without GQA); this keeps GQA and the ("head_dim",) logical axis simple.
@@ -71,7 +71,7 @@ class NGPTConfig:
   num_kv_heads: int  # N; H % N == 0
   head_dim: int  # K
   mlp_dim: int  # F: int(mlp_mult * D), width of u and v
-  gated: bool  # False: nGPT; True: the seed's gated residuals
+  gated: bool  # False: nGPT; True: the time-to-target study's gated residuals
   rope_base: float = 10000.0
   scan_layers: bool = True
   remat: bool = False
@@ -223,7 +223,8 @@ def ngpt_update(h: jax.Array, out: jax.Array, alpha: jax.Array) -> jax.Array:
 
 
 def gated_update(x: jax.Array, out: jax.Array, gate: jax.Array, alpha: jax.Array) -> jax.Array:
-  """Gated nGPT (seed): Norm(x + sigmoid(gate) * alpha * out), out not normalised; float32."""
+  """Gated nGPT (time-to-target study): Norm(x + sigmoid(gate) * alpha * out), out not
+  normalised; float32."""
   return l2_normalize(x.astype(jnp.float32)
                       + jax.nn.sigmoid(gate) * alpha * out.astype(jnp.float32))
 
@@ -352,7 +353,7 @@ class NGPT(nn.Module):
         h_btd, _ = block(c, name=f"blocks_{i}")(h_btd, None)
 
     w_vd = _Table(c.vocab_size, c.d_model, name="lm_head")()
-    if c.gated:  # cosine: both sides normalised (the seed normalises the table on every call)
+    if c.gated:  # cosine: both sides normalised (the study normalises the table on every call)
       h_btd, w_vd = l2_normalize(h_btd), l2_normalize(w_vd)
     logits_btv = jnp.einsum("btd,vd->btv", h_btd.astype(c.dtype), w_vd.astype(c.dtype),
                             preferred_element_type=jnp.float32).astype(jnp.float32)

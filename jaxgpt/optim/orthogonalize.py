@@ -24,7 +24,7 @@ Methods (`method=`), each with its coefficient schedule and normalization:
                         `pe_lower` moves l: with 3 steps, l = 1e-3 leaves sigma/||G||_F >= 0.02
                         in [0.16, 1.87], l = 0.02 in [0.89, 1.10].
   newton_schulz_cubic   the classic cubic X (1.5 I - 0.5 X^T X) with X = G / (1.1 ||G||_F),
-                        as in the seed repo (dnhkng/nGPT-muon), for exact reproduction.
+                        as in the time-to-target study (dnhkng/nGPT-muon), for exact reproduction.
 
 Measured singular-value bands per method and step count are in docs/orthogonalization.md.
 
@@ -64,7 +64,7 @@ Method = Literal["newton_schulz", "polar_express", "newton_schulz_cubic"]
 # Keller Jordan's quintic: maximizes the slope at 0 while keeping the iteration bounded.
 NEWTON_SCHULZ_COEFFS = (3.4445, -4.7750, 2.0315)
 
-# The seed repo's cubic X (1.5 I - 0.5 X^T X), written in quintic form (c = 0).
+# The time-to-target study's cubic X (1.5 I - 0.5 X^T X), written in quintic form (c = 0).
 CUBIC_COEFFS = (1.5, -0.5, 0.0)
 
 # modded-nanogpt's 5-step Polar Express list (safety factor 1.02 on all but the last step).

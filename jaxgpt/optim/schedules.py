@@ -12,7 +12,7 @@ time term is not bit-reproducible (wall time varies); one driven by steps is.
   wsd       linear warm-up, constant, then linear decay to final_lr_frac over the last
             `decay_frac` of training (warm-up / stable / decay, the "trapezoid")
   tidal     linear warm-up over the first 38.2% of training, then cosine to final_lr_frac over
-            the remaining 61.8% (the seed's Tidal LR; `warmup_frac` is not used)
+            the remaining 61.8% (the Tidal LR of parameter-golf PR #1434; `warmup_frac` is not used)
 """
 
 from __future__ import annotations

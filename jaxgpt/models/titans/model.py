@@ -1,6 +1,7 @@
 """Titans (Behrouz et al. 2025): a GPT whose attention sub-layer is paired with a neural long-term
 memory (`memory.py`), as MAC (memory as context) or MAG (memory as gate). `model.name = titans`,
-`model.titans.*` keys; equations, shapes and the differences from the seed in docs/titans.md.
+`model.titans.*` keys; equations, shapes and the differences from the nested grid's TitanMAC in
+docs/titans.md.
 
 Each block: x += Mixer(RMSNorm(x)); x += MLP(RMSNorm(x)) (layers.MLP). Every block has its own
 memory: initial weights W_0 (learned by the outer optimizer), reset for every sequence.

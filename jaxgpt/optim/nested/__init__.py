@@ -1,8 +1,8 @@
-"""`optimizer.name="deep_nested"`: the seed's DeepNestedOptimizer and deep momentum (DMGD).
+"""`optimizer.name="deep_nested"`: the nested grid's DeepNestedOptimizer and deep momentum (DMGD).
 
 `optimizer.nested.mode` picks what it computes (docs/nested.md):
 - "seed" (`seed.py`): AdamW with two per-group LR multipliers from a controller MLP, the
-  controller trained by the seed's proxy loss every `nested.meta_every` steps from the
+  controller trained by the nested grid's proxy loss every `nested.meta_every` steps from the
   validation loss (this module's `host_update`, which the training loop calls after every
   periodic evaluation); the momentum network is built with M layers and never used.
 - "dmgd" (`dmgd.py`): deep momentum gradient descent, its momentum MLP and controller
@@ -66,7 +66,7 @@ def build(o) -> optax.GradientTransformation:
 
 
 # ------------------------------------------------------------------------------------------
-# The seed's meta-update, from the training loop's periodic callback.
+# The nested grid's meta-update (mode "seed"), from the training loop's periodic callback.
 
 def _is_seed_state(x) -> bool:
   return isinstance(x, SeedState)

@@ -9,7 +9,7 @@ Per leaf l at step t (v the momentum, g the gradient, p the parameter):
     v'    = s v + h g
     u     = v'  or, for Muon-labelled leaves with newton_schulz, scale * NS(v')   (Eq. 24)
     mult  = 0.1 + 1.9 sigmoid(MLP_psi([log1p|g_G|, log1p|p_G|, depth_G]))   per group G of the
-            seed's two (core, embed); C = 0 layers: no controller, mult = 1
+            nested grid's two (core, embed); C = 0 layers: no controller, mult = 1
     delta = -lr_l * mult_G * (u + weight_decay * p)
 
 lr_l is optimizer.lr for Muon-labelled leaves and embed_lr / head_lr / scalar_lr (unset: lr)

@@ -1,6 +1,7 @@
-"""The seed's two parameter groups (core / embed) and their depths, on jaxgpt parameter paths.
+"""The nested grid's two parameter groups (core / embed) and their depths, on jaxgpt parameter
+paths (docs/design.md "Sources": bigwolfeman/TitanMAC-Standalone's DeepNestedOptimizer).
 
-The seed (`group_moe_params`) puts a PyTorch parameter in **embed** when its name contains
+Its `group_moe_params` puts a PyTorch parameter in **embed** when its name contains
 `token_embedding`, `norm`, `router` or `gate`, or when it is not 2-D; everything else (the
 attention and expert matrices) is **core**. Here a leaf is core when the partition rules
 (`jaxgpt.optim.partition`) call it a matrix (label `muon`, or `adamw_head`: an untied LM head is
@@ -8,7 +9,7 @@ a 2-D `nn.Linear` in PyTorch) and its path matches none of `embed(ding)`, `norm`
 `gate`. Attention kernels stored as (embed, heads, head_dim) and scanned layers count as
 matrices, as their PyTorch counterparts are.
 
-Depth (the seed's `infer_param_depth`, per PyTorch tensor): 0 for paths containing `embed`,
+Depth (its `infer_param_depth`, per PyTorch tensor): 0 for paths containing `embed`,
 1 for the LM head and the final norm, (i + 1) / n_layers inside layer i (`blocks_<i>/`, or
 a scanned `blocks/` leaf, which holds n_layers tensors), 0.5 otherwise. A group's depth is the
 mean over its PyTorch tensors (a leaf with stacked axes, layers or experts, counts as that
@@ -68,7 +69,7 @@ def num_layers(infos) -> int:
 
 
 def depths(info: partition.LeafInfo, n_layers: int) -> list[float]:
-  """The seed's depth of each PyTorch tensor this leaf stands for."""
+  """The nested grid's depth of each PyTorch tensor this leaf stands for."""
   count = _stacked_count(info.path, info.shape)
   lower = info.path.lower()
   if "embed" in lower:
@@ -106,8 +107,8 @@ def group_norms(tree: Any, index: tuple[int, ...]) -> jax.Array:
 
 
 def group_stats(grads: Any, params: Any, g: Groups) -> jax.Array:
-  """float32 [2, 3]: the seed's controller inputs [grad norm, param norm, depth] per group;
-  `grads` None gives grad norm 0 (the seed's meta-update, after the gradients are cleared)."""
+  """float32 [2, 3]: the nested grid's controller inputs [grad norm, param norm, depth] per
+  group; `grads` None gives grad norm 0 (its meta-update, after the gradients are cleared)."""
   pn = group_norms(params, g.index)
   gn = jnp.zeros((2,), jnp.float32) if grads is None else group_norms(grads, g.index)
   return jnp.stack([gn, pn, jnp.asarray(g.depth, jnp.float32)], axis=1)

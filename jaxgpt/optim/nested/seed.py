@@ -1,28 +1,31 @@
-"""`optimizer.nested.mode="seed"`: the seed's DeepNestedOptimizer as it computes in its grid.
+"""`optimizer.nested.mode="seed"`: the nested grid's DeepNestedOptimizer as it computes in that
+grid (the TitanMAC / DeepNestedOptimizer grid of bigwolfeman/5-dollar-llm, branch
+001-TitanMAC-Testing, docs/design.md "Sources"). The original is PyTorch:
+bigwolfeman/TitanMAC-Standalone's `titans_core/opt/deep_nested_optimizer.py`.
 
-What the seed's configuration (use_cms_updates=False, mode='explicit', use_unrolled=False)
-computes, step by step (docs/nested.md has the full account and the seed's quirks):
+What the grid's configuration (use_cms_updates=False, mode='explicit', use_unrolled=False)
+computes, step by step (docs/nested.md has the full account and the original's quirks):
 
   per step (`scale_by_seed_nested`, an optax transform):
     stats[g] = [||grad_g||, ||param_g||, depth_g]   for g in (core, embed), grads before clipping
     mult     = 0.1 + 1.9 * sigmoid(controller(stats))   in [0.1, 2.0]; a non-finite stat or
-               output gives 1.0 (the seed's NaN guard)
+               output gives 1.0 (the original's NaN guard)
     grads    = grads * min(1, max_grad_norm / (||grads|| + 1e-6))   (torch clip_grad_norm_)
     update   = -lr * mult[g] * (adam(grads) + weight_decay * param)
                (AdamW: torch's bias-corrected m / (sqrt(v) + eps), decoupled decay on every leaf)
   every meta_every steps, after the evaluation (`meta_update`, from the trainer's host_update):
     record (val_loss, mult) in a window of `history` entries (oldest first)
     m        = controller mult of stats [0, ||param_g||, depth_g] (the gradients are cleared
-               before the seed recomputes its stats, so the grad norm input is 0)
+               before the original recomputes its stats, so the grad norm input is 0)
     loss(m)  = mean((m - 1)^2)                                      with < 10 records
              = mean((m - mult_last)^2)          if loss[oldest] - loss[newest] > 0.001
              = mean((m - 1)^2) - 0.1 mean|m - 1|                   otherwise
     controller <- controller - meta_lr * adam(clip(grad loss, 1.0))
 
-The momentum network (the seed's DirectUpdateMLP, widths 4 -> min(hidden, 20) x M -> 1) is
-built and kept in the state, but nothing reads it: in this configuration the seed never
+The momentum network (the original's DirectUpdateMLP, widths 4 -> min(hidden, 20) x M -> 1) is
+built and kept in the state, but nothing reads it: in this configuration the original never
 routes a gradient to it. It is built first from the same key chain as the controller, so its
-depth M changes the controller's initialisation, as in the seed.
+depth M changes the controller's initialisation, as in the original.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ import optax
 from jaxgpt.optim.nested import groups as groups_lib
 from jaxgpt.optim.nested import mlp
 
-MIN_HISTORY = 10  # the seed's SimplifiedMetaTrainer: fewer records -> regularisation only
+MIN_HISTORY = 10  # the original's SimplifiedMetaTrainer: fewer records -> regularisation only
 IMPROVEMENT = 0.001  # its improvement threshold
 MIN_MULT, MAX_MULT = 0.1, 2.0
 MOMENTUM_HIDDEN_CAP = 20  # DirectUpdateMLP(hidden_dim=min(momentum_hidden_dim, 20))
@@ -49,7 +52,7 @@ class SeedState(NamedTuple):
   mults: jax.Array  # float32 [2]: the multipliers of the last step (core, embed)
   controller: Any  # MLP 3 -> hidden x C -> 1
   controller_adam: optax.ScaleByAdamState  # the meta optimizer's moments
-  momentum_net: Any  # MLP 4 -> min(hidden, 20) x M -> 1 (never used, as in the seed)
+  momentum_net: Any  # MLP 4 -> min(hidden, 20) x M -> 1 (never used, as in the original)
   hist_loss: jax.Array  # float32 [history]: recorded validation losses, oldest first
   hist_mult: jax.Array  # float32 [history, 2]: the multipliers recorded with them
   hist_len: jax.Array  # int32 (): records held (<= history)
@@ -61,7 +64,7 @@ class SeedState(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class SeedSettings:
-  """The seed mode's settings; numeric ones may be traced scalars (cohorts)."""
+  """The settings of mode "seed"; numeric ones may be traced scalars (cohorts)."""
   lr: Any = 3e-4
   b1: Any = 0.9
   b2: Any = 0.999
@@ -91,14 +94,14 @@ def init_nets(key: jax.Array, s: SeedSettings) -> tuple[Any, Any]:
   """(momentum net, controller) drawn from one key chain, the momentum net first."""
   hidden = min(s.momentum_hidden, MOMENTUM_HIDDEN_CAP)
   mom, key = mlp.init_chain(key, mlp.widths(4, hidden, s.momentum_layers, 1))
-  out_w = jnp.zeros((hidden, 1), jnp.float32).at[1, 0].set(0.1)  # the seed's output init
+  out_w = jnp.zeros((hidden, 1), jnp.float32).at[1, 0].set(0.1)  # the original's output init
   mom = mlp.with_output(mom, w=out_w, b=jnp.zeros((1,)))
   ctrl, _ = mlp.init_chain(key, mlp.widths(3, s.controller_hidden, s.controller_layers, 1))
   return mom, ctrl
 
 
 def controller_mults(ctrl: Any, stats_g3: jax.Array) -> jax.Array:
-  """float32 [2] in [0.1, 2]: the seed's NestedController on stats [2, 3] (ReLU MLP)."""
+  """float32 [2] in [0.1, 2]: the original's NestedController on stats [2, 3] (ReLU MLP)."""
   finite = jnp.isfinite(stats_g3)
   out = mlp.apply(ctrl, jnp.where(finite, stats_g3, 1.0), jax.nn.relu)[..., 0]
   m = jnp.clip(MIN_MULT + (MAX_MULT - MIN_MULT) * jax.nn.sigmoid(out), MIN_MULT, MAX_MULT)
@@ -114,7 +117,7 @@ def torch_clip(tree: Any, max_norm: float) -> tuple[Any, jax.Array]:
 
 
 def scale_by_seed_nested(s: SeedSettings) -> optax.GradientTransformation:
-  """The seed's per-step update (module docstring): returns the parameter update itself
+  """The original's per-step update (module docstring): returns the parameter update itself
   (learning rate and sign included)."""
   adam = optax.scale_by_adam(b1=s.b1, b2=s.b2, eps=s.eps)
 
@@ -159,7 +162,7 @@ def record(state: SeedState, val_loss: jax.Array) -> SeedState:
 
 def proxy_loss(m: jax.Array, hist_loss: jax.Array, hist_mult: jax.Array,
                hist_len: jax.Array) -> jax.Array:
-  """The seed's SimplifiedMetaTrainer.compute_proxy_loss (module docstring), branch-free."""
+  """The original's SimplifiedMetaTrainer.compute_proxy_loss (module docstring), branch-free."""
   newest = jnp.maximum(hist_len - 1, 0)
   regular = jnp.mean(jnp.square(m - 1.0))
   keep = jnp.mean(jnp.square(m - hist_mult[newest]))
