@@ -1,4 +1,4 @@
-"""parameter-golf baseline against the seed's best combination (`best_proxy`), at equal time.
+"""parameter-golf baseline against PR #1434's best combination (`best_proxy`), at equal time.
 
   python scripts/compare_param_golf.py                  # param_golf.py:cpu vs :best_proxy,cpu
   python scripts/compare_param_golf.py --time_s 180 --seeds=0,1 --out docs/param_golf.json

@@ -10,7 +10,8 @@ scripts/gpu_sections.py (`jaxgpt/bench/gpu_sections.py` says what each one runs)
 
   device      the accelerator and its bf16 matmul rate (random 8192^3)
   gpt124m     GPT 12 x 768, seq 1024, bf16, 124M: tokens/s and MFU
-  gated_ngpt  gated nGPT 11 x 768 (A1_ne shape) tokens/s, beside the seed's 30,803 (reference)
+  gated_ngpt  gated nGPT 11 x 768 (A1_ne shape) tokens/s, beside the time-to-target study's
+              30,803 (reference)
   muon_share  the optimizer update's share of the train step, Muon and AdamW
   attention   cuDNN against XLA attention (train step, and the op alone)
   cohort      a vmapped cohort of K = 16 small proxies against the 16 trials in sequence

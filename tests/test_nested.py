@@ -1,7 +1,8 @@
 """deep_nested's numerics against independent references: the seed mode with its controller
-forced to output 0 is AdamW at 1.05 x base lr; the seed's proxy-loss branches and meta-step by
-hand; dmgd's degenerate settings are EMA momentum and Muon; its hypergradient is the derivative
-of the next step's loss; vmap over meta_lr; config errors; state memory per mode."""
+forced to output 0 is AdamW at 1.05 x base lr; the nested grid's proxy-loss branches and
+meta-step by hand; dmgd's degenerate settings are EMA momentum and Muon; its hypergradient is
+the derivative of the next step's loss; vmap over meta_lr; config errors; state memory per
+mode."""
 
 import json
 

@@ -205,7 +205,8 @@ def test_gated_update_saturated_gates():
   f = functools.partial(ngpt.gated_update, jnp.float32(x), jnp.float32(out), alpha=alpha)
   np.testing.assert_allclose(f(gate=jnp.full((D,), 40.0)), ref, atol=1e-6)  # sigmoid = 1
   np.testing.assert_allclose(f(gate=jnp.full((D,), -40.0)), x, atol=1e-6)  # sigmoid = 0
-  # gate 0: half the step, and the output is not normalised first (the seed's GatedBlock).
+  # gate 0: half the step, and the output is not normalised first (the time-to-target study's
+  # GatedBlock).
   half = x + 0.5 * alpha * out
   np.testing.assert_allclose(f(gate=jnp.zeros((D,))),
                              half / np.linalg.norm(half, axis=-1, keepdims=True), atol=1e-6)

@@ -188,7 +188,7 @@ def test_linear_scan_matches_loop():
 def test_outer_gradient_flows_through_the_inner_update():
   """The outer gradient of what the memory reads, w.r.t. W_0, keys, theta, eta and alpha (through
   the inner grad: second order) matches finite differences, and none of them is zero (the
-  seed's gates got no gradient)."""
+  nested grid's TitanMAC gates got no gradient)."""
   chunk = 2
   w, k, v, q, theta, eta, alpha = inputs(5, 2, T // chunk)
 

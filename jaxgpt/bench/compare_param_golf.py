@@ -1,4 +1,4 @@
-"""parameter-golf baseline against the seed's best combination (`best_proxy`), at equal time
+"""parameter-golf baseline against PR #1434's best combination (`best_proxy`), at equal time
 (scripts/compare_param_golf.py).
 
 Each (arm, seed) is one `python -m jaxgpt.main` process with the same training-time cap

@@ -39,9 +39,9 @@ PACKAGES = ("jax", "jaxlib", "jax-cuda13-plugin", "jax-cuda12-plugin", "flax", "
 REFERENCES = {
     "seed_gated_ngpt_tokens_per_s": {
         "value": 30803,
-        "what": "published, not measured here: the seed study's recommended run A1_ne (gated "
-                "nGPT 11 x 768 + Muon, batch 32, sequence 128, GPT-2 vocabulary) on one H100, "
-                "5000 steps in 665 s (docs/formulas.md)"},
+        "what": "published, not measured here: the time-to-target study's recommended run A1_ne "
+                "(gated nGPT 11 x 768 + Muon, batch 32, sequence 128, GPT-2 vocabulary) on one "
+                "H100, 5000 steps in 665 s (docs/formulas.md)"},
 }
 
 def budgets(names: list[str], total_s: float) -> dict[str, float]:
@@ -151,8 +151,8 @@ def table(result: dict) -> str:
                    f"{_fmt(r.get('tokens_per_s'), ',.0f')} | {_fmt(r.get('ms_per_step'), '.2f')} | "
                    f"{'' if mfu is None else f'{100 * mfu:.1f}%'} | {note} |")
   ref = result["references"]["seed_gated_ngpt_tokens_per_s"]
-  lines += ["", f"Reference, not measured: the seed's gated nGPT A1_ne ran at {ref['value']:,} "
-            "tokens/s on one H100 (batch 32 x 128).",
+  lines += ["", "Reference, not measured: the time-to-target study's gated nGPT A1_ne ran at "
+            f"{ref['value']:,} tokens/s on one H100 (batch 32 x 128).",
             f"MFU against {meta['peak_tflops']:g} TFLOP/s (dense bf16, H100/H200 SXM datasheet)."]
   return "\n".join(lines) + "\n"
 
@@ -160,7 +160,7 @@ def table(result: dict) -> str:
 def _note(r: dict) -> str:
   """The note column of a row: its headline figure other than tokens/s."""
   if "vs_seed" in r:
-    return f"{r['vs_seed']:.2f}x the seed's 30,803 tokens/s"
+    return f"{r['vs_seed']:.2f}x the time-to-target study's 30,803 tokens/s"
   if "tflops_per_s" in r:
     return f"{r['tflops_per_s']:.1f} TFLOP/s ({100 * r['fraction_of_peak']:.0f}% of peak)"
   if "ms_per_update" in r:

@@ -14,8 +14,9 @@ Sections (the full sizes; `smoke` shrinks every one to seconds on a CPU):
   device      the accelerator, and the bf16 matmul rate it reaches (8192^3, random inputs)
   gpt124m     GPT 12 x 768, seq 1024, bf16, GPT-2's padded vocabulary (124M parameters):
               tokens/s and MFU through the training loop (jaxgpt.bench.train)
-  gated_ngpt  gated nGPT 11 x 768, batch 32 x 128 (the seed's A1_ne shape): tokens/s with the
-              GPT-2 vocabulary (as the seed) and with the config's own BPE-1024 (jaxgpt.bench.train)
+  gated_ngpt  gated nGPT 11 x 768, batch 32 x 128 (the time-to-target study's A1_ne shape):
+              tokens/s with the GPT-2 vocabulary (as the study) and with the config's own
+              BPE-1024 (jaxgpt.bench.train)
   muon_share  the 124M GPT's optimizer update alone against its whole train step, Muon and
               AdamW; Muon's update on the hidden matrices (jaxgpt.bench.muon)
   attention   the 124M GPT's train step with model.attention_impl cudnn and xla; the attention
@@ -50,7 +51,8 @@ from jaxgpt.train import setup as setup_lib
 from jaxgpt.train import step as step_lib
 
 GPT2_VOCAB = 50304  # GPT-2's 50,257 tokens padded to a multiple of 64: 124M parameters at 12 x 768
-SEED_NGPT_TOKENS_PER_S = 30803.0  # the seed report's A1_ne run on one H100 (gpu_check.REFERENCES)
+# The time-to-target study's A1_ne on one H100 (gpu_check.REFERENCES).
+SEED_NGPT_TOKENS_PER_S = 30803.0
 
 # Full sizes (a lent H200) and smoke sizes (seconds on a CPU); the same code runs both. The smoke
 # sizes keep the test configs' own vocabulary (256 bytes) and batch, so that most of what they
@@ -210,7 +212,8 @@ def gpt124m(p: dict, s: dict, sink: Sink) -> None:
 
 def gated_ngpt(p: dict, s: dict, sink: Sink) -> None:
   sink.set(reference_tokens_per_s=SEED_NGPT_TOKENS_PER_S)
-  cases = [("A1_ne shape, GPT-2 vocabulary (as the seed)", [f"model.vocab_size={s['ngpt_vocab']}"]),
+  cases = [("A1_ne shape, GPT-2 vocabulary (as the time-to-target study)",
+            [f"model.vocab_size={s['ngpt_vocab']}"]),
            ("A1_ne shape, the config's BPE-1024 vocabulary", [])]
   for case, sets in cases[:s["ngpt_cases"]]:
     def measure(sets=sets):

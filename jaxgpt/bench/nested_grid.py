@@ -2,7 +2,7 @@
 (scripts/nested_grid_plot.py).
 
 In seed mode the momentum network never touches the update and the controller's multipliers
-barely move over the seed's 9 meta-updates, so a trial's final loss may be set by the
+barely move over the nested grid's 9 meta-updates, so a trial's final loss may be set by the
 multiplier its random initialisation produced rather than by its depths M and C. `load_rows`
 reads every finished trial of a `configs/sweeps/nested_grid.py` workdir (each cohort's
 `trials.json`, each trial's `summary.json` and `metrics.jsonl`) and:
