@@ -33,7 +33,9 @@ def test_gpu_check_smoke(tmp_path, byte_spec, data_dir):
   assert gpt["tokens_per_s"] > 0 and gpt["mfu"] == gpt["model_tflops_per_s"] / 989.0
   (ngpt,) = rows["gated_ngpt"].values()
   assert ngpt["vs_seed"] == ngpt["tokens_per_s"] / 30803
-  assert 0 < secs["muon_share"]["muon_update_share"] < 1
+  # A ratio of two timings: positive, but its size is load, not a result (on 2 shared cores at
+  # smoke sizes the update alone has timed slower than the whole step).
+  assert secs["muon_share"]["muon_update_share"] > 0
   attn = rows["attention"]
   assert "cuDNN" in attn["train step, attention cudnn"]["error"]  # a CPU has no cuDNN: a row
   assert attn["train step, attention xla"]["ms_per_step"] > 0  # error, and the section goes on
