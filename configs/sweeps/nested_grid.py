@@ -6,7 +6,8 @@ statistics, no warm-up or schedule, meta lr 1e-4, meta-update every 50 steps fro
 validation loss, momentum hidden 64 (capped at 20 as in the seed), controller hidden 32), 500
 steps, M and C in 1..6 (36 configurations) x 3 seeds = 108 trials. M and C change the optimizer
 state's structure, so each (M, C) is its own cohort of the 3 seeds (K = 3). The report
-(`python -m jaxgpt.report DIR`) has the M x C heatmap and the seed noise floor; docs/nested.md
+(`python -m jaxgpt.report DIR`) has the M x C heatmap and the seed spread (no knob names a
+`baseline`, so no verdicts: the report never tests against the best cell); docs/nested.md
 has the seed's numbers and how to read the grid (M only reseeds the controller).
 Variants (combine with commas):
   cpu     the grid on the `cpu` proxy of the MoE (`configs/moe.py:cpu`), the seed's 500 steps,
