@@ -11,10 +11,16 @@ names the studies, knobs and references) and each trial's run files, then writes
   loss_ref the sweep's `loss_ref` (default ln(vocab size));
 - per-knob sensitivity tables (value, n, val loss mean +- std, val acc, val perplexity); in a
   one-factor-at-a-time sweep (sampler "oat") each knob's table holds only its own axis;
-- multi-seed mean and standard deviation per configuration, with the noise floor: the pooled
-  standard deviation sigma of the repeats, and every difference to the best that is smaller
-  than 2 sigma / sqrt(n) flagged as inside the noise;
-- a time-to-target table, and time to target per knob value;
+- multi-seed mean and standard deviation per configuration, and the pooled standard deviation
+  of the repeats (descriptive only);
+- against the pre-set baseline (every knob's `baseline` in the sweep's space; sweep.json
+  `baseline`, or `baselines` for oat): per configuration, and per knob value where each value is
+  one configuration, the difference to the baseline, its 95% interval, the test (paired over
+  seeds when both ran the same seeds, else Welch), p Holm-adjusted over the table's comparisons
+  and a verdict (better / worse / not resolved with n seeds), all from `jaxgpt.stats`. Without
+  a baseline there are no verdicts: the report never compares with the best the data picked;
+- a time-to-target table, and per knob value the runs that reached the target (k/n) and the
+  censored median (time to target is censored: no mean, no test);
 - plots: validation loss curves per trial, sensitivity curves, and a 2-D heatmap.
 """
 
@@ -30,6 +36,8 @@ import optuna
 from absl import app, flags
 
 from jaxgpt import checks, cli
+from jaxgpt import stats as stats_lib
+from jaxgpt.errors import StatsError
 from jaxgpt.sweep import study as study_lib
 
 METRICS = ("final_val_loss", "val_acc", "val_ppl")
@@ -102,7 +110,8 @@ def mean_std(xs: Sequence[float]) -> tuple[float, float]:
 
 
 def noise_floor(groups: Iterable[Sequence[float]]) -> tuple[float | None, int]:
-  """Pooled within-configuration standard deviation of repeats, and its degrees of freedom."""
+  """Pooled within-configuration standard deviation of repeats, and its degrees of freedom: a
+  description of the seed spread; verdicts come from `jaxgpt.stats`, never from it."""
   ss, dof = 0.0, 0
   for g in groups:
     g = np.asarray([x for x in g if _finite(x)], np.float64)
@@ -110,11 +119,6 @@ def noise_floor(groups: Iterable[Sequence[float]]) -> tuple[float | None, int]:
       ss += float(((g - g.mean()) ** 2).sum())
       dof += g.size - 1
   return (math.sqrt(ss / dof), dof) if dof else (None, 0)
-
-
-def inside_noise(diff: float, sigma: float | None, n: int) -> bool:
-  """A difference smaller than 2 sigma / sqrt(n) is indistinguishable from seed noise."""
-  return sigma is not None and n >= 1 and abs(diff) < 2.0 * sigma / math.sqrt(n)
 
 
 def trial_time(summary: Mapping) -> float | None:
@@ -204,17 +208,75 @@ def on_axis(params: Mapping, knob: str, baselines: Mapping | None) -> bool:
   return baselines is None or all(params.get(k) == v for k, v in baselines.items() if k != knob)
 
 
-def sensitivity(records, knob: str, sigma: float | None,
-                baselines: Mapping | None = None) -> tuple[str, list]:
-  """Per value of `knob`: n, val loss mean +- std, val acc, val ppl; vs the best value. With
-  `baselines` (an oat sweep) only the knob's own axis counts."""
+def baseline_of(meta: Mapping) -> dict | None:
+  """The sweep's pre-set baseline configuration: sweep.json `baseline` (every knob named a
+  `baseline`, any sampler), else `baselines` (oat); None when not every knob named one."""
+  base = meta.get("baseline") or meta.get("baselines")
+  return dict(base) if base else None
+
+
+def by_seed(records: Sequence[Mapping]) -> dict | list:
+  """{seed: final val loss} (what a paired test needs), or a list when a seed repeats."""
+  losses = {r["seed"]: r["summary"]["final_val_loss"] for r in records}
+  if len(losses) == len(records):
+    return losses
+  return [r["summary"]["final_val_loss"] for r in records]
+
+
+NO_BASELINE = ("No pre-set baseline: give every knob of the sweep's space a `baseline` (the oat "
+               "sampler requires one) to compare each configuration with it. Nothing is compared "
+               "with the best configuration: picking the best from the data, then testing "
+               "against it, overstates every difference.")
+COMPARE_HEADER = ("diff to baseline", "95% CI", "test", "p (Holm)", "verdict")
+
+
+def judge(arms: Mapping[str, Any], base: Any, base_label: str
+          ) -> tuple[dict[str, stats_lib.Judged] | None, str]:
+  """Every arm against the baseline's {seed: loss} (None: the baseline was not run), Holm over
+  the arms; (judgements, a note) or (None, why there are none)."""
+  if base is None:
+    return None, f"The baseline ({base_label}) has no completed trial, so no comparisons."
+  try:
+    judged = stats_lib.compare_all(arms, base, base_name=f"the baseline ({base_label})")
+  except StatsError as e:
+    return None, f"No comparisons: {e}."
+  m = sum(j.comparison is not None for j in judged.values())
+  return judged, (f"Against the baseline ({base_label}): diff = mean - the baseline's mean, its "
+                  "95% interval (per comparison, not adjusted), a paired t-test over seeds where "
+                  "both ran the same seeds, Welch's otherwise; p Holm-adjusted over this table's "
+                  f"{m} comparison{'s' * (m != 1)}, and the verdict from it (so an interval "
+                  "clear of 0 can still be not resolved). *Not resolved* is not *no effect*: "
+                  "these seeds do not tell the difference from zero.")
+
+
+def compare_cells(j: stats_lib.Judged | None) -> tuple[str, ...]:
+  """The COMPARE_HEADER cells of one row."""
+  if j is None:
+    return ("-",) * 5
+  c = j.comparison
+  if c is None:
+    return ("-", "-", "-", "-", j.verdict)
+  return (f"{c.diff:+.4f}", f"[{c.ci[0]:+.4f}, {c.ci[1]:+.4f}]", c.test, _fmt(j.p_adjusted, 2),
+          j.verdict)
+
+
+def _label(params: Mapping) -> str:
+  return ", ".join(f"{a}={_fmt(b)}" for a, b in sorted(params.items()))
+
+
+def sensitivity(records, knob: str, baselines: Mapping | None = None,
+                reference: Any = None) -> tuple[str, list]:
+  """Per value of `knob`: n, val loss mean +- std, val acc, val ppl. With `baselines` (an oat
+  sweep) only the knob's own axis counts. With `reference` (the knob's pre-set baseline value)
+  and one configuration per value, each value against it (`judge`); a marginal over other knobs
+  gets no verdicts."""
   by_value: dict[Any, list] = {}
   for r in completed(records):
     if knob in r["params"] and on_axis(r["params"], knob, baselines):
-      by_value.setdefault(r["params"][knob], []).append(r["summary"])
+      by_value.setdefault(r["params"][knob], []).append(r)
   stats = []
   for v in _sort_values(by_value):
-    ss = by_value[v]
+    ss = [r["summary"] for r in by_value[v]]
     loss = mean_std([s["final_val_loss"] for s in ss])
     acc = [s["val_acc"] for s in ss if _finite(s.get("val_acc"))]
     ppl = [s["val_ppl"] for s in ss if _finite(s.get("val_ppl"))]
@@ -222,14 +284,25 @@ def sensitivity(records, knob: str, sigma: float | None,
                   mean_std(ppl)[0] if ppl else None))
   if not stats:
     return "", []
-  best = min(stats, key=lambda x: x[2][0])
+  single = all(len({config_key(r["params"]) for r in rs}) == 1 for rs in by_value.values())
+  judged, note = None, "No pre-set baseline: no verdicts (see the seeds table)."
+  if reference is not None and not single:
+    note = (f"A marginal over the other knobs (several configurations per value of {knob}): no "
+            "verdicts here; the seeds table compares each configuration with the baseline.")
+  elif reference is not None:
+    base = by_value.get(reference)
+    arms = {v: by_seed(rs) for v, rs in by_value.items() if v != reference}
+    judged, note = judge({_fmt(v): a for v, a in arms.items()},
+                         None if base is None else by_seed(base), f"{knob}={_fmt(reference)}")
   rows = []
   for v, n, (m, sd), acc, ppl in stats:
-    diff = m - best[2][0]
-    flag = "best" if v == best[0] else (
-        "inside the noise" if inside_noise(diff, sigma, min(n, best[1])) else "")
-    rows.append((_fmt(v), n, f"{m:.4f} ± {sd:.4f}", acc, ppl, f"{diff:+.4f}", flag))
-  return _table((knob, "n", "val loss", "val acc", "val ppl", "vs best", "flag"), rows), stats
+    if judged is not None and v == reference:
+      cells = ("-", "-", "-", "-", "baseline")
+    else:
+      cells = compare_cells(None if judged is None else judged[_fmt(v)])
+    rows.append((_fmt(v), n, f"{m:.4f} ± {sd:.4f}", acc, ppl) + cells)
+  return note + "\n\n" + _table((knob, "n", "val loss", "val acc", "val ppl") + COMPARE_HEADER,
+                                rows), stats
 
 
 def seed_groups(records) -> list[tuple[dict, list[Mapping]]]:
@@ -239,7 +312,11 @@ def seed_groups(records) -> list[tuple[dict, list[Mapping]]]:
   return list(groups.values())
 
 
-def multi_seed_table(records, k: int) -> tuple[str, float | None]:
+def multi_seed_table(records, k: int, baseline: Mapping | None = None
+                     ) -> tuple[str, float | None]:
+  """Mean and std over seeds per configuration (the k lowest means, and the baseline), each
+  against the pre-set `baseline` configuration (`judge`, Holm over every configuration's
+  comparison, shown or not); the pooled standard deviation of the repeats, descriptive."""
   groups = seed_groups(records)
   sigma, dof = noise_floor([[r["summary"]["final_val_loss"] for r in g] for _, g in groups])
   if not groups:
@@ -249,24 +326,36 @@ def multi_seed_table(records, k: int) -> tuple[str, float | None]:
     m, sd = mean_std([r["summary"]["final_val_loss"] for r in g])
     stats.append((params, g, m, sd))
   stats.sort(key=lambda x: x[2])
-  best_m, best_n = stats[0][2], len(stats[0][1])
+  base_i = None if baseline is None else next(
+      (i for i, (params, *_) in enumerate(stats) if dict(params) == dict(baseline)), None)
+  judged, note = None, NO_BASELINE
+  if baseline is not None:
+    arms = {str(i): by_seed(g) for i, (_, g, _, _) in enumerate(stats) if i != base_i}
+    judged, note = judge(arms, None if base_i is None else by_seed(stats[base_i][1]),
+                         _label(baseline))
+  shown = list(range(min(k, len(stats))))
+  if base_i is not None and base_i not in shown:
+    shown.append(base_i)
   rows = []
-  for i, (params, g, m, sd) in enumerate(stats[:k]):
-    n = len(g)
-    diff = m - best_m
-    flag = "best" if i == 0 else (
-        "inside the noise" if inside_noise(diff, sigma, min(n, best_n)) else "")
-    rows.append((", ".join(f"{a}={_fmt(b)}" for a, b in sorted(params.items())), n,
-                 f"{m:.4f}", f"{sd:.4f}", f"{diff:+.4f}", flag))
+  for i in shown:
+    params, g, m, sd = stats[i]
+    if judged is None:
+      cells = compare_cells(None)
+    elif i == base_i:
+      cells = ("-", "-", "-", "-", "baseline")
+    else:
+      cells = compare_cells(judged[str(i)])
+    rows.append((_label(params), len(g), f"{m:.4f}", f"{sd:.4f}") + cells)
   if sigma is None:
-    head = ("Noise floor: unknown (no configuration was repeated with another seed; add "
-            "seeds to the sweep to tell a win from noise).")
+    spread = ("Seed spread: unknown (no configuration was repeated with another seed; add "
+              "seeds to the sweep to tell a difference from seed noise).")
   else:
-    head = (f"Noise floor: sigma = {sigma:.4f} (pooled standard deviation of the repeats, "
-            f"{dof} degrees of freedom). A difference to the best smaller than 2 sigma / "
-            "sqrt(n) (n = the smaller seed count of the two) is flagged *inside the noise*.")
-  return head + "\n\n" + _table(("configuration", "seeds", "mean val loss", "std", "vs best",
-                                 "flag"), rows), sigma
+    spread = (f"Seed spread: pooled standard deviation of the repeats sigma = {sigma:.4f} "
+              f"({dof} degrees of freedom), descriptive only: no verdict comes from it.")
+  shown_note = (f" {len(stats)} configurations; the {len(shown)} shown are the lowest means and "
+                "the baseline." if len(shown) < len(stats) else "")
+  return spread + "\n\n" + note + shown_note + "\n\n" + _table(
+      ("configuration", "seeds", "mean val loss", "std") + COMPARE_HEADER, rows), sigma
 
 
 def time_to_target_table(records, knobs: Sequence[str], target: float | None) -> str:
@@ -293,10 +382,14 @@ def time_to_target_table(records, knobs: Sequence[str], target: float | None) ->
       rs = by_value[v]
       ttt = [r["summary"]["time_to_target_s"] for r in rs if r["summary"].get("reached_target")
              and _finite(r["summary"].get("time_to_target_s"))]
+      median = stats_lib.censored_median(ttt, len(rs))
       group_rows.append((knob, _fmt(v), f"{len(ttt)}/{len(rs)}",
-                         float(np.median(ttt)) if ttt else None, min(ttt) if ttt else None))
+                         median if math.isfinite(median) else "not reached by half",
+                         min(ttt) if ttt else None))
   if group_rows:
-    out += "\n\nBy knob value:\n\n" + _table(
+    out += ("\n\nBy knob value. Time to target is censored (a run that did not reach the target "
+            "has no time): the runs that reached it (k/n) and the median over all n with the "
+            "others counted as never; no mean and no test.\n\n") + _table(
         ("knob", "value", "reached", "median time to target (s)", "best (s)"), group_rows)
   return out
 
@@ -426,8 +519,10 @@ def write_report(records: Sequence[Mapping], meta: Mapping, outdir: str) -> str:
     md += ["", f"Diverged (NaN/inf, masked in their cohort): "
                f"{', '.join(r['name'] for r in diverged)}."]
   md += ["", f"## Top {top_k}", "", top_table(records, top_k, loss_ref)]
-  ms_text, sigma = multi_seed_table(records, max(top_k, 20))
-  md += ["", "## Seeds: mean, standard deviation and the noise floor", "", ms_text]
+  baseline = baseline_of(meta)
+  ms_text, _ = multi_seed_table(records, max(top_k, 20), baseline)
+  md += ["", "## Seeds: mean, standard deviation, and each configuration against the baseline",
+         "", ms_text]
   md += ["", "## Sensitivity per knob", ""]
   all_stats = {}
   baselines = meta.get("baselines")
@@ -436,7 +531,8 @@ def write_report(records: Sequence[Mapping], meta: Mapping, outdir: str) -> str:
            "its baseline (" + ", ".join(f"{k}={_fmt(v)}" for k, v in baselines.items()) + ").",
            ""]
   for knob in knobs:
-    table, stats = sensitivity(records, knob, sigma, baselines)
+    table, stats = sensitivity(records, knob, baselines,
+                               None if baseline is None else baseline.get(knob))
     if table:
       all_stats[knob] = stats
       key = meta.get("knobs", {}).get(knob, "")
@@ -475,7 +571,7 @@ def main(argv: Sequence[str]) -> int:
     raise app.UsageError("give one sweep directory: python -m jaxgpt.report DIR [--storage URL]")
   try:
     path = generate(argv[1], flags.FLAGS.storage)
-  except FileNotFoundError as e:
+  except (FileNotFoundError, StatsError) as e:
     cli.fail(str(e))
   print(path)
   return 0

@@ -54,11 +54,13 @@ def test_oat_study_and_report_keep_each_knob_to_its_axis(tmp_path):
   records, meta = report.load_records(str(tmp_path))
   assert meta["sampler"] == "oat"
   assert meta["baselines"] == {"lr": 0.01, "momentum": 0.95, "ns_steps": 5}
+  assert meta["baseline"] == meta["baselines"]  # the point every configuration is compared with
   assert sorted((r["params"]["lr"], r["params"]["ns_steps"]) for r in records) == [
       (0.01, 3), (0.01, 5), (0.02, 5)]
-  table, stats = report.sensitivity(records, "lr", None, meta["baselines"])
+  table, stats = report.sensitivity(records, "lr", meta["baselines"], meta["baseline"]["lr"])
   assert [(v, n) for v, n, *_ in stats] == [(0.01, 1), (0.02, 1)]  # the ns=3 run is off-axis
-  _, marginal = report.sensitivity(records, "lr", None)
+  assert "the baseline (lr=0.01) has 1 seed" in table  # the test variant runs one seed
+  _, marginal = report.sensitivity(records, "lr")
   assert [(v, n) for v, n, *_ in marginal] == [(0.01, 2), (0.02, 1)]
   md = open(report.write_report(records, meta, str(tmp_path / "report"))).read()
   assert "One factor at a time" in md

@@ -11,7 +11,8 @@ three axes) x 3 seeds = 27 trials, where the study ran each of its 11 runs once.
 What differs on purpose: validation is whole held-out works (a document-level split) scored on
 non-overlapping windows; the study's stride-1 windows with a random 90/10 split let validation
 windows overlap training ones, which is how it reached val loss 0.33 at LR 0.05. With 3 seeds
-per point the report gives mean +- std and flags differences inside the noise floor.
+per point the report gives mean +- std and compares each point with the baseline (paired
+t-test over the seeds, Holm over each table, 95% intervals; `jaxgpt.stats`).
 `ns_steps` is static structure, so the points form one cohort per step count.
 Variants (combine with commas):
   cpu   the same 27 trials on a 2 x 64 MoE proxy (8 experts of width 64, top-2), 250 updates

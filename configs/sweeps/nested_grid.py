@@ -5,12 +5,13 @@ docs/design.md "Sources"), here:
 
 `optimizer.name=deep_nested`, `nested.mode=seed`, with the grid's fixed settings (base lr 3e-4,
 AdamW betas 0.9 / 0.999, eps 1e-8, weight decay 0.2, its own clip at 1.0 after the gradient
-statistics, no warm-up or schedule, meta lr 1e-4, meta-update every 50 steps from the validation
-loss, momentum hidden 64 (capped at 20 as in the grid), controller hidden 32), 500 steps, M and C in
-1..6 (36 configurations) x 3 seeds = 108 trials. M and C change the optimizer state's structure, so
-each (M, C) is its own cohort of the 3 seeds (K = 3). The report (`python -m jaxgpt.report DIR`) has
-the M x C heatmap and the seed-to-seed noise floor; docs/nested.md has the grid's published numbers
-and how to read the grid (M only reseeds the controller).
+statistics, no warm-up or schedule, meta lr 1e-4, meta-update every 50 steps from the
+validation loss, momentum hidden 64 (capped at 20 as in the grid), controller hidden 32), 500
+steps, M and C in 1..6 (36 configurations) x 3 seeds = 108 trials. M and C change the optimizer
+state's structure, so each (M, C) is its own cohort of the 3 seeds (K = 3). The report
+(`python -m jaxgpt.report DIR`) has the M x C heatmap and the seed-to-seed spread (no knob names
+a `baseline`, so no verdicts: the report never tests against the best cell); docs/nested.md has
+the grid's published numbers and how to read the grid (M only reseeds the controller).
 Variants (combine with commas):
   cpu     the grid on the `cpu` proxy of the MoE (`configs/moe.py:cpu`), the grid's 500 steps,
           at batch 8 x 64 (CPU_TRAIN below); with titans at batch 4 x 64 (CPU_TRAIN_TITANS)

@@ -309,6 +309,9 @@ def write_meta(sweep, workdir: str, url: str | None) -> None:
           "seeds": list(sweep.seeds), "cohort_size": sweep.cohort_size,
           "knobs": {d.name: d.key for d in dims},
           "baselines": ({d.name: d.baseline for d in dims} if sweep.sampler == "oat" else None),
+          # The pre-set baseline the report compares every configuration with (any sampler).
+          "baseline": ({d.name: d.baseline for d in dims}
+                       if all(d.baseline is not None for d in dims) else None),
           "base": {"config": sweep.base.config, "variants": sweep.base.variants},
           "loss_ref": sweep.loss_ref if sweep.loss_ref is not None
           else spec_lib.default_loss_ref(base),

@@ -11,7 +11,9 @@ used.
 One factor at a time (sampler "oat"): every knob also names a `baseline` among its values; the
 points are the baseline configuration with one knob moved to each of its values, the others at
 their baselines (the baseline itself once), as in sensitivity studies that vary LR, momentum and
-Newton-Schulz steps separately. `tied` = ((dotted key, factor), ...) sets further keys to
+Newton-Schulz steps separately. With any sampler, when every knob names a `baseline`, that point
+is the pre-set baseline the report compares every configuration with (`jaxgpt.stats`); without
+one the report gives no verdicts. `tied` = ((dotted key, factor), ...) sets further keys to
 factor x the knob's value (e.g. an Adam learning rate kept at 0.1 x the Muon learning rate).
 """
 

@@ -1,0 +1,250 @@
+"""Statistics every report uses: a configuration against the pre-set baseline, over seeds.
+
+  python -m jaxgpt.stats ARM BASELINE [--higher_is_better]
+  python -m jaxgpt.stats 0:3.21,1:3.25,2:3.22 0:3.30,1:3.31,2:3.27
+
+- `compare(arm, baseline)`: the difference of the means, mean(arm) - mean(baseline), with its
+  95% interval from the t distribution and a two-sided p. A paired t-test on the per-seed
+  differences when both arms ran the same seeds (`train.seed` fixes initialisation and data
+  order, so seed s of one arm and seed s of the other share both), Welch's t-test otherwise.
+- `holm(pvalues)`: Holm's step-down adjustment over the comparisons one table makes.
+- `verdict(...)`: "better", "worse", or "not resolved with n seeds" — never "no effect": a
+  difference the seeds do not resolve may still be there.
+- `compare_all(arms, baseline)`: every arm against the baseline, Holm over the lot, a verdict
+  each (what a report table shows).
+- `censored_median(times, n)`: time to target is censored (a run that did not reach the target
+  has no time), so it gets k/n and this median only, never a mean or a t-test.
+
+Inputs are {seed: value} mappings, or plain sequences (no seeds: Welch). Fewer than 2 seeds in
+an arm, or a non-finite value, is a `StatsError` naming the arm. Degenerate spreads (formulas in
+docs/formulas.md "Comparing with the baseline"): identical arms give t = 0, p = 1 (not
+resolved); a difference that is exactly the same on every seed (zero spread of the paired
+differences, or two constant arms under Welch) gives t = ±inf, p = 0 and a zero-width interval
+— the limit of the test as the spread goes to 0, and scipy's answer; it happens when the seed
+changes nothing (a deterministic metric), and then the verdict follows the sign.
+
+numpy and scipy only; imports nothing of jaxgpt but `errors` (and `cli` when run).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, NamedTuple, Sequence, Union
+
+import numpy as np
+from scipy import stats as sps
+
+from jaxgpt.errors import StatsError
+
+Values = Union[Mapping[Any, float], Sequence[float]]
+TESTS = ("paired", "welch")
+BETTER, WORSE = "better", "worse"
+
+
+class Comparison(NamedTuple):
+  """mean(arm) - mean(baseline), its interval, and the test that judged it."""
+  diff: float
+  ci: tuple[float, float]  # the 95% (`confidence`) interval of `diff`, per comparison
+  t: float
+  dof: float
+  p: float  # two-sided, before any multiple-comparison adjustment
+  test: str  # "paired" | "welch"
+  n_arm: int
+  n_base: int
+
+
+class Judged(NamedTuple):
+  """One arm of `compare_all`: its comparison (None with fewer than 2 seeds), the Holm-adjusted
+  p (None without a comparison) and the verdict."""
+  comparison: Comparison | None
+  p_adjusted: float | None
+  verdict: str
+
+
+def _tolerance(*arrays: np.ndarray) -> float:
+  """Spreads and differences at or below this are exactly zero (float round-off of values of
+  this size)."""
+  scale = max([1.0] + [float(np.max(np.abs(a))) for a in arrays if a.size])
+  return 1e-12 * scale
+
+
+def _arm(name: str, values: Values) -> tuple[list | None, np.ndarray]:
+  """(seeds or None, values as float64); a StatsError naming `name` for < 2 values or a
+  non-finite one."""
+  if isinstance(values, Mapping):
+    seeds = sorted(values, key=str)
+    raw = [values[s] for s in seeds]
+  else:
+    seeds, raw = None, list(values)
+  try:
+    a = np.asarray(raw, np.float64)
+  except (TypeError, ValueError):
+    raise StatsError(f"{name} has a value that is not a number: {raw!r}") from None
+  if a.ndim != 1 or a.size < 2:
+    raise StatsError(f"{name} has {a.size} seed{'s' * (a.size != 1)}; a comparison needs at "
+                     "least 2 seeds per arm (add seeds: train.seed / the sweep's `seeds`)")
+  if not np.all(np.isfinite(a)):
+    bad = [s for s, x in zip(seeds or range(a.size), a) if not math.isfinite(x)]
+    where = "seed" if seeds is not None else "index"
+    raise StatsError(f"{name} has a non-finite value at {where} {bad[0]!r} (a diverged run is "
+                     "reported apart, not averaged)")
+  return seeds, a
+
+
+def _t_result(diff: float, se: float, dof: float, tol: float, confidence: float
+              ) -> tuple[tuple[float, float], float, float]:
+  """(interval, t, p) of `diff` with standard error `se` on `dof` degrees of freedom."""
+  if se <= tol:  # no spread: the limit of the test (module docstring)
+    if abs(diff) <= tol:
+      return (diff, diff), 0.0, 1.0
+    return (diff, diff), math.copysign(math.inf, diff), 0.0
+  t = diff / se
+  half = float(sps.t.ppf(0.5 + confidence / 2, dof)) * se
+  return (diff - half, diff + half), t, float(2.0 * sps.t.sf(abs(t), dof))
+
+
+def welch_dof(var_a: float, n_a: int, var_b: float, n_b: int) -> float:
+  """Welch–Satterthwaite degrees of freedom; n_a + n_b - 2 when both variances are 0 (0/0)."""
+  qa, qb = var_a / n_a, var_b / n_b
+  den = qa * qa / (n_a - 1) + qb * qb / (n_b - 1)
+  return (qa + qb) ** 2 / den if den > 0 else float(n_a + n_b - 2)
+
+
+def compare(arm: Values, baseline: Values, *, paired: bool | None = None,
+            arm_name: str = "arm", base_name: str = "baseline",
+            confidence: float = 0.95) -> Comparison:
+  """`arm` against `baseline`. paired=None: paired when both are {seed: value} mappings with
+  the same seeds, else Welch; True: paired (the same seeds required); False: Welch."""
+  seeds_a, a = _arm(arm_name, arm)
+  seeds_b, b = _arm(base_name, baseline)
+  same = seeds_a is not None and seeds_b is not None and seeds_a == seeds_b
+  if paired and not same:
+    raise StatsError(f"a paired test needs {arm_name} and {base_name} on the same seeds (got "
+                     f"{seeds_a} and {seeds_b})")
+  if not 0 < confidence < 1:
+    raise StatsError(f"confidence={confidence!r} must be in (0, 1)")
+  tol = _tolerance(a, b)
+  if same if paired is None else paired:
+    d = a - b
+    n = d.size
+    diff, se, dof, test = float(d.mean()), float(d.std(ddof=1)) / math.sqrt(n), n - 1, "paired"
+  else:
+    va, vb = float(a.var(ddof=1)), float(b.var(ddof=1))
+    diff, se = float(a.mean() - b.mean()), math.sqrt(va / a.size + vb / b.size)
+    dof, test = welch_dof(va, a.size, vb, b.size), "welch"
+  ci, t, p = _t_result(diff, se, float(dof), tol, confidence)
+  return Comparison(diff, ci, t, float(dof), p, test, int(a.size), int(b.size))
+
+
+def holm(pvalues: Sequence[float], alpha: float = 0.05) -> tuple[list[float], list[bool]]:
+  """Holm's step-down adjustment: with p sorted ascending p_(1) <= ... <= p_(m),
+  p_adj(i) = max_{j <= i} min(1, (m - j + 1) p_(j)); reject where p_adj <= alpha. Returned in
+  the input's order."""
+  p = np.asarray(pvalues, np.float64)
+  if p.ndim != 1 or not np.all((p >= 0) & (p <= 1)):
+    raise StatsError(f"p-values must be numbers in [0, 1] (got {list(pvalues)!r})")
+  m = p.size
+  order = np.argsort(p, kind="stable")
+  stepped = np.minimum(1.0, (m - np.arange(m)) * p[order])
+  adjusted = np.empty(m)
+  adjusted[order] = np.maximum.accumulate(stepped) if m else stepped
+  return [float(x) for x in adjusted], [bool(x <= alpha) for x in adjusted]
+
+
+def seeds_phrase(c: Comparison) -> str:
+  """'3 seeds' (paired, or equal counts) or '3 and 2 seeds'."""
+  n = c.n_arm if c.n_arm == c.n_base else f"{c.n_arm} and {c.n_base}"
+  return f"{n} seeds"
+
+
+def verdict(c: Comparison, p_adjusted: float, alpha: float = 0.05,
+            lower_is_better: bool = True) -> str:
+  """'better' / 'worse' (than the baseline) when the adjusted p is at most alpha, else
+  'not resolved with n seeds'."""
+  if p_adjusted > alpha or c.diff == 0:
+    return f"not resolved with {seeds_phrase(c)}"
+  return BETTER if (c.diff < 0) == lower_is_better else WORSE
+
+
+def compare_all(arms: Mapping[str, Values], baseline: Values, *, alpha: float = 0.05,
+                lower_is_better: bool = True, base_name: str = "baseline",
+                confidence: float = 0.95) -> dict[str, Judged]:
+  """Every arm against `baseline` (paired where the seeds match), Holm over the arms that have
+  at least 2 seeds; an arm with fewer gets no comparison and the verdict 'n/a: 1 seed'. The
+  baseline itself needs 2 seeds (StatsError otherwise)."""
+  _arm(base_name, baseline)
+  comps: dict[str, Comparison] = {}
+  out: dict[str, Judged] = {}
+  for name, values in arms.items():
+    n = len(values)
+    if n < 2:
+      out[name] = Judged(None, None, f"n/a: {n} seed{'s' * (n != 1)}")
+    else:
+      comps[name] = compare(values, baseline, arm_name=name, base_name=base_name,
+                            confidence=confidence)
+  adjusted, _ = holm([c.p for c in comps.values()], alpha)
+  for (name, c), p in zip(comps.items(), adjusted):
+    out[name] = Judged(c, p, verdict(c, p, alpha, lower_is_better))
+  return {name: out[name] for name in arms}
+
+
+def censored_median(times: Sequence[float], n: int) -> float:
+  """The median time to target over `n` runs of which those in `times` reached it, the others
+  counted as never (+inf): inf when half or more did not reach it (even n: the mean of the two
+  middle values, inf if either is)."""
+  if n < len(times) or n < 1:
+    raise StatsError(f"{len(times)} times to target from {n} runs")
+  xs = sorted(float(t) for t in times) + [math.inf] * (n - len(times))
+  lo, hi = xs[(n - 1) // 2], xs[n // 2]
+  return math.inf if math.isinf(hi) else 0.5 * (lo + hi)
+
+
+# ------------------------------------------------------------------------------------------
+# The command line.
+
+def parse_values(name: str, text: str) -> Values:
+  """'0:3.21,1:3.25' -> {0: 3.21, 1: 3.25}; '3.21,3.25' -> [3.21, 3.25]."""
+  items = [s for s in text.split(",") if s.strip()]
+  try:
+    if items and all(":" in s for s in items):
+      pairs = [s.split(":", 1) for s in items]
+      out = {int(k): float(v) for k, v in pairs}
+      if len(out) != len(pairs):
+        raise StatsError(f"{name}={text!r} names a seed twice")
+      return out
+    return [float(s) for s in items]
+  except ValueError:
+    raise StatsError(f"{name}={text!r} must be comma-separated values, or seed:value pairs "
+                     "(0:3.21,1:3.25)") from None
+
+
+def describe(c: Comparison, p_adjusted: float, words: str) -> str:
+  """One line: diff [CI], test, t, dof, p, verdict."""
+  return (f"diff {c.diff:+.4g} [{c.ci[0]:+.4g}, {c.ci[1]:+.4g}] ({c.test}, t = {c.t:.3g}, "
+          f"dof = {c.dof:.3g}, p = {p_adjusted:.3g}): {words}")
+
+
+def main(argv: Sequence[str]) -> int:
+  # Imported here: the library part needs no absl and no jaxgpt.cli.
+  from absl import app, flags
+
+  if len(argv) != 3:
+    raise app.UsageError("give two arms: python -m jaxgpt.stats ARM BASELINE (each 0:x,1:y,... "
+                         "or x,y,...)")
+  try:
+    arm, base = parse_values("ARM", argv[1]), parse_values("BASELINE", argv[2])
+    c = compare(arm, base, arm_name="ARM", base_name="BASELINE")
+  except StatsError as e:  # one line `error: ...`, exit 2 (jaxgpt.cli.run)
+    raise app.UsageError(str(e)) from None
+  print(describe(c, c.p, verdict(c, c.p, lower_is_better=not flags.FLAGS.higher_is_better)))
+  return 0
+
+
+if __name__ == "__main__":
+  # Imported when run only: the library imports nothing of jaxgpt but `errors`.
+  from absl import flags
+
+  from jaxgpt import cli
+  flags.DEFINE_boolean("higher_is_better", False, "A larger value is better (accuracy); by "
+                       "default a smaller one is (loss).")
+  cli.run(main)
