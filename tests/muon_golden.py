@@ -12,7 +12,8 @@ Regenerate (only when a numeric change is intended, and say so in the commit):
     python tests/muon_golden.py --sharded --out tests/data/muon_golden_sharded.json
 
 Modes: "jit" (muon(...) under jit), "inject" (`injectable_muon`, hyperparameters in the state),
-"cohort" (three trials with traced lr / momentum / weight decay / beta2 under `jax.vmap`),
+"cohort" (three trials with traced lr / momentum / weight decay / beta2 under `jax.vmap`, two
+steps),
 "adamw_mix" (the full partitioned Muon + AdamW chain on a small GPT-shaped tree), and with
 --sharded the partitioned chain on a 2 x 2 mesh of 4 CPU devices under each `matrix_sharding`.
 Each case sets several options at once, so a few compiled programs cover every option.
@@ -45,12 +46,12 @@ CASES = {
     "mars_cautious_pe": dict(variance_reduction="mars", nesterov=False, cautious_update=True,
                              orthogonalizer="polar_express", cautious_wd=True),
 }
-INJECT_CASES = ("default", "normuon_cautious", "mars_sgd")
-COHORT_CASES = ("normuon_cautious", "mars_sgd", "ema_bc_cubic")
+INJECT_CASES = ("normuon_cautious", "mars_sgd")
+COHORT_CASES = ("normuon_cautious", "mars_sgd")
+COHORT_STEPS = 2  # unrolled inside the vmap: each step is more program to compile
 MIX_CASES = ("default", "normuon_cautious")
-SHARDED_RUNS = (("default", "round_robin"), ("normuon_cautious", "round_robin"),
-                ("mars_sgd", "round_robin"), ("normuon_cautious", "gather"),
-                ("normuon_cautious", "gspmd"))
+SHARDED_RUNS = (("default", "round_robin"), ("normuon_cautious", "gather"),
+                ("mars_sgd", "gspmd"))
 
 
 def _kwargs(case: str) -> dict:
@@ -139,7 +140,7 @@ def run_cohort(case: str) -> dict[str, str]:
     params = jax.tree.map(lambda p: p * scale, _params())
     state = tx.init(params)
     us = []
-    for step in range(STEPS):
+    for step in range(COHORT_STEPS):
       u, state = tx.update(_grads(params, step), state, params)
       params = optax.apply_updates(params, u)
       us.append(u)

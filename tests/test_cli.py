@@ -34,22 +34,25 @@ def no_get_config(tmp_path):
   return str(path)
 
 
-@pytest.mark.parametrize("module", ["jaxgpt.main", "jaxgpt.sweep"])
-@pytest.mark.parametrize("args,expected", [
-    (["--config", "configs/nope.py"], "error: config file configs/nope.py does not exist"),
-    # with variants and an override (ml_collections would apply it to its deferred error)
-    (["--config=configs/nope.py:test", "--config.train.steps=1"],
+# jaxgpt.main with every shape of the flag; jaxgpt.sweep (the same cli.flags_parser) once.
+@pytest.mark.parametrize("module,args,expected", [
+    ("jaxgpt.main", ["--config", "configs/nope.py"],
      "error: config file configs/nope.py does not exist"),
-    (["--config", "configs"], "error: config file configs is a directory, not a config file"),
+    # with variants and an override (ml_collections would apply it to its deferred error)
+    ("jaxgpt.main", ["--config=configs/nope.py:test", "--config.train.steps=1"],
+     "error: config file configs/nope.py does not exist"),
+    ("jaxgpt.main", ["--config", "configs"],
+     "error: config file configs is a directory, not a config file"),
+    ("jaxgpt.sweep", ["--config=configs/nope.py:test", "--config.train.steps=1"],
+     "error: config file configs/nope.py does not exist"),
 ])
 def test_unloadable_config_file_is_one_line(tmp_path, module, args, expected):
   line = _one_error_line(_run("-m", module, *args, "--workdir", str(tmp_path / "run")))
   assert line == expected
 
 
-@pytest.mark.parametrize("module", ["jaxgpt.main", "jaxgpt.sweep"])
-def test_config_file_without_get_config_is_one_line(tmp_path, module, no_get_config):
-  line = _one_error_line(_run("-m", module, "--config", no_get_config,
+def test_config_file_without_get_config_is_one_line(tmp_path, no_get_config):
+  line = _one_error_line(_run("-m", "jaxgpt.main", "--config", no_get_config,
                               "--workdir", str(tmp_path / "run")))
   assert line == f"error: config file {no_get_config} has no get_config(variants) function"
 

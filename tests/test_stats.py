@@ -9,6 +9,7 @@ Quantiles quoted to 5 digits: t_{0.975, 2} = 4.3027, t_{0.975, 4} = 2.7764.
 """
 
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -213,10 +214,13 @@ def test_cli():
   assert proc.returncode == 0, proc.stderr
   assert proc.stdout.startswith("diff -0.03 [-0.05484, -0.005159] (paired, t = -5.2, dof = 2, "
                                 "p = 0.0351): better"), proc.stdout
-  for args, words in ((("1.0", "1.0,1.1"), "ARM has 1 seed"),
-                      (("1.0,x", "1.0,1.1"), "ARM='1.0,x' must be"),
-                      (("1.0,1.1",), "give two arms")):
-    proc = _cli(*args)
-    assert proc.returncode == 2, (args, proc.stderr)
-    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
-    assert words in proc.stderr
+  proc = _cli("1.0", "1.0,1.1")  # one seed: one line through jaxgpt.cli, exit 2
+  assert proc.returncode == 2, proc.stderr
+  assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
+  assert "ARM has 1 seed" in proc.stderr
+  # The other refusals, in-process (each subprocess costs seconds of start-up).
+  from absl import app
+  for argv, words in ((["stats", "1.0,x", "1.0,1.1"], "ARM='1.0,x' must be"),
+                      (["stats", "1.0,1.1"], "give two arms")):
+    with pytest.raises(app.UsageError, match=re.escape(words)):
+      stats.main(argv)
