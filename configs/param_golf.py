@@ -9,7 +9,8 @@ Nesterov momentum 0.95 (warm-up from 0.85 over 500 steps); Adam (0.9, 0.95) on t
 embedding (lr 0.05) and the vectors (lr 0.04) (these match parameter-golf's `train_gpt.py`);
 linear warm-down over the last 20% of the training clock (a time cap binds the clock too, so
 the warm-down always happens). That 20% is this project's choice: parameter-golf's baseline
-warms down over its last WARMDOWN_ITERS = 150 steps' worth of time, about 1% of its run.
+warms down over its last WARMDOWN_ITERS = 1,200 steps' worth of wall-clock time (its default:
+1,200 x the measured step time before the 600 s cap, where the multiplier reaches zero).
 `export.at_end`: every finished run writes the artifact and its round-trip val_bpb.
 
 Variants (combine with commas, e.g. `:best_proxy,cpu`):
