@@ -239,8 +239,7 @@ def scale_by_normuon(beta2: ArrayLike = 0.95, *, dimension_numbers: DimensionNum
   """
 
   def init_fn(params):
-    lays = [matrix_layout(p.shape, d) for p, d in
-            zip(jax.tree.leaves(params), dims_per_leaf(dimension_numbers, params))]
+    lays = layouts(dimension_numbers, params)
     leaves, treedef = jax.tree.flatten(params)
     return NorMuonState(treedef.unflatten([
         jnp.zeros(tuple(1 if a in lay.fan_in_axes else n for a, n in enumerate(p.shape)),
