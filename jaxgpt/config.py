@@ -164,6 +164,10 @@ def base_config() -> config_dict.ConfigDict:
       eval_batch_size=placeholder(int),  # None = batch_size // grad_accum
       target_loss=placeholder(float),
       max_time_s=placeholder(float),
+      # Seconds per step the training clock counts instead of measuring (a calibrated solo step
+      # time, set per trial by sweeps): the time cap, the schedule and time to target read
+      # steps x step_time_s. None: measured (cohorts: their measured solo step time).
+      step_time_s=placeholder(float),
       seed=0,  # parameter init; also the data order unless data_seed is set
       data_seed=placeholder(int),  # None = seed; cohort trials with one data_seed share batches
       log_every=10,
@@ -370,6 +374,7 @@ def validate(config: config_dict.ConfigDict) -> None:
     raise ConfigError(f"train.batch_size={t.batch_size} must be divisible by "
                       f"train.grad_accum={t.grad_accum}")
   checks.positive("train.max_time_s", t.max_time_s, allow_none=True)
+  checks.positive("train.step_time_s", t.step_time_s, allow_none=True)
   checks.one_of("train.partition_table", t.partition_table, PARTITION_TABLES)
   checks.integer("train.data_seed", t.data_seed, 0, allow_none=True)
   checks.positive("train.target_loss", t.target_loss, allow_zero=True, allow_none=True)

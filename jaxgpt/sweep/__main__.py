@@ -2,6 +2,11 @@
 
   python -m jaxgpt.sweep --config configs/sweeps/NAME.py[:VARIANTS] --workdir DIR
       [--config.n_trials=64 ...] [--storage postgresql://...] [--max_cohorts N]
+  python -m jaxgpt.sweep --config ... --workdir DIR --plan
+
+`--plan` runs the calibration pass (each static structure's solo step time, 3+ repeats, into
+DIR/calibration.json; run it with nothing else on the machine) and prints the plan, runs x
+measured time per run, without training.
 
 Start it several times (on one machine with the default SQLite storage `DIR/study.db`, or on
 many with a shared `--storage` URL): the workers share the study and never run the same trial.
@@ -28,6 +33,8 @@ _STORAGE = flags.DEFINE_string("storage", None,
 _MAX_COHORTS = flags.DEFINE_integer("max_cohorts", None,
                                     "Stop this worker after this many cohorts.")
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show the progress bar.")
+_PLAN = flags.DEFINE_bool("plan", False, "Calibrate the step times and print the plan; no "
+                          "training.")
 
 
 def main(argv):
@@ -41,6 +48,9 @@ def main(argv):
   if not _WORKDIR.value:
     raise app.UsageError("--workdir is required (the sweep directory)")
   try:
+    if _PLAN.value:
+      print(runner.plan(sweep, _WORKDIR.value, progress=_PROGRESS.value))
+      return 0
     counts = runner.run_worker(sweep, _WORKDIR.value, storage=_STORAGE.value,
                                max_cohorts=_MAX_COHORTS.value, progress=_PROGRESS.value)
   except ValueError as e:

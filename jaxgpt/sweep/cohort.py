@@ -20,11 +20,13 @@ log step, periodic evaluation (one vmapped pass scores all trials), early stoppi
 not finite is marked in a per-trial `alive` mask inside the step and its whole state is frozen
 with `jnp.where`, so the others compute exactly what they would without it. A stopped trial
 (target, pruned, diverged) is frozen the same way. Ctrl-C / SIGTERM saves a checkpoint and
-raises KeyboardInterrupt (the sweep runner re-queues the trials). Time to target is
-`step_to_target x solo_step_time_s`, the measured step time of a K=1 program of the same static
-structure (compile apart, cached per static key): what the trial would have taken alone; the
-cohort's own times are reported apart. `train.max_time_s` caps the cohort's training clock (all
-live trials stop together with `time_cap`), and the schedules' `progress` reads that clock. The
+raises KeyboardInterrupt (the sweep runner re-queues the trials). Each trial's clock is its
+solo-equivalent time, steps x a step time: `train.step_time_s` when set (the sweep's calibration
+pass, `jaxgpt.sweep.calibrate`), else the measured step time of a K=1 program of the same static
+structure (compile apart, cached per static key). Time to target, the time cap
+`train.max_time_s` (all live trials stop together with `time_cap`) and the schedules' `progress`
+read it, so a trial's learning rate at step s is the same at any K; the cohort's own measured
+times are reported apart (`cohort_train_time_s`). The
 cohort checkpoints (state, alive mask, data iterators, host records) with Orbax in
 `workdir/checkpoints` and resumes from it.
 
@@ -267,25 +269,34 @@ def cohort_program(config, k: int, shared_batch: bool, devices) -> CohortProgram
   return _PROGRAMS[key]
 
 
-def _solo_step_time(config, devices, steps: int) -> float:
-  """Seconds per step of this static structure alone (K = 1), compile excluded; cached."""
-  key = static_key(config)
-  if key not in _SOLO_STEP_TIME:
-    prog = cohort_program(config, 1, True, devices[:1])
-    train, _, _ = prog.compile(with_eval=False)
-    hp = prog.put(stack_hparams([config]))
-    state = prog.init([config.train.seed], hp)
-    alive = prog.put(np.ones((1,), bool))
-    b, t = config.train.batch_size, config.data.seq_len
-    batch = prog.put({n: np.zeros((b, t), np.int32) for n in ("inputs", "targets")}, prog.repl)
-    p = prog.put(np.float32(0.5), prog.repl)
-    state, alive, _ = train(state, hp, alive, batch, p)  # warm-up
-    jax.block_until_ready(state)
+def solo_step_times(config, devices, steps: int, repeats: int = 1) -> list[float]:
+  """Seconds per step of this static structure alone (K = 1), compile and one warm-up step
+  excluded: one value per repeat of `steps` timed steps (the calibration pass's measurement)."""
+  prog = cohort_program(config, 1, True, devices[:1])
+  train, _, _ = prog.compile(with_eval=False)
+  hp = prog.put(stack_hparams([config]))
+  state = prog.init([config.train.seed], hp)
+  alive = prog.put(np.ones((1,), bool))
+  b, t = config.train.batch_size, config.data.seq_len
+  batch = prog.put({n: np.zeros((b, t), np.int32) for n in ("inputs", "targets")}, prog.repl)
+  p = prog.put(np.float32(0.5), prog.repl)
+  state, alive, _ = train(state, hp, alive, batch, p)  # warm-up
+  jax.block_until_ready(state)
+  times = []
+  for _ in range(repeats):
     t0 = time.perf_counter()
     for _ in range(steps):
       state, alive, _ = train(state, hp, alive, batch, p)
     jax.block_until_ready(state)
-    _SOLO_STEP_TIME[key] = (time.perf_counter() - t0) / steps
+    times.append((time.perf_counter() - t0) / steps)
+  return times
+
+
+def _solo_step_time(config, devices, steps: int) -> float:
+  """Seconds per step of this static structure alone (K = 1), compile excluded; cached."""
+  key = static_key(config)
+  if key not in _SOLO_STEP_TIME:
+    _SOLO_STEP_TIME[key] = solo_step_times(config, devices, steps)[0]
   return _SOLO_STEP_TIME[key]
 
 
@@ -379,9 +390,15 @@ class _CohortRun:
   def close(self) -> None:
     self.batches.close()
 
+  def step_time_s(self) -> float | None:
+    """The trials' clock: `train.step_time_s` (calibrated), else the solo step time measured
+    at compile; None (solo_steps=0) falls back to the cohort's measured clock."""
+    return self.configs[0].train.step_time_s or self.solo
+
   def compile(self) -> float:
     self._train, self._eval, seconds = self.prog.compile()
-    if self.solo_steps and self.solo is None:  # timed apart from the compile
+    calibrated = self.configs[0].train.step_time_s is not None
+    if self.solo_steps and self.solo is None and not calibrated:  # timed apart from compile
       self.solo = _solo_step_time(self.configs[0], self.devices, self.solo_steps)
     return seconds
 
@@ -431,10 +448,11 @@ class _CohortRun:
           "val_ppl": math.exp(val_loss) if val_loss is not None else None,
           "target_loss": rec["target_loss"], "reached_target": rec["step_to_target"] is not None,
           "step_to_target": rec["step_to_target"],
-          "time_to_target_s": (rec["step_to_target"] * solo
-                               if rec["step_to_target"] is not None and solo else None),
-          "solo_step_time_s": solo,
-          "tokens_per_s": self.tokens_per_step / solo if solo else None,
+          "time_to_target_s": rec["time_to_target_s"],
+          "train_time_s": out.loop.clock_s(timing.train_s, rec["steps"]),
+          "step_time_s": out.loop.step_time_s, "solo_step_time_s": solo,
+          "tokens_per_s": (self.tokens_per_step / out.loop.step_time_s
+                           if out.loop.step_time_s else None),
           "cohort_train_time_s": timing.train_s, "cohort_eval_time_s": timing.eval_s,
           "compile_time_s": out.compile_s, "cohort_wall_time_s": time.time() - out.wall0,
           "cohort_devices": self.prog.mesh.size, "shared_batches": self.batches.shared,

@@ -15,6 +15,13 @@ Newton-Schulz steps separately. With any sampler, when every knob names a `basel
 is the pre-set baseline the report compares every configuration with (`jaxgpt.stats`); without
 one the report gives no verdicts. `tied` = ((dotted key, factor), ...) sets further keys to
 factor x the knob's value (e.g. an Adam learning rate kept at 0.1 x the Muon learning rate).
+
+Named groups (sampler "groups"), as the time-to-target study ran them: every knob names its
+`baseline` (its `values` may be left out), and `groups` maps a group name to its points, each a
+dict of knob overrides applied to the baseline (an optional "label" names it, e.g. "A1_ne"), or
+`{"grid": {knob: [values], ...}}`, a small grid over a few knobs. A point that several groups
+share (the baseline, identical knobs under two names) is one point: trained once per seed and
+listed in each group. Explicit hand-picked points are simply a group of override dicts.
 """
 
 from __future__ import annotations
@@ -77,6 +84,8 @@ def dims_from_config(space) -> list[Dim]:
     values, low, high = spec.get("values"), spec.get("low"), spec.get("high")
     log, is_int, num = bool(spec.get("log", False)), bool(spec.get("int", False)), spec.get("num")
     extra = dict(baseline=spec.get("baseline"), tied=_tied(name, spec.get("tied") or ()))
+    if values is None and low is None and high is None and extra["baseline"] is not None:
+      values = (extra["baseline"],)  # a knob the groups design moves (values come from groups)
     if values is not None:
       values = tuple(values)
       if not values or len(set(values)) != len(values):
@@ -231,3 +240,90 @@ def refined_grid(dims: Sequence[Dim], best_configs: Sequence[Mapping[str, Any]],
 def stage2_dims(dims: Sequence[Dim], grid: Sequence[Mapping[str, Any]]) -> list[Dim]:
   """Knobs whose values are exactly those of the refined grid (categorical for Optuna)."""
   return [Dim(d.name, d.key, tuple(dict.fromkeys(p[d.name] for p in grid))) for d in dims]
+
+
+# ------------------------------------------------------------------------------------------
+# Named groups.
+
+LABEL = "label"
+
+
+def _sort_key(v: Any):
+  return (isinstance(v, str), v if not isinstance(v, str) else 0, str(v))
+
+
+def _group_overrides(name: str, entries: Any, knobs: Sequence[str]) -> list[tuple[str, dict]]:
+  """One group's (label, overrides) list, grids expanded; errors name the group and entry."""
+  if isinstance(entries, Mapping) or not isinstance(entries, (list, tuple)) or not entries:
+    raise ConfigError(f"sweep groups.{name}={entries!r} must be a non-empty list of points "
+                      "(override dicts, or {'grid': {knob: [values]}})")
+  out = []
+  for i, entry in enumerate(entries):
+    where = f"sweep groups.{name}[{i}]"
+    entry = dict(entry) if isinstance(entry, Mapping) else entry
+    if not isinstance(entry, dict):
+      raise ConfigError(f"{where}={entry!r} must be a dict of knob overrides")
+    if "grid" in entry:
+      grid = dict(entry.pop("grid"))
+      if entry or not grid or not all(isinstance(v, (list, tuple)) and v for v in grid.values()):
+        raise ConfigError(f"{where}: a grid point is {{'grid': {{knob: [values], ...}}}} with "
+                          f"non-empty value lists and nothing beside it (got {entry or grid!r})")
+      bad = [k for k in grid if k not in knobs]
+      if bad:
+        raise ConfigError(f"{where} names unknown knob {bad[0]!r}; knobs: {', '.join(knobs)}")
+      for combo in itertools.product(*grid.values()):
+        o = dict(zip(grid, combo))
+        out.append((f"{name}:" + ",".join(f"{k}={v}" for k, v in o.items()), o))
+      continue
+    label = entry.pop(LABEL, None)
+    bad = [k for k in entry if k not in knobs]
+    if bad:
+      raise ConfigError(f"{where} names unknown knob {bad[0]!r}; knobs: {', '.join(knobs)}")
+    if label is not None and not isinstance(label, str):
+      raise ConfigError(f"{where}.label={label!r} must be a string")
+    out.append((label or f"{name}{i + 1}", entry))
+  return out
+
+
+def group_points(groups: Mapping[str, Any], dims: Sequence[Dim]
+                 ) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+  """(every distinct point once, in first-seen order; {group: [{"label", "params"}, ...]}).
+
+  A point is the baseline with a group entry's overrides; points with equal knobs are one."""
+  if not groups:
+    raise ConfigError("sweep groups is empty: name at least one group of points")
+  missing = [d.name for d in dims if d.baseline is None]
+  if missing:
+    raise ConfigError(f"sweep space.{missing[0]}.baseline is unset: the groups design applies "
+                      "each group's overrides to the baseline, so every knob needs one")
+  knobs = [d.name for d in dims]
+  base = {d.name: d.baseline for d in dims}
+  points: list[dict[str, Any]] = []
+  table: dict[str, list[dict[str, Any]]] = {}
+  for name, entries in groups.items():
+    table[name] = []
+    for label, overrides in _group_overrides(name, entries, knobs):
+      p = {**base, **overrides}
+      if p not in points:
+        points.append(p)
+      table[name].append({LABEL: label, "params": p})
+  return points, table
+
+
+def group_dims(dims: Sequence[Dim], points: Sequence[Mapping[str, Any]]) -> list[Dim]:
+  """The knobs as categorical dimensions over the values the points use (Optuna's params)."""
+  out = []
+  for d in dims:
+    used = dict.fromkeys(p[d.name] for p in points)
+    out.append(dataclasses.replace(d, values=tuple(sorted(used, key=_sort_key)), low=None,
+                                   high=None, log=False))
+  return out
+
+
+def order_by_structure(points: Sequence[Mapping[str, Any]], dims: Sequence[Dim],
+                       traced_keys: Sequence[str] = ()) -> list[dict[str, Any]]:
+  """Points with the knobs whose key is not traced varying slowest (stable otherwise), so the
+  K trials a worker claims share static structure and pack into one cohort."""
+  static = [d for d in dims if d.key not in traced_keys]
+  return sorted((dict(p) for p in points),
+                key=lambda p: tuple(_sort_key(p[d.name]) for d in static))

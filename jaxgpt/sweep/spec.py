@@ -2,10 +2,12 @@
 
 A sweep config (`configs/sweeps/NAME.py`, `get_config(variants)`) starts from `base_sweep()`
 and names a base experiment (a `configs/*.py` file, its variants and nested overrides), a
-search space (short name -> dotted config key and values or a range), a sampler, a trial
-budget, the cohort size K, seeds, pruning, an optional refined second stage, an LR-scaling
-rule for batch size, and report settings. A trial's config is the base experiment with the
-trial's knobs, its seed and the scaled learning rates written in, then validated like any run.
+search space (short name -> dotted config key and values or a range), a sampler (or the named
+groups of the groups design), a trial budget, the trials' clock (measured, or calibrated:
+`jaxgpt.sweep.calibrate`), the cohort size K, seeds, pruning, an optional refined second stage,
+an LR-scaling rule for batch size, and report settings. A trial's config is the base experiment
+with the trial's knobs, its seed and the scaled learning rates written in, then validated like
+any run.
 """
 
 from __future__ import annotations
@@ -20,13 +22,15 @@ from ml_collections import config_dict
 from jaxgpt import checks
 from jaxgpt import config as config_lib
 from jaxgpt.errors import ConfigError
+from jaxgpt.sweep.objectives import OBJECTIVES
 
 placeholder = config_dict.placeholder
 
-SAMPLERS = ("grid", "oat", "random", "tpe")  # oat: one factor at a time (sweep/space.py)
+# oat: one factor at a time; groups: named groups of points from one baseline (sweep/space.py)
+SAMPLERS = ("grid", "oat", "groups", "random", "tpe")
 PRUNERS = ("none", "median", "percentile", "successive_halving", "hyperband")
-OBJECTIVES = ("final_val_loss", "best_val_loss", "val_bpb", "time_to_target_s")
-GRID_SAMPLERS = ("grid", "oat")  # fixed point lists, enqueued whole
+GRID_SAMPLERS = ("grid", "oat", "groups")  # fixed point lists, enqueued whole
+CLOCKS = ("measured", "calibrated")
 LR_RULES = ("none", "linear", "sqrt")
 LR_KEYS = ("optimizer.lr", "optimizer.embed_lr", "optimizer.head_lr", "optimizer.scalar_lr")
 
@@ -42,12 +46,19 @@ def base_sweep() -> config_dict.ConfigDict:
   # name -> {key: dotted config key, values: [...]} (grid or categorical) or
   # {key, low, high, log, num} (a range: random/TPE sample it; grid uses `num` points).
   c.space = config_dict.ConfigDict()
+  # sampler "groups": group name -> points (knob override dicts, {"grid": {knob: [values]}}).
+  c.groups = config_dict.ConfigDict()
   c.sampler = "grid"
   c.sampler_seed = 0
   c.n_trials = placeholder(int)  # trials (configurations x seeds); None = the whole grid
   c.cohort_size = 8  # K trials asked at once and trained as vmapped cohorts
   c.seeds = (0,)  # every configuration runs once per seed (train.seed)
-  c.objective = "final_val_loss"  # minimised; unreached targets count as +inf time
+  c.objective = "final_val_loss"  # sweep/objectives.py; unreached targets count as +inf time
+  # The trials' clock: "measured" (a cohort's solo step time, timed at compile) or
+  # "calibrated" (`repeats` timings of `steps` steps per static structure, one worker and
+  # nothing else running, stored in DIR/calibration.json; every trial's train.step_time_s).
+  c.clock = "measured"
+  c.calibration = config_dict.ConfigDict(dict(repeats=3, steps=10))
   c.pruner = config_dict.ConfigDict(dict(
       name="none", startup_trials=4, warmup_steps=0, percentile=50.0, min_resource=1,
       reduction_factor=3))
@@ -58,8 +69,11 @@ def base_sweep() -> config_dict.ConfigDict:
   # factor `span` around the best `top_k` configurations (categorical knobs: their values).
   c.stage2 = config_dict.ConfigDict(dict(enabled=False, top_k=2, points=3, span=2.0))
   c.loss_ref = placeholder(float)  # efficiency score reference; None = ln(vocab size)
+  c.time_ref = placeholder(float)  # ... and time reference; None = the baseline's planned time
+  # statistics: compare every configuration with the pre-set baseline (needs 2+ seeds; a
+  # verdict needs 3).
   c.report = config_dict.ConfigDict(dict(top_k=10, heatmap_x=placeholder(str),
-                                         heatmap_y=placeholder(str)))
+                                         heatmap_y=placeholder(str), statistics=True))
   c.heartbeat_s = 30  # a running trial records a heartbeat this often ...
   c.grace_s = 120  # ... and is failed (and retried) when none came for this long
   c.max_retry = 1  # a failed trial is re-queued at most this many times
@@ -92,6 +106,13 @@ def validate_sweep(sweep) -> None:
   checks.one_of("sweep pruner.name", sweep.pruner.name, PRUNERS)
   checks.one_of("sweep objective", sweep.objective, OBJECTIVES)
   checks.one_of("sweep lr_scaling.rule", sweep.lr_scaling.rule, LR_RULES)
+  checks.one_of("sweep clock", sweep.clock, CLOCKS)
+  checks.integer("sweep calibration.repeats", sweep.calibration.repeats, 3)
+  checks.integer("sweep calibration.steps", sweep.calibration.steps, 1)
+  for key in ("loss_ref", "time_ref"):
+    checks.number(f"sweep {key}", sweep[key], allow_none=True)
+  if sweep.time_ref is not None:
+    checks.positive("sweep time_ref", sweep.time_ref)
   checks.integer("sweep cohort_size", sweep.cohort_size, 1)
   seeds = list(sweep.seeds)
   if not seeds or len(set(seeds)) != len(seeds) or not all(map(checks.is_integer, seeds)):
@@ -119,6 +140,15 @@ def validate_sweep(sweep) -> None:
       if d.values is None:
         _fail(f"space.{d.name}", d.key, f"needs `values` or `num` for the {sweep.sampler} "
               "sampler")
+  if sweep.sampler == "groups":
+    space_lib.group_points(sweep.groups.to_dict(), dims)  # errors name the group and entry
+    if checks.boolean("sweep report.statistics", sweep.report.statistics) and len(seeds) < 2:
+      _fail("seeds", seeds, "has one seed, but report.statistics compares every configuration "
+            "with the baseline over seeds (a verdict needs 3); give seeds=(0, 1, 2), or set "
+            "report.statistics=False for a pilot")
+  elif sweep.groups:
+    _fail("groups", list(sweep.groups), f"is read only by the groups sampler, not "
+          f"{sweep.sampler!r}")
   if sweep.sampler == "oat":
     for d in dims:
       if d.baseline is None:

@@ -5,8 +5,11 @@ of K trials stacked on a leading axis (`jaxgpt.sweep.cohort`); `jaxgpt.train.run
 either around this loop. The loop owns, for both:
 - the clock: `block_until_ready` at every timing boundary (log, eval, checkpoint, end);
   compilation (ahead of time), evaluation and checkpoint starts are timed apart from training
-  time, and the schedule's `progress = max(step / train.steps, train_time_s / train.max_time_s)`
-  (docs/design.md "One training clock");
+  time, and the schedule's `progress = max(step / train.steps, clock_s / train.max_time_s)`
+  (docs/design.md "One training clock"). `clock_s` is the trials' clock: the measured training
+  time, or, when the program gives a step time (`train.step_time_s`, a cohort's solo step
+  time), steps x that step time: the solo-equivalent time the time cap, the schedule and time
+  to target then read, the same at any cohort size and under any machine load;
 - the event schedule: log every `train.log_every`, evaluate every `train.eval_every`, checkpoint
   every `train.checkpoint_every` (default: eval_every), the target loss, the time cap, Ctrl-C /
   SIGTERM (save, then stop) and divergence;
@@ -168,12 +171,20 @@ class Loop:
   time_fn: Callable[[], float] = time.perf_counter
   show: bool = False
   desc: str = "train"
+  step_time_s: float | None = None  # the trials' clock counts steps x this; None: measured
   _saved: int | None = None  # the step of the last checkpoint this loop wrote
 
   def meta(self) -> dict:
     """The checkpoint meta both kinds of program save: the step, the clock, the records."""
     return {"step": self.step, "train_time_s": self.clock.train_s,
             "eval_time_s": self.clock.eval_s, "trials": self.records}
+
+  def clock_s(self, measured_s: float, step: int | None = None) -> float:
+    """The trials' clock after `step` steps (default: the loop's): steps x step_time_s, or
+    the measured training seconds `measured_s` when there is no step time."""
+    if self.step_time_s is None:
+      return measured_s
+    return (self.step if step is None else step) * self.step_time_s
 
   @property
   def live(self) -> list[bool]:
@@ -193,15 +204,16 @@ class Loop:
             self._stop_live(STOP_INTERRUPT)
             break
           p = clock_progress(self.step, tcfg.steps,
-                             self.clock.train_s + self.time_fn() - seg_start, tcfg.max_time_s)
+                             self.clock_s(self.clock.train_s + self.time_fn() - seg_start),
+                             tcfg.max_time_s)
           self.carry, m = self.program.step(self.carry, next(self.batches), p)
           self.step += 1
           seg_steps += 1
           bar.update(1)
           do_eval = self.step % tcfg.eval_every == 0 or self.step == tcfg.steps
           do_ckpt = self.step % ckpt_every == 0
-          time_up = (tcfg.max_time_s is not None
-                     and self.clock.train_s + self.time_fn() - seg_start >= tcfg.max_time_s)
+          time_up = (tcfg.max_time_s is not None and self.clock_s(
+              self.clock.train_s + self.time_fn() - seg_start) >= tcfg.max_time_s)
           if not (do_eval or do_ckpt or time_up or self.step % tcfg.log_every == 0
                   or self.step == tcfg.steps):
             continue
@@ -253,6 +265,7 @@ class Loop:
       rec, cfg = self.records[i], self.program.configs[i]
       row = {"elapsed_s": self.clock.train_s, "lr": learning_rate(cfg.optimizer, p),
              "tokens_per_s": tokens_per_s,
+             **({} if self.step_time_s is None else {"clock_s": self.clock_s(0.0)}),
              **{k: v for k, v in obs[i].items() if k not in ("steps", "finite")}}
       point = {"step": self.step, "train_loss": files.finite_or_none(row["train_loss"]),
                "val_loss": None}
@@ -264,7 +277,7 @@ class Loop:
             rec["best_val_loss"], val)
         if rec["target_loss"] is not None and val <= rec["target_loss"]:
           rec.update(stop_reason=STOP_TARGET, step_to_target=self.step,
-                     time_to_target_s=self.clock.train_s)
+                     time_to_target_s=self.clock_s(self.clock.train_s))
         elif self.on_eval is not None and self.on_eval(
             i, self.step, dict(evals[i], train_loss=row["train_loss"])):
           rec["stop_reason"] = STOP_PRUNED
@@ -272,15 +285,16 @@ class Loop:
       self.writers[i].write(self.step, **row)
     if evals is not None:
       self.carry = self.program.host_update(self.carry, self.step, evals)
-    time_up = tcfg.max_time_s is not None and self.clock.train_s >= tcfg.max_time_s
+    time_up = (tcfg.max_time_s is not None
+               and self.clock_s(self.clock.train_s) >= tcfg.max_time_s)
     for i in logged:
       if self.records[i]["stop_reason"] is None and (time_up or self.step >= tcfg.steps):
         self.records[i]["stop_reason"] = (STOP_TIME if time_up and self.step < tcfg.steps
                                           else STOP_STEPS)
     self.carry = self.program.freeze(self.carry, self.live)
     # Under a time budget the step total is only a ceiling: show the training clock too.
-    clock = ({} if tcfg.max_time_s is None
-             else {"train_s": f"{self.clock.train_s:.0f}/{tcfg.max_time_s:.0f}"})
+    clock = ({} if tcfg.max_time_s is None else
+             {"train_s": f"{self.clock_s(self.clock.train_s):.0f}/{tcfg.max_time_s:.0f}"})
     if self.program.k == 1:
       last = self.records[0]["last_val_loss"]
       bar.set_postfix(loss=f"{obs[0]['train_loss']:.3f}", tok_s=f"{tokens_per_s:,.0f}",

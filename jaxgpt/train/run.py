@@ -9,7 +9,8 @@ A program is a single run (`SingleRun` here) or a cohort (`jaxgpt.sweep.cohort`)
 loop's interface (`Loop`'s docstring) it provides: `batches` (get_state / set_state), `keep_best`,
 `init_carry()`, `abstract_carry()`, `open_writers(workdir, cfg_dicts, step)`, `compile()`,
 `meta_extra()` / `restore_meta(meta)` (what it keeps in the checkpoint meta), `close()`,
-`final_eval_tokens` and `summarize(outcome)`.
+`final_eval_tokens`, `step_time_s()` (after `compile()`: the seconds per step the trials' clock
+counts, or None to measure it; `Loop.clock_s`) and `summarize(outcome)`.
 
 Hooks are `registry.RunHook` entries, registered by the module that owns them, each deciding from
 the run (`RunInfo`) whether it acts: this module's "start_line" (a single run's one-line start)
@@ -111,7 +112,8 @@ def drive(program, workdir: str, *, allow_config_change: bool = False,
     ckpt_lib.save(mngr, loop.step, loop.carry, program.batches.get_state(), meta, best)
 
   loop = loop_lib.Loop(program, carry, program.batches, records, timing, step, writers, save,
-                       on_eval=on_eval, time_fn=clock, show=show, desc=desc)
+                       on_eval=on_eval, time_fn=clock, show=show, desc=desc,
+                       step_time_s=program.step_time_s())
   try:
     loop.run()
   finally:  # a crash or an interrupt still completes (or reports) the save in flight
@@ -255,6 +257,9 @@ class SingleRun:
   def close(self) -> None:
     pass
 
+  def step_time_s(self) -> float | None:
+    return self.config.train.step_time_s  # None: the measured clock
+
   def compile(self) -> float:
     t0 = time.perf_counter()
     run, cfg = self.run, self.config
@@ -308,7 +313,8 @@ class SingleRun:
         "name": cfg.name, "variants": cfg.variants,
         "num_params": models.count_params(run.abstract_state.params), "steps": out.loop.step,
         "tokens_per_step": self.tokens_per_step, "compile_time_s": out.compile_s,
-        "train_time_s": timing.train_s, "eval_time_s": timing.eval_s,
+        "train_time_s": out.loop.clock_s(timing.train_s), "step_time_s": out.loop.step_time_s,
+        "measured_train_time_s": timing.train_s, "eval_time_s": timing.eval_s,
         "tokens_per_s": (timing.steps_this_run * self.tokens_per_step / timing.train_s_this_run
                          if timing.train_s_this_run > 0 else None),
         "target_loss": cfg.train.target_loss, "reached_target": rec["step_to_target"] is not None,
