@@ -163,6 +163,7 @@ def base_config() -> config_dict.ConfigDict:
       final_eval_tokens=placeholder(int),  # the final evaluation's tokens; None = whole val split
       eval_batch_size=placeholder(int),  # None = batch_size // grad_accum
       target_loss=placeholder(float),
+      stop_at_target=True,  # False: record the step and time to target, train on
       max_time_s=placeholder(float),
       # Seconds per step the training clock counts instead of measuring (a calibrated solo step
       # time, set per trial by sweeps): the time cap, the schedule and time to target read
@@ -375,6 +376,7 @@ def validate(config: config_dict.ConfigDict) -> None:
                       f"train.grad_accum={t.grad_accum}")
   checks.positive("train.max_time_s", t.max_time_s, allow_none=True)
   checks.positive("train.step_time_s", t.step_time_s, allow_none=True)
+  checks.boolean("train.stop_at_target", t.stop_at_target)
   checks.one_of("train.partition_table", t.partition_table, PARTITION_TABLES)
   checks.integer("train.data_seed", t.data_seed, 0, allow_none=True)
   checks.positive("train.target_loss", t.target_loss, allow_zero=True, allow_none=True)

@@ -61,7 +61,8 @@ def test_lr_scaling_rules_and_trial_config():
 
 
 def test_sweep_config_errors_name_key_value_and_allowed():
-  with pytest.raises(ValueError, match=r"sampler='bogus'.*'grid', 'oat', 'groups', 'random', 'tpe'"):
+  with pytest.raises(ValueError,
+                     match=r"sampler='bogus'.*'grid', 'oat', 'groups', 'random', 'tpe'"):
     spec.validate_sweep(_sweep(sampler="bogus"))
   with pytest.raises(ValueError, match="n_trials=None must be set for sampler 'tpe'"):
     spec.validate_sweep(_sweep(sampler="tpe"))

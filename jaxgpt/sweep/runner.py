@@ -157,7 +157,8 @@ def open_stage2(sweep, storage, url: str, stage1: Stage, workdir: str | None = N
       if not best:
         raise RuntimeError(f"stage 2 of {sweep.name!r}: stage 1 finished no trial with a "
                            "finite objective, so there is no best region to refine")
-      grid = space_lib.refined_grid(stage1.dims, best, sweep.stage2.points, sweep.stage2.span)
+      grid = space_lib.refined_grid(stage1.dims, best, sweep.stage2.points, sweep.stage2.span,
+                                    sweep.stage2.knobs)
       if sweep.sampler == "groups":
         ran = {study_lib.point_key(t.params, 0) for t in stage1.study.get_trials(deepcopy=False)}
         grid = [p for p in grid if study_lib.point_key(p, 0) not in ran]
@@ -529,7 +530,8 @@ def plan(sweep, workdir: str, *, traced_keys: Sequence[str] | None = None,
     runs[sid] = (label, cfg, n + len(sweep.seeds))
   extra = ""
   if sweep.stage2.enabled:
-    n_float = sum(1 for d in dims if d.numeric and not d.integral)
+    n_float = sum(1 for d in dims if d.numeric and not d.integral
+                  and (sweep.stage2.knobs is None or d.name in sweep.stage2.knobs))
     extra = (f"; stage 2: up to {sweep.stage2.top_k * (sweep.stage2.points + 1) ** n_float} "
              f"configurations x {len(sweep.seeds)} seeds around the stage-1 best")
   return calib_lib.format_plan(calib_lib.plan_rows(clock.table, runs), extra)

@@ -218,14 +218,15 @@ def refine_values(d: Dim, best: Any, points: int, span: float) -> tuple:
 
 
 def refined_grid(dims: Sequence[Dim], best_configs: Sequence[Mapping[str, Any]], points: int,
-                 span: float) -> list[dict[str, Any]]:
-  """Stage 2: the union over the best configurations of a local grid around each."""
+                 span: float, knobs: Sequence[str] | None = None) -> list[dict[str, Any]]:
+  """Stage 2: the union over the best configurations of a local grid around each (refining
+  `knobs`, default every float knob)."""
   seen, out = set(), []
   for best in best_configs:
     axes = []
     for d in dims:
       v = best[d.name]
-      if d.numeric and not d.integral:
+      if d.numeric and not d.integral and (knobs is None or d.name in knobs):
         axes.append(refine_values(d, v, points, span))
       else:  # integer and categorical knobs: the values the best configurations used
         axes.append(tuple(dict.fromkeys(b[d.name] for b in best_configs)))

@@ -67,7 +67,10 @@ def base_sweep() -> config_dict.ConfigDict:
                                              apply_to=LR_KEYS))
   # Two-stage mode: after stage 1, a grid of `points` values per numeric knob spanning a
   # factor `span` around the best `top_k` configurations (categorical knobs: their values).
-  c.stage2 = config_dict.ConfigDict(dict(enabled=False, top_k=2, points=3, span=2.0))
+  # `knobs`: the numeric knobs stage 2 refines (None: every float knob); the others keep the
+  # best configurations' values.
+  c.stage2 = config_dict.ConfigDict(dict(enabled=False, top_k=2, points=3, span=2.0,
+                                         knobs=placeholder(tuple)))
   c.loss_ref = placeholder(float)  # efficiency score reference; None = ln(vocab size)
   c.time_ref = placeholder(float)  # ... and time reference; None = the baseline's planned time
   # statistics: compare every configuration with the pre-set baseline (needs 2+ seeds; a
@@ -131,6 +134,10 @@ def validate_sweep(sweep) -> None:
     checks.integer("sweep stage2.points", sweep.stage2.points, 2)
     checks.number("sweep stage2.span", sweep.stage2.span, 1, low_open=True)  # a factor
     checks.integer("sweep stage2.top_k", sweep.stage2.top_k, 1)
+    names = [str(n) for n in sweep.space]
+    for knob in sweep.stage2.knobs or ():
+      if knob not in names:
+        _fail("stage2.knobs", knob, f"must be one of the space's knobs {names}")
   if not sweep.space:
     _fail("space", {}, "must name at least one knob")
   from jaxgpt.sweep import space as space_lib  # validates each dimension

@@ -275,10 +275,12 @@ class Loop:
         point["val_loss"] = rec["last_val_loss"] = val
         rec["best_val_loss"] = val if rec["best_val_loss"] is None else min(
             rec["best_val_loss"], val)
-        if rec["target_loss"] is not None and val <= rec["target_loss"]:
-          rec.update(stop_reason=STOP_TARGET, step_to_target=self.step,
-                     time_to_target_s=self.clock_s(self.clock.train_s))
-        elif self.on_eval is not None and self.on_eval(
+        if (rec["target_loss"] is not None and val <= rec["target_loss"]
+            and rec["step_to_target"] is None):
+          rec.update(step_to_target=self.step, time_to_target_s=self.clock_s(self.clock.train_s))
+          if cfg.train.stop_at_target:
+            rec["stop_reason"] = STOP_TARGET
+        if rec["stop_reason"] is None and self.on_eval is not None and self.on_eval(
             i, self.step, dict(evals[i], train_loss=row["train_loss"])):
           rec["stop_reason"] = STOP_PRUNED
       rec["curve"].append(point)
