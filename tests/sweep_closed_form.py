@@ -37,11 +37,13 @@ def closed_form(configs, workdir, *, on_eval=None, clock=time.perf_counter):
         break
     v = curve[-1]["val_loss"]
     target = c.train.target_loss
-    reached = target is not None and v <= target
+    first = next((p["step"] for p in curve if target is not None and p["val_loss"] <= target),
+                 None)
+    reached = first is not None
     s = dict(final_val_loss=v, best_val_loss=v, val_bpb=v / math.log(2), val_acc=1 / v,
              val_ppl=math.exp(v), steps=last, stop_reason=reason, reached_target=reached,
-             step_to_target=last if reached else None,
-             time_to_target_s=last * 0.01 if reached else None, solo_step_time_s=0.01,
+             step_to_target=first, time_to_target_s=first * 0.01 if reached else None,
+             train_time_s=last * 0.01, step_time_s=0.01, solo_step_time_s=0.01,
              cohort_train_time_s=0.01 * steps, cohort_wall_time_s=0.02 * steps,
              compile_time_s=0.05, tokens_per_s=1000.0, num_params=100, curve=curve)
     files.atomic_write_json(os.path.join(workdir, f"trial_{i}", "summary.json"), s)

@@ -28,7 +28,7 @@ Groups (knob overrides of the baseline; LR at batch 32, scaled by sqrt(batch / 3
 
 Variants (combine with commas):
   cpu    the tuned gated nGPT `cpu` proxy (4 x 128, seq 64, batch 32, BPE 1024 on the embedded
-         corpus) shortened to 160 steps, with A1_ne's categorical choices: Newton-Schulz, lazy
+         corpus) shortened to 100 steps, with A1_ne's categorical choices: Newton-Schulz, lazy
          projection 7, momentum 0.95, no VR, no (cautious) weight decay; its baseline LR is the
          proxy's tuned 0.06 and its LR group spans 0.003 to 0.2, bracketing both A1_ne's value
          and the proxy's optimum. Target 5.25 nats, time cap 25 s of solo-equivalent time,
@@ -76,7 +76,7 @@ def _picks(lr_up: float) -> tuple:
 
 def _cpu(c):
   c.base.variants = "cpu"
-  c.base.overrides = {"train": {"steps": 160, "eval_every": 20, "max_time_s": 25.0,
+  c.base.overrides = {"train": {"steps": 100, "eval_every": 20, "max_time_s": 45.0,
                                 "target_loss": 5.25, "stop_at_target": False}}
   c.space.lr["baseline"] = 0.06
   c.groups = _groups(0.06, (0.03, 0.1), (0.003, 0.01, 0.03, 0.06, 0.1, 0.2), _picks(0.1)[:4])
@@ -107,6 +107,7 @@ def _test(c):
   c.seeds = (0, 1)
   c.cohort_size = 4
   c.stage2.enabled = False
+  c.loss_ref, c.time_ref = None, None
 
 
 VARIANTS = {"cpu": _cpu, "pilot": _pilot, "test": _test}
