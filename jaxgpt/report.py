@@ -1024,7 +1024,9 @@ def render(records: Sequence[Mapping], meta: Mapping, outdir: str,
     c[r["state"]] = c.get(r["state"], 0) + 1
   diverged = [r for r in records if r["summary"].get("stop_reason") == "diverged"]
   md = [f"# Sweep report: {meta.get('name', '')}", ""]
-  md.append(f"Objective: `{meta.get('objective', 'final_val_loss')}` (minimised); sampler "
+  objective = meta.get("objective", "final_val_loss")
+  how = "maximised: Optuna minimises its negative" if objective == "efficiency" else "minimised"
+  md.append(f"Objective: `{objective}` ({how}); sampler "
             f"`{meta.get('sampler', '?')}`; seeds {meta.get('seeds', '?')}; cohort size "
             f"{meta.get('cohort_size', '?')}; base `{meta.get('base', {}).get('config', '?')}`.")
   md += ["", _table(("study", "complete", "running", "waiting", "pruned", "failed"),
