@@ -169,6 +169,11 @@ def test_report_of_a_small_real_study(tmp_path):
   assert "Seed spread: pooled standard deviation of the repeats sigma = " in md  # 3 seeds
   for png in ("loss_curves.png", "sensitivity.png", "heatmap.png"):
     assert os.path.getsize(out / png) > 1000
+  # The report's JSON alone rebuilds the same markdown (tests/test_report_groups.py has more).
+  proc = _report_cli("--from_json", str(out / "trials.json"), "--markdown",
+                     str(tmp_path / "rebuilt" / "report.md"))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert (tmp_path / "rebuilt" / "report.md").read_text() == md
   records, _ = report.load_records(str(tmp_path))
   for r in records:  # what the study recorded is what each trial's run wrote
     run = tmp_path / r["run_dir"] / f"trial_{r['cohort_index']}" / "summary.json"
