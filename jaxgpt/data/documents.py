@@ -7,7 +7,8 @@ fixed order, plus a `key` (JSON) that identifies everything they depend on. `pre
    *train* documents only, or a `tokenizer.json` path (copied into the cache);
 2. encodes every document on its own, as `document_text(doc)` (the text, plus "\\n" when it
    does not already end with one; empty documents are skipped), and concatenates the ids;
-3. writes `<split>_<k>.bin` token shards (the `shards.py` format) and `meta.json` (tokens,
+3. writes `<split>_<k>.bin` token shards (the `shards.py` format: uint16, or uint32 for a
+   vocabulary above 65,536 ids) and `meta.json` (tokens,
    exact UTF-8 bytes and documents per split, the key), `meta.json` last.
 
 Everything lives in `root` = `<cache>/<source>/<hash of the key>`, so a changed input or
@@ -110,7 +111,7 @@ def _write_split(root: Path, split: str, docs: Documents, tok,
       ids = np.concatenate(pending) if pending else np.zeros(0, np.int32)
       take = min(len(ids), max_shard_tokens)
       name = f"{split}_{len(names):06d}.bin"
-      shards.write_shard(root / name, ids[:take])
+      shards.write_shard(root / name, ids[:take], tok.vocab_size)
       names.append(name)
       pending, num_pending = [ids[take:]], len(ids) - take
 

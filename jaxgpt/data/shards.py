@@ -1,9 +1,17 @@
 """Token shards: the on-disk format of tokenized data, and a concatenated view over shards.
 
 Format (modded-nanogpt / parameter-golf FineWeb shards): a header of 256 little-endian int32,
-`[0]` magic 20240520, `[1]` version 1, `[2]` the number of tokens n, the rest zero; then n
-uint16 tokens from byte 1024. A file is therefore exactly 1024 + 2 n bytes, and token ids must
-be below 65536.
+`[0]` magic 20240520, `[1]` the version, `[2]` the number of tokens n, the rest zero; then n
+tokens from byte 1024, whose width the version fixes:
+- version 1: uint16 tokens (ids below 65,536), a file of exactly 1024 + 2 n bytes. This is the
+  format modded-nanogpt and parameter-golf write and read, unchanged byte for byte.
+- version 2: uint32 tokens, a file of exactly 1024 + 4 n bytes, for vocabularies above 65,536
+  ids. Readers of version 1 check `header[1] == 1` (modded-nanogpt's `_load_data_shard`,
+  parameter-golf's `load_data_shard`), so they refuse a version-2 shard instead of misreading
+  it. jaxgpt's batches hold int32 ids, so version 2 takes ids below 2^31.
+`write_shard` picks version 1 whenever the vocabulary and every id fit uint16, else version 2;
+every reader here (`read_shard`, `TokenStream`, hence training and evaluation windows and the
+document caches) accepts both.
 
 Shards are read memory-mapped, so a 100M-token shard costs no memory until rows are touched,
 and every error names the file (and, for globs, the pattern and the config key that gave it).
@@ -25,33 +33,64 @@ from jaxgpt.data.tokenizer import NAMES, ByteTokenizer, load_tokenizer
 from jaxgpt.errors import ConfigError
 
 MAGIC = 20240520
-VERSION = 1
+VERSION = 1  # the uint16 format of modded-nanogpt and parameter-golf
+VERSION_UINT32 = 2
 HEADER_INTS = 256
 HEADER_BYTES = HEADER_INTS * 4
-TOKEN_DTYPE = np.dtype("<u2")
-MAX_VOCAB = 1 << 16  # uint16 tokens
+DTYPES = {VERSION: np.dtype("<u2"), VERSION_UINT32: np.dtype("<u4")}  # version -> token dtype
+MAX_VOCABS = {VERSION: 1 << 16, VERSION_UINT32: 1 << 31}  # version -> ids must lie below
+TOKEN_DTYPE = DTYPES[VERSION]
+MAX_VOCAB = MAX_VOCABS[VERSION]
 
 
 class ShardError(ValueError):
   """A token shard is missing, malformed, or holds ids outside the vocabulary."""
 
 
-def write_shard(path: str | os.PathLike, tokens: np.ndarray) -> None:
-  """Writes the 1-D integer array `tokens` as one shard at `path`, atomically."""
+def shard_version(vocab_size: int | None, max_id: int = -1) -> int:
+  """The version `write_shard` picks: 1 (uint16) when a vocabulary of `vocab_size` ids (None:
+  unknown) and the largest id `max_id` both fit uint16, else 2 (uint32)."""
+  fits = max_id < MAX_VOCABS[VERSION] and (vocab_size is None or vocab_size <= MAX_VOCABS[VERSION])
+  return VERSION if fits else VERSION_UINT32
+
+
+def check_fits(path: str | os.PathLike, version: int, vocab_size: int | None) -> None:
+  """A vocabulary of `vocab_size` ids must fit the token dtype of `version`; else one line
+  naming the vocabulary size."""
+  if version not in DTYPES:
+    raise ShardError(f"{path}: shard version {version} is not one of {sorted(DTYPES)}")
+  if vocab_size is not None and vocab_size > MAX_VOCABS[version]:
+    raise ShardError(f"{path}: vocabulary size {vocab_size} does not fit version-{version} "
+                     f"shards ({DTYPES[version].name} tokens hold ids below "
+                     f"{MAX_VOCABS[version]:,})")
+
+
+def write_shard(path: str | os.PathLike, tokens: np.ndarray, vocab_size: int | None = None,
+                version: int | None = None) -> int:
+  """Writes the 1-D integer array `tokens` as one shard at `path`, atomically; returns its
+  version. `version` None picks it (`shard_version`): 1 (uint16) unless the vocabulary
+  exceeds 65,536 ids or an id does not fit uint16, then 2 (uint32). With `vocab_size`, every
+  id must lie below it."""
   tokens = np.asarray(tokens)
   if tokens.ndim != 1 or not np.issubdtype(tokens.dtype, np.integer):
     raise ShardError(f"{path}: tokens must be a 1-D integer array, got {tokens.dtype}"
                      f"{list(tokens.shape)}")
-  if tokens.size and (int(tokens.min()) < 0 or int(tokens.max()) >= MAX_VOCAB):
-    raise ShardError(f"{path}: token ids must lie in [0, {MAX_VOCAB}) to fit uint16, got "
-                     f"[{int(tokens.min())}, {int(tokens.max())}]")
+  low, high = (int(tokens.min()), int(tokens.max())) if tokens.size else (0, -1)
+  version = shard_version(vocab_size, high) if version is None else version
+  check_fits(path, version, vocab_size)
+  limit = MAX_VOCABS[version] if vocab_size is None else vocab_size
+  if low < 0 or high >= limit:
+    what = (f"the vocabulary size {vocab_size}" if vocab_size is not None
+            else f"{limit:,} to fit {DTYPES[version].name}")
+    raise ShardError(f"{path}: token ids must lie in [0, {what}), got [{low}, {high}]")
   header = np.zeros(HEADER_INTS, dtype="<i4")
-  header[:3] = (MAGIC, VERSION, tokens.size)
-  files.atomic_write(path, header.tobytes(), tokens.astype(TOKEN_DTYPE).tobytes())
+  header[:3] = (MAGIC, version, tokens.size)
+  files.atomic_write(path, header.tobytes(), tokens.astype(DTYPES[version]).tobytes())
+  return version
 
 
-def read_num_tokens(path: str | os.PathLike) -> int:
-  """Validates the header and size of the shard at `path`; returns its token count."""
+def read_header(path: str | os.PathLike) -> tuple[int, int]:
+  """Validates the header and size of the shard at `path`; returns (version, token count)."""
   try:
     size = os.path.getsize(path)
     with open(path, "rb") as f:
@@ -63,26 +102,33 @@ def read_num_tokens(path: str | os.PathLike) -> int:
   magic, version, num_tokens = (int(v) for v in np.frombuffer(raw, dtype="<i4", count=3))
   if magic != MAGIC:
     raise ShardError(f"{path}: bad magic number {magic} (a token shard starts with {MAGIC})")
-  if version != VERSION:
-    raise ShardError(f"{path}: unsupported shard version {version} (this reader knows {VERSION})")
-  expected = HEADER_BYTES + 2 * num_tokens
+  if version not in DTYPES:
+    raise ShardError(f"{path}: unsupported shard version {version} (this reader knows "
+                     f"{' and '.join(map(str, DTYPES))})")
+  expected = HEADER_BYTES + DTYPES[version].itemsize * num_tokens
   if num_tokens < 0 or size < expected:
-    raise ShardError(f"{path}: truncated: header says {num_tokens} tokens ({expected} bytes) "
-                     f"but the file has {size} bytes")
+    raise ShardError(f"{path}: truncated: header says {num_tokens} tokens ({expected} bytes "
+                     f"at version {version}) but the file has {size} bytes")
   if size != expected:
     raise ShardError(f"{path}: token count mismatch: header says {num_tokens} tokens "
-                     f"({expected} bytes) but the file has {size} bytes")
-  return num_tokens
+                     f"({expected} bytes at version {version}) but the file has {size} bytes")
+  return version, num_tokens
+
+
+def read_num_tokens(path: str | os.PathLike) -> int:
+  """Validates the header and size of the shard at `path`; returns its token count."""
+  return read_header(path)[1]
 
 
 def read_shard(path: str | os.PathLike, vocab_size: int | None = None) -> np.memmap:
-  """The tokens of the shard at `path` as a read-only uint16 memmap of shape (n,).
+  """The tokens of the shard at `path` as a read-only memmap of shape (n,): uint16 for a
+  version-1 shard, uint32 for version 2.
 
   The header and file size are always validated; with `vocab_size`, every token is checked to
   be below it (a full pass over the shard).
   """
-  num_tokens = read_num_tokens(path)
-  tokens_n = np.memmap(path, dtype=TOKEN_DTYPE, mode="r", offset=HEADER_BYTES,
+  version, num_tokens = read_header(path)
+  tokens_n = np.memmap(path, dtype=DTYPES[version], mode="r", offset=HEADER_BYTES,
                        shape=(num_tokens,))
   if vocab_size is not None and num_tokens:
     top = int(tokens_n.max())
@@ -108,13 +154,17 @@ def glob_shards(pattern: str, key: str) -> tuple[str, ...]:
 
 
 def write_split(out_dir: str | os.PathLike, split: str, tokens: np.ndarray,
-                max_shard_tokens: int) -> tuple[str, ...]:
+                max_shard_tokens: int, vocab_size: int | None = None) -> tuple[str, ...]:
   """Writes `tokens` as `<split>_000000.bin`, `<split>_000001.bin`, ... of at most
-  `max_shard_tokens` tokens each; returns the file names (relative to `out_dir`)."""
+  `max_shard_tokens` tokens each, all of one version (chosen from `vocab_size` and the
+  largest id); returns the file names (relative to `out_dir`)."""
+  tokens = np.asarray(tokens)
+  version = shard_version(vocab_size, int(tokens.max()) if tokens.size else -1)
   names = []
   for k, start in enumerate(range(0, max(len(tokens), 1), max_shard_tokens)):
     name = f"{split}_{k:06d}.bin"
-    write_shard(Path(out_dir) / name, tokens[start:start + max_shard_tokens])
+    write_shard(Path(out_dir) / name, tokens[start:start + max_shard_tokens], vocab_size,
+                version)
     names.append(name)
   return tuple(names)
 
@@ -146,7 +196,8 @@ class TokenStream:
     return self._shards
 
   def read(self, start: int, stop: int) -> np.ndarray:
-    """Tokens [start, stop) of the concatenation, as uint16 (a view when within one shard)."""
+    """Tokens [start, stop) of the concatenation, as the shards' dtype (uint16, or uint32 where
+    a version-2 shard is involved); a view when within one shard."""
     if not 0 <= start <= stop <= len(self):
       raise IndexError(f"range [{start}, {stop}) outside a stream of {len(self)} tokens")
     shards = self._open()
