@@ -2,6 +2,7 @@
 accepts both, version-1 readers refuse version 2, and uint16 shards stay byte for byte the
 modded-nanogpt / parameter-golf format. References are written here with numpy alone."""
 
+import json
 import math
 import os
 from pathlib import Path
@@ -186,7 +187,7 @@ TEXT = ("Romeo, Romeo, wherefore art thou Romeo?\nDeny thy father and refuse thy
         "Juliet: caf\u00e9 \u2014 \u65e5\u672c \U0001f642\n")
 
 
-def big_tokenizer(path: Path) -> tokenizer.BPETokenizer:
+def big_tokenizer(path: Path) -> tokenizer.HFTokenizer:
   """A byte-level BPE (trained on lowercase text) with 66,000 special padding ids added, then
   "Romeo" and "Juliet" as (non-special) added tokens: 66,302 ids, those two above 65,535."""
   tok = tokenizer.train_bpe(TEXT.lower() * 4, 300)
@@ -214,6 +215,9 @@ def test_text_cache_writes_v2_and_val_bpb_counts_the_text(tmp_path):
     toks = split_tokens(spec, split)
     assert toks.max() > 65535 and spec.tokenizer.decode(toks) == text
     assert int(spec.token_bytes[toks].sum()) == spec.split_bytes[split] == len(text.encode())
+  meta = json.loads((Path(spec.val_files[0]).parent / "meta.json").read_text())
+  assert meta["lossy"] is None and meta["tokenizer_kind"] == "byte_level"
+  assert meta["splits"]["val"]["token_bytes"] == meta["splits"]["val"]["bytes"]
   _check_val_bpb(spec, TEXT[::-1] + TEXT)
 
 

@@ -4,12 +4,16 @@ A source hands over, per split, a function that yields the split's documents (st
 fixed order, plus a `key` (JSON) that identifies everything they depend on. `prepare` then
 
 1. picks the tokenizer: `byte`, a byte-level BPE of `data.bpe_vocab_size` ids trained on the
-   *train* documents only, or a `tokenizer.json` path (copied into the cache);
+   *train* documents only, or a `tokenizer.json` path (byte-level, metaspace or WordPiece;
+   copied into the cache as jaxgpt encodes with it, see `tokenizer.py`);
 2. encodes every document on its own, as `document_text(doc)` (the text, plus "\\n" when it
    does not already end with one; empty documents are skipped), and concatenates the ids;
 3. writes `<split>_<k>.bin` token shards (the `shards.py` format: uint16, or uint32 for a
-   vocabulary above 65,536 ids) and `meta.json` (tokens,
-   exact UTF-8 bytes and documents per split, the key), `meta.json` last.
+   vocabulary above 65,536 ids) and `meta.json` (tokens, exact UTF-8 bytes, the bytes the
+   tokens stand for and documents per split, the key, and `lossy`: why the tokenizer does not
+   stand for the raw text, or null), `meta.json` last. A lossy tokenizer is logged as a warning
+   whenever the data is prepared or reused: val_bpb then counts the bytes its tokens stand
+   for, not the raw text's.
 
 Everything lives in `root` = `<cache>/<source>/<hash of the key>`, so a changed input or
 setting is a new folder and a finished folder is reused as is. The work runs under a file
@@ -26,6 +30,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping
 
 import numpy as np
+from absl import logging
 
 from jaxgpt import files
 from jaxgpt.data import shards
@@ -36,6 +41,7 @@ from jaxgpt.errors import ConfigError
 FORMAT = 1  # bump when the document layout or the meta format changes: caches then rebuild
 MAX_SHARD_TOKENS = 1 << 24  # 32 MB per shard
 ENCODE_BATCH = 1024  # documents per tokenizer call
+SAMPLE_CHARS = 1 << 16  # the start of the train split on which decode(encode(text)) is checked
 
 Documents = Callable[[], Iterable[str]]  # called once per pass; yields the split in order
 
@@ -92,7 +98,7 @@ def _make_tokenizer(root: Path, name: str, bpe_vocab_size: int, train: Documents
     tok = tokenizer_lib.train_bpe(_texts(train), bpe_vocab_size)
   else:
     try:
-      tok = tokenizer_lib.BPETokenizer.from_file(name)
+      tok = tokenizer_lib.HFTokenizer.from_file(name)
     except ValueError as e:
       raise ConfigError(f"data.tokenizer={name!r}: {e}") from None
   tok.save(root / "tokenizer.json")
@@ -103,7 +109,7 @@ def _write_split(root: Path, split: str, docs: Documents, tok,
                  max_shard_tokens: int) -> dict:
   """Encodes one split into shards of at most `max_shard_tokens`; returns its meta entry."""
   names, pending, num_pending = [], [], 0
-  counts = {"tokens": 0, "bytes": 0, "documents": 0}
+  counts = {"tokens": 0, "bytes": 0, "token_bytes": 0, "documents": 0}
 
   def flush(final: bool) -> None:
     nonlocal pending, num_pending
@@ -121,10 +127,33 @@ def _write_split(root: Path, split: str, docs: Documents, tok,
       num_pending += len(ids)
       counts["tokens"] += len(ids)
       counts["bytes"] += len(text.encode("utf-8"))
+      counts["token_bytes"] += int(tok.token_bytes[ids].sum())
       counts["documents"] += 1
     flush(final=False)
   flush(final=True)
   return {"files": names, **counts}
+
+
+def sample_text(docs: Documents, chars: int = SAMPLE_CHARS) -> str:
+  """The first documents of `docs` (as `document_text`), about `chars` characters of them."""
+  out, size = [], 0
+  for text in _texts(docs):
+    out.append(text)
+    size += len(text)
+    if size >= chars:
+      break
+  return "".join(out)
+
+
+def lossy_reason(tok, sample: str, splits: Mapping[str, dict]) -> str | None:
+  """Why `tok` does not stand for the raw text: on `sample` (`tokenizer.lossy_reason`), else
+  where a split's tokens stand for other than its UTF-8 bytes; None when it does."""
+  reason = tokenizer_lib.lossy_reason(tok, sample)
+  for split, m in splits.items():
+    if reason is None and m["token_bytes"] != m["bytes"]:
+      reason = (f"the {split} split's tokens stand for {m['token_bytes']:,} bytes of a text of "
+                f"{m['bytes']:,} bytes")
+  return reason
 
 
 def read_meta(root: Path) -> dict | None:
@@ -153,20 +182,26 @@ def prepare(root: str | Path, docs: Mapping[str, Documents], *, tokenizer: str,
       tok = _make_tokenizer(root, tokenizer, bpe_vocab_size, docs["train"])
       splits = {s: _write_split(root, s, d, tok, max_shard_tokens) for s, d in docs.items()}
       meta = {"format": FORMAT, "source": name, "key": dict(key),
-              "tokenizer": "byte" if tokenizer == "byte" else "bpe",
-              "vocab_size": tok.vocab_size, "splits": splits}
+              "tokenizer": "byte" if tokenizer == "byte" else "bpe", "tokenizer_kind": tok.kind,
+              "vocab_size": tok.vocab_size, "splits": splits,
+              "lossy": lossy_reason(tok, sample_text(docs["train"]), splits)}
       files.atomic_write_json(root / "meta.json", meta)
   return spec_from_meta(root, meta, name)
 
 
 def spec_from_meta(root: Path, meta: dict, name: str) -> DataSpec:
+  """The DataSpec of a finished preparation; a lossy tokenizer is logged as a warning."""
   tok = (tokenizer_lib.ByteTokenizer() if meta["tokenizer"] == "byte"
-         else tokenizer_lib.BPETokenizer.from_file(root / "tokenizer.json"))
+         else tokenizer_lib.HFTokenizer.from_file(root / "tokenizer.json"))
+  lossy = meta.get("lossy")  # absent from caches made before it was recorded: byte-level, exact
+  if lossy:
+    logging.warning("%s data in %s: the tokenizer is lossy: %s; val_bpb counts the bytes its "
+                    "tokens stand for, not the raw text's", name, root, lossy)
   split_files = {s: tuple(str(root / f) for f in m["files"]) for s, m in meta["splits"].items()}
   return DataSpec(
       name=name, train_files=split_files.pop("train"), val_files=split_files.pop("val"),
       extra_val=split_files, vocab_size=tok.vocab_size, tokenizer=tok,
       token_bytes=tok.token_bytes,
       split_tokens={s: m["tokens"] for s, m in meta["splits"].items()},
-      split_bytes={s: m["bytes"] for s, m in meta["splits"].items()})
+      split_bytes={s: m["bytes"] for s, m in meta["splits"].items()}, lossy=lossy)
 

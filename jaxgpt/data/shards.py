@@ -26,10 +26,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from absl import logging
 
 from jaxgpt import checks, files, registry
 from jaxgpt.data.spec import DataSpec, get
-from jaxgpt.data.tokenizer import NAMES, ByteTokenizer, load_tokenizer
+from jaxgpt.data.tokenizer import NAMES, PROBE_TEXT, ByteTokenizer, load_tokenizer, lossy_reason
 from jaxgpt.errors import ConfigError
 
 MAGIC = 20240520
@@ -220,6 +221,11 @@ class TokenStream:
 # nothing to jaxgpt (raw: `model.vocab_size` required, no val_bpb) unless `data.tokenizer` is
 # a tokenizer.json, or `data.byte_shards` says they are UTF-8 bytes: then the vocabulary is
 # 256, every id is checked below it, and val_bpb is exact (one byte per token).
+# With a tokenizer.json, val_bpb counts `tokenizer.token_bytes` of the targets. No text comes
+# with the shards, so the tokenizer is checked for losslessness on `tokenizer.PROBE_TEXT`
+# (a warning and `DataSpec.lossy` when it is lossy). A metaspace tokenizer's "\u2581" counts
+# one byte wherever it is: shards written with a dummy prefix count one byte more per
+# document than their text holds (parameter-golf does not count a space after BOS).
 
 def check_data(cfg: Any) -> None:
   tok = get(cfg, "tokenizer", "byte")
@@ -265,11 +271,16 @@ def prepare_source(cfg: Any) -> DataSpec:
               else f"data.tokenizer={get(cfg, 'tokenizer')!r}")
       raise ShardError(f"{e} ({what})") from None
   split_tokens = {s: len(TokenStream(f)) for s, f in found.items()}
+  lossy = None if tok is None else lossy_reason(tok, PROBE_TEXT)
+  if lossy:
+    lossy += " (on tokenizer.PROBE_TEXT: no text comes with shards)"
+    logging.warning("data.tokenizer=%r is lossy: %s; val_bpb counts the bytes its tokens "
+                    "stand for, not the raw text's", get(cfg, "tokenizer"), lossy)
   return DataSpec(
       name="shards", train_files=found["train"], val_files=found["val"], extra_val={},
       vocab_size=None if tok is None else tok.vocab_size, tokenizer=tok,
       token_bytes=None if tok is None else tok.token_bytes, split_tokens=split_tokens,
-      split_bytes=dict(split_tokens) if isinstance(tok, ByteTokenizer) else {})
+      split_bytes=dict(split_tokens) if isinstance(tok, ByteTokenizer) else {}, lossy=lossy)
 
 
 registry.DATA_SOURCES.register("shards", registry.DataSource(

@@ -15,7 +15,9 @@ class DataSpec:
   """What a run needs to know about its data; built by `prepare`.
 
   `split_tokens` / `split_bytes` give each split's token count and exact UTF-8 byte count
-  where known (the Shakespeare cache records them; raw shards give tokens only).
+  where known (the Shakespeare cache records them; raw shards give tokens only). `lossy` says
+  why the tokenizer's tokens do not stand for the raw text (`tokenizer.lossy_reason`: val_bpb
+  then counts the bytes the tokens stand for), None when they do or when nothing is known.
   """
   name: str
   train_files: tuple[str, ...]
@@ -26,6 +28,7 @@ class DataSpec:
   token_bytes: np.ndarray | None
   split_tokens: dict[str, int]
   split_bytes: dict[str, int]
+  lossy: str | None = None
 
   def files(self, split: str) -> tuple[str, ...]:
     """The shard files of `split` ("train", "val" or a key of `extra_val`)."""

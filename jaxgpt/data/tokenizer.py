@@ -1,19 +1,37 @@
-"""Tokenizers: byte-level, and byte-level BPE trained with HF `tokenizers`.
+"""Tokenizers: byte-level, a byte-level BPE trained here, and any `tokenizer.json` of the HF
+`tokenizers` library whose kind jaxgpt knows how to count in bytes.
 
-Both share one small interface (`Tokenizer` below). Besides encode/decode, each tokenizer knows
-`token_bytes`, the number of UTF-8 bytes every token id stands for. Because both tokenizers are
-byte-level (every id is an exact byte string), the bytes of any scored window are
-`sum(token_bytes[targets])`, which makes bits per byte exact for any set of windows:
-`bpb = sum(loss_nats) / ln 2 / sum(token_bytes[targets])`.
+All share one small interface (`Tokenizer` below). Besides encode/decode, each tokenizer knows
+`token_bytes`, the number of UTF-8 bytes of text every token id stands for, so the bytes of any
+scored window are `sum(token_bytes[targets])` and
+`bpb = sum(loss_nats) / ln 2 / sum(token_bytes[targets])`. Per kind (`HFTokenizer.kind`):
+- `byte_level` (GPT-2 style: ByteLevel pre-tokenizer / decoder): a token is a byte string in
+  GPT-2's byte-to-unicode alphabet; its bytes are its characters.
+- `metaspace` (SentencePiece style: a Metaspace pre-tokenizer or decoder, or a decoder that
+  replaces "\u2581" by " "): each "\u2581" is one byte of space, byte-fallback pieces
+  `<0xXX>` are one byte, the rest their UTF-8 length. jaxgpt encodes without the dummy prefix
+  (the "\u2581" a SentencePiece tokenizer puts before the text, as parameter-golf's
+  `add_dummy_prefix=False`), so every "\u2581" is a real space of the text.
+- `wordpiece` (BERT style): the continuing-subword prefix ("##") is zero bytes, the rest of a
+  piece its UTF-8 length; the whitespace between words is in no token.
+Special tokens and the unknown token stand for no bytes (0). Non-special added tokens count
+their content's UTF-8 length.
 
-The BPE uses the GPT-2 byte-to-unicode alphabet (ByteLevel pre-tokenizer and decoder, no
-normalizer), so encoding is lossless: `decode(encode(text)) == text` for any string.
+When `decode(encode(text)) == text` and every token is counted as above, the byte sums equal
+the text's UTF-8 bytes exactly (byte-level always; metaspace when its normalizer only marks
+spaces and every character is a piece or falls back to bytes). A tokenizer that normalizes
+(lowercases, NFKC, strips accents), drops whitespace (WordPiece) or maps text to an unknown
+token is *lossy*: its tokens do not stand for the raw text, and val_bpb then counts the bytes
+its tokens stand for. `lossy_reason(tok, sample)` says why on a sample of text (None when
+lossless); the data sources log it and record it (`DataSpec.lossy`, meta.json).
 (This module is not called `tokenizers.py`: that name would shadow the HF package.)
 """
 
 from __future__ import annotations
 
+import copy
 import functools
+import json
 import os
 import re
 from typing import Iterable, Iterator, Protocol, Sequence
@@ -25,12 +43,18 @@ from tokenizers import decoders, models, pre_tokenizers, trainers
 from jaxgpt import files
 
 MIN_BPE_VOCAB = 256  # the byte alphabet itself
-MAX_BPE_VOCAB = 1 << 16  # token shards store uint16
+MAX_BPE_VOCAB = 1 << 16  # a BPE trained here: more ids than any corpus of this size supports
+KINDS = ("byte_level", "metaspace", "wordpiece")  # the kinds of tokenizer.json jaxgpt counts
+SPACE_MARK = "\u2581"  # "▁", SentencePiece's (metaspace's) mark for a space
+BYTE_PIECE = re.compile(r"<0x[0-9A-Fa-f]{2}>")  # a byte-fallback piece
+PROBE_TEXT = ("The Quick brown fox, jumping.\n\tIndented  and double-spaced; na\u00efve "
+              "caf\u00e9 \u2014 \u65e5\u672c\u8a9e \U0001f642\n")  # where no corpus text is at hand
 
 
 class Tokenizer(Protocol):
   """What the rest of jaxgpt needs from a tokenizer."""
   name: str
+  kind: str  # "byte", or one of KINDS
   vocab_size: int
   token_bytes: np.ndarray  # int32[vocab_size]: UTF-8 bytes each id stands for
 
@@ -46,7 +70,7 @@ class Tokenizer(Protocol):
 
 class ByteTokenizer:
   """Token ids are the UTF-8 bytes of the text; vocabulary 256, one byte per token."""
-  name = "byte"
+  name = kind = "byte"
   vocab_size = 256
 
   def __init__(self):
@@ -97,17 +121,140 @@ def _chunks(text: str, size: int = _CHUNK_CHARS) -> Iterator[str]:
     pos = end
 
 
-class BPETokenizer:
-  """A byte-level BPE (HF `tokenizers`), loaded from or saved to a `tokenizer.json`."""
+# ------------------------------------------------------------------------------------------
+# A tokenizer.json: which kind it is, and how many bytes each of its tokens stands for.
+
+def _parts(node: dict | None, members: str) -> list[dict]:
+  """The steps of a normalizer / pre-tokenizer / decoder `node`, Sequences flattened (the
+  dicts themselves, so a caller may edit them); `members` is the Sequence's list key."""
+  if not node:
+    return []
+  if node.get("type") == "Sequence":
+    return [p for m in node.get(members, []) for p in _parts(m, members)]
+  return [node]
+
+
+def _drop(node: dict | None, members: str, unwanted) -> dict | None:
+  """`node` without the steps for which `unwanted(step)` holds (None if nothing is left)."""
+  if not node or unwanted(node):
+    return None
+  if node.get("type") == "Sequence":
+    kept = [k for k in (_drop(m, members, unwanted) for m in node.get(members, [])) if k]
+    return {**node, members: kept} if kept else None
+  return node
+
+
+def _steps(spec: dict) -> list[dict]:
+  """The pre-tokenizer and decoder steps of a tokenizer.json."""
+  return (_parts(spec.get("pre_tokenizer"), "pretokenizers")
+          + _parts(spec.get("decoder"), "decoders"))
+
+
+def _space_mark(step: dict) -> str | None:
+  """The character a Metaspace step, or a decoder Replace of it by " ", writes for a space."""
+  if step.get("type") == "Metaspace":
+    return step.get("replacement", SPACE_MARK)
+  if step.get("type") == "Replace" and step.get("content") == " ":
+    return step.get("pattern", {}).get("String")
+  return None
+
+
+def tokenizer_kind(spec: dict) -> str | None:
+  """The kind (one of KINDS) of the tokenizer.json `spec` (parsed JSON), or None when jaxgpt
+  cannot tell what its tokens stand for."""
+  types = {step.get("type") for step in _steps(spec)}
+  if "ByteLevel" in types:
+    return "byte_level"
+  if spec.get("model", {}).get("type") == "WordPiece" or "WordPiece" in types:
+    return "wordpiece"
+  if any(_space_mark(step) for step in _steps(spec)):
+    return "metaspace"
+  return None
+
+
+def without_dummy_prefix(spec: dict) -> dict:
+  """A copy of a metaspace tokenizer.json that puts no "\u2581" before the text (Metaspace
+  prepend_scheme "never", no Prepend normalizer) and so strips none when decoding (no leading
+  Strip decoder): every "\u2581" of an encoding is then a space of the text."""
+  spec = copy.deepcopy(spec)
+  for step in _steps(spec):
+    if step.get("type") == "Metaspace":
+      if "add_prefix_space" in step:  # the format of tokenizers < 0.14
+        step["add_prefix_space"] = False
+      if "prepend_scheme" in step or "add_prefix_space" not in step:
+        step["prepend_scheme"] = "never"
+  spec["normalizer"] = _drop(spec.get("normalizer"), "normalizers",
+                             lambda n: n.get("type") == "Prepend")
+  spec["decoder"] = _drop(spec.get("decoder"), "decoders",
+                          lambda d: d.get("type") == "Strip" and d.get("start", 0) > 0)
+  return spec
+
+
+def _unknown_token(spec: dict) -> str | None:
+  model = spec.get("model", {})
+  if model.get("type") == "Unigram" and model.get("unk_id") is not None:
+    return model["vocab"][model["unk_id"]][0]
+  return model.get("unk_token")
+
+
+def piece_bytes(kind: str, spec: dict, source: str):
+  """piece -> the UTF-8 bytes of text a model token of this kind stands for."""
+  if kind == "byte_level":
+    to_byte = unicode_to_byte()
+
+    def count(piece: str) -> int:
+      if any(c not in to_byte for c in piece):
+        raise ValueError(f"tokenizer {source} is not byte-level: token {piece!r} is not a "
+                         "byte string (train it with the ByteLevel pre-tokenizer)")
+      return len(piece)
+    return count
+  if kind == "metaspace":
+    mark = next(m for m in map(_space_mark, _steps(spec)) if m)
+    fallback = bool(spec.get("model", {}).get("byte_fallback"))
+    return lambda piece: (1 if fallback and BYTE_PIECE.fullmatch(piece)
+                          else len(piece.replace(mark, " ").encode("utf-8")))
+  prefix = spec.get("model", {}).get("continuing_subword_prefix") or "##"
+  return lambda piece: len((piece[len(prefix):] if piece.startswith(prefix) else piece)
+                           .encode("utf-8"))
+
+
+def token_byte_lengths(hf: tokenizers.Tokenizer, kind: str, spec: dict,
+                       source: str) -> np.ndarray:
+  """int32[vocab]: the bytes of text each id stands for (see the module docstring)."""
+  added = {t.content: t.special for t in hf.get_added_tokens_decoder().values()}
+  unknown = _unknown_token(spec)
+  count = piece_bytes(kind, spec, source)
+  lengths = np.zeros(hf.get_vocab_size(), dtype=np.int32)
+  for i in range(len(lengths)):
+    token = hf.id_to_token(i)
+    if token is None or token == unknown or added.get(token, False):
+      continue  # no such id, the unknown token, a special token: no bytes of text
+    lengths[i] = len(token.encode("utf-8")) if token in added else count(token)
+  return lengths
+
+
+class HFTokenizer:
+  """A tokenizer of the HF `tokenizers` library of one of KINDS, loaded from or saved to a
+  `tokenizer.json`. Encoding adds no special tokens (no post-processor's [CLS] / <s>)."""
   name = "bpe"
 
   def __init__(self, hf: tokenizers.Tokenizer, source: str = "<memory>"):
+    spec = json.loads(hf.to_str())
+    self.kind = tokenizer_kind(spec)
+    if self.kind is None:
+      steps = sorted({str(s.get("type")) for s in _steps(spec)}) or ["none"]
+      raise ValueError(f"tokenizer {source} is not byte-level, metaspace or WordPiece (model "
+                       f"{spec.get('model', {}).get('type')}, pre-tokenizer/decoder steps "
+                       f"{', '.join(steps)}): jaxgpt cannot count the bytes of its tokens")
+    if self.kind == "metaspace":
+      spec = without_dummy_prefix(spec)
+      hf = tokenizers.Tokenizer.from_str(json.dumps(spec))
     self.hf = hf
     self.vocab_size = hf.get_vocab_size()
-    self.token_bytes = _token_byte_lengths(hf, source)
+    self.token_bytes = token_byte_lengths(hf, self.kind, spec, source)
 
   @classmethod
-  def from_file(cls, path: str | os.PathLike) -> "BPETokenizer":
+  def from_file(cls, path: str | os.PathLike) -> "HFTokenizer":
     try:
       hf = tokenizers.Tokenizer.from_file(str(path))
     except Exception as e:
@@ -115,24 +262,31 @@ class BPETokenizer:
     return cls(hf, str(path))
 
   def save(self, path: str | os.PathLike) -> None:
-    """Writes `tokenizer.json` atomically."""
+    """Writes `tokenizer.json` atomically (as jaxgpt encodes: a metaspace one without its
+    dummy prefix)."""
     files.atomic_write(path, self.hf.to_str().encode("utf-8"))
+
+  def _pieces(self, text: str) -> list[str]:
+    """`text` cut where encoding is unaffected (byte-level only; other kinds whole)."""
+    return list(_chunks(text)) if self.kind == "byte_level" else [text]
+
+  def _encode_all(self, texts: list[str]) -> list[np.ndarray]:
+    encode_batch = getattr(self.hf, "encode_batch_fast", self.hf.encode_batch)
+    return [np.asarray(e.ids, dtype=np.int32)
+            for e in encode_batch(texts, add_special_tokens=False)]
 
   def encode(self, text: str) -> np.ndarray:
     """Token ids of `text` as int32 (long texts in parallel chunks; same ids as one call)."""
-    chunks = list(_chunks(text))
-    encode_batch = getattr(self.hf, "encode_batch_fast", self.hf.encode_batch)
-    ids = [np.asarray(e.ids, dtype=np.int32) for e in encode_batch(chunks)]
+    ids = self._encode_all(self._pieces(text))
     return np.concatenate(ids) if ids else np.zeros(0, dtype=np.int32)
 
   def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
     """`[encode(t) for t in texts]` in one parallel call (many short documents)."""
-    pieces = [list(_chunks(t)) for t in texts]
-    encode_batch = getattr(self.hf, "encode_batch_fast", self.hf.encode_batch)
-    flat = iter(encode_batch([c for p in pieces for c in p]))
+    pieces = [self._pieces(t) for t in texts]
+    flat = iter(self._encode_all([c for p in pieces for c in p]))
     out = []
     for p in pieces:
-      ids = [np.asarray(next(flat).ids, dtype=np.int32) for _ in p]
+      ids = [next(flat) for _ in p]
       out.append(np.concatenate(ids) if ids else np.zeros(0, dtype=np.int32))
     return out
 
@@ -140,27 +294,13 @@ class BPETokenizer:
     return self.hf.decode([int(i) for i in np.asarray(ids).reshape(-1)])
 
 
+BPETokenizer = HFTokenizer  # its name from when only byte-level BPE files loaded
+
 # The built-in `data.tokenizer` names (the sources that accept a tokenizer.json take its path too).
-NAMES = (ByteTokenizer.name, BPETokenizer.name)
+NAMES = (ByteTokenizer.name, HFTokenizer.name)
 
 
-def _token_byte_lengths(hf: tokenizers.Tokenizer, source: str) -> np.ndarray:
-  """int32[vocab]: bytes each id decodes to (0 for special tokens, which stand for no text)."""
-  to_byte = unicode_to_byte()
-  special = {t.content for t in hf.get_added_tokens_decoder().values() if t.special}
-  lengths = np.zeros(hf.get_vocab_size(), dtype=np.int32)
-  for i in range(len(lengths)):
-    token = hf.id_to_token(i)
-    if token is None or token in special:
-      continue
-    if any(c not in to_byte for c in token):
-      raise ValueError(f"tokenizer {source} is not byte-level: token {i} ({token!r}) is not "
-                       "a byte string (train it with the ByteLevel pre-tokenizer)")
-    lengths[i] = len(token)
-  return lengths
-
-
-def train_bpe(text: str | Iterable[str], vocab_size: int) -> BPETokenizer:
+def train_bpe(text: str | Iterable[str], vocab_size: int) -> HFTokenizer:
   """Trains a byte-level BPE of `vocab_size` ids on `text`, one string or an iterable of
   documents read once (deterministic for the same text)."""
   if not MIN_BPE_VOCAB <= vocab_size <= MAX_BPE_VOCAB:
@@ -173,11 +313,34 @@ def train_bpe(text: str | Iterable[str], vocab_size: int) -> BPETokenizer:
                                 initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
   texts = (text,) if isinstance(text, str) else text
   hf.train_from_iterator((c for t in texts for c in _chunks(t)), trainer=trainer)
-  return BPETokenizer(hf)
+  return HFTokenizer(hf)
 
 
 def load_tokenizer(name_or_path: str) -> Tokenizer:
-  """`"byte"`, or a byte-level BPE from the path of a `tokenizer.json`."""
+  """`"byte"`, or the tokenizer of a `tokenizer.json` path (one of KINDS)."""
   if name_or_path == "byte":
     return ByteTokenizer()
-  return BPETokenizer.from_file(name_or_path)
+  return HFTokenizer.from_file(name_or_path)
+
+
+# ------------------------------------------------------------------------------------------
+# Lossy tokenizers.
+
+def _first_difference(a: str, b: str) -> int:
+  return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
+def lossy_reason(tok: Tokenizer, sample: str) -> str | None:
+  """Why `tok` does not stand for the raw text of `sample` (None when it does): either
+  decode(encode(sample)) != sample (normalization, dropped whitespace, unknown tokens), or
+  its tokens' byte counts do not add up to the sample's UTF-8 bytes."""
+  ids = tok.encode(sample)
+  back = tok.decode(ids)
+  if back != sample:
+    i = _first_difference(sample, back)
+    return (f"decode(encode(text)) != text: at character {i}, {sample[i:i + 12]!r} comes "
+            f"back as {back[i:i + 12]!r}")
+  counted, real = int(tok.token_bytes[ids].sum()), len(sample.encode("utf-8"))
+  if counted != real:
+    return f"its tokens stand for {counted:,} bytes of a text of {real:,} bytes"
+  return None
