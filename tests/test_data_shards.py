@@ -36,7 +36,7 @@ def test_empty_shard(tmp_path):
 
 def test_write_rejects_tokens_outside_uint16(tmp_path):
   with pytest.raises(data.ShardError, match="x.bin"):
-    data.write_shard(tmp_path / "x.bin", np.array([1, 65536]))
+    data.write_shard(tmp_path / "x.bin", np.array([1, 65536]), version=1)
   with pytest.raises(data.ShardError, match="1-D"):
     data.write_shard(tmp_path / "y.bin", np.zeros((2, 2), dtype=np.int32))
 
@@ -50,7 +50,7 @@ def test_write_split_makes_numbered_shards(tmp_path):
 
 @pytest.mark.parametrize("header, payload, match", [
     ((12345, 1, 3), b"\0" * 6, "bad magic number 12345"),
-    ((20240520, 2, 3), b"\0" * 6, "unsupported shard version 2"),
+    ((20240520, 3, 3), b"\0" * 6, "unsupported shard version 3"),
     ((20240520, 1, 5), b"\0" * 6, "truncated"),
     ((20240520, 1, 2), b"\0" * 6, "count mismatch"),
     ((20240520, 1, 3), b"\0" * 7, "count mismatch"),

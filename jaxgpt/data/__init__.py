@@ -11,13 +11,13 @@ Sources (`data.name`):
   trained on the training split), cached under `data.data_dir` / $JAXGPT_DATA_DIR /
   ~/.cache/jaxgpt. With `data.folio_val`, `spec.extra_val["folio"]` holds the First Folio
   spellings of the validation works.
-- `shards`: token shards matching `data.train_pattern` and `data.val_pattern` (sorted globs),
-  e.g. FineWeb GPT-2 shards. Their tokenizer is unknown unless `data.tokenizer` is the path of
-  a byte-level BPE `tokenizer.json` (e.g. GPT-2's); then every token is checked against its
-  vocabulary and val_bpb is available. Otherwise `spec.tokenizer`, `spec.vocab_size` and
-  `spec.token_bytes` are None (no val_bpb), and the trainer should check the shards against
-  `model.vocab_size` with `data.check_vocab(files, vocab_size)`. With `data.byte_shards` the
-  ids are UTF-8 bytes: vocabulary 256, ids checked, exact val_bpb.
+- `shards`: token shards matching `data.train_pattern` and `data.val_pattern` (sorted globs), e.g.
+  FineWeb GPT-2 shards. Their tokenizer is unknown unless `data.tokenizer` is the path of a
+  `tokenizer.json` (e.g. GPT-2's byte-level BPE; metaspace and WordPiece load too); then every
+  token is checked against its vocabulary and val_bpb is available. Otherwise `spec.tokenizer`,
+  `spec.vocab_size` and `spec.token_bytes` are None (no val_bpb), and the trainer should check the
+  shards against `model.vocab_size` with `data.check_vocab(files, vocab_size)`. With
+  `data.byte_shards` the ids are UTF-8 bytes: vocabulary 256, ids checked, exact val_bpb.
 - `text`: your own UTF-8 text files (`data.train_pattern`, `data.val_pattern` or a held-out
   `data.val_fraction` of whole files), see `text.py`.
 - `tfds`: a TensorFlow Datasets text dataset prepared as ArrayRecord, read without TensorFlow

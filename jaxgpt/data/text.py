@@ -12,9 +12,11 @@ Splits, by whole files (a file is in exactly one split):
 Within a split the files follow in path order. Globs are sorted and `**` is recursive.
 
 Tokenizer (`data.tokenizer`): `byte`, `bpe` (a byte-level BPE of `data.bpe_vocab_size` ids
-trained on the train files only) or the path of a byte-level `tokenizer.json`; every token is
-an exact byte string, so `val_bpb` is exact. Files are read as bytes and decoded as strict
-UTF-8 (no newline translation); each file becomes `documents.document_text(text)`.
+trained on the train files only) or the path of a `tokenizer.json` (byte-level BPE,
+metaspace / SentencePiece-style or WordPiece-style, `tokenizer.HFTokenizer`); each token's byte
+count is exact for the lossless kinds, and a lossy tokenizer is named in the log and
+meta.json. Files are read as bytes and decoded as strict UTF-8 (no newline translation); each
+file becomes `documents.document_text(text)`.
 
 Cache: `<data_dir>/text/<key>/` (`data.data_dir`, else $JAXGPT_DATA_DIR, else ~/.cache/jaxgpt),
 where key hashes the sha256 of every file of each split, in order, and the tokenizer setting:
@@ -42,7 +44,7 @@ def check_tokenizer(tok: Any) -> None:
   """`byte`, `bpe`, or the path of an existing tokenizer.json (also used by `tfds.py`)."""
   if tok not in tokenizer_lib.NAMES and not str(tok).endswith(".json"):
     raise ConfigError(f"data.tokenizer={tok!r} must be 'byte', 'bpe' or the path of a "
-                      "byte-level tokenizer.json")
+                      "tokenizer.json (byte-level, metaspace or WordPiece)")
   if tok not in tokenizer_lib.NAMES and not os.path.isfile(os.path.expanduser(str(tok))):
     raise ConfigError(f"data.tokenizer={tok!r}: no such file")
 
