@@ -52,6 +52,10 @@ def base_config() -> config_dict.ConfigDict:
       attention_impl=placeholder(str),  # None: cuDNN flash on GPU in bf16, XLA otherwise
       parallel_block=False,  # PaLM parallel block: x + Attn(n) + MLP(n), n = Norm(x)
       encoder_layers=0,  # U-net skips: layer i < E feeds layer 2E-1-i; 0 = plain decoder
+      # Packed windows (jaxgpt/models/docmask.py): a document starts at each data.bos_id token.
+      document_mask=False,  # attention is causal AND within one document (needs data.bos_id)
+      document_positions=False,  # RoPE positions restart per document (needs the mask; under
+                                 # RoPE the same function, other rounding: docmask.py)
       vocab_size=placeholder(int),  # None = tokenizer size padded to a multiple of 64
       # nGPT family (ngpt, gated_ngpt):
       alpha=0.15,  # gated nGPT: initial residual step size
@@ -98,6 +102,8 @@ def base_config() -> config_dict.ConfigDict:
       folio_val=False,
       data_dir=placeholder(str),
       worker_count=0,
+      bos_id=placeholder(int),  # the token starting each document (50256: GPT-2 FineWeb
+                                # shards; 1: parameter-golf's); None: no boundary token
       # Sources users bring (jaxgpt/data/text.py, tfds.py, shards.py); unset = the default.
       val_fraction=placeholder(float),  # text: files held out when val_pattern is unset (0.1)
       byte_shards=placeholder(bool),  # shards: ids are UTF-8 bytes (vocab 256, exact val_bpb)
@@ -341,6 +347,7 @@ def validate(config: config_dict.ConfigDict) -> None:
   # Importing the packages fills the registries read below. Imported here, not at the top,
   # because they load JAX: config files and sweep workers with injected trainers stay light.
   from jaxgpt import data, models, optim  # noqa: F401
+  from jaxgpt.models import dims  # the models own the document keys' rules; loads JAX
   from jaxgpt.models.dims import COMPUTE_DTYPES  # the models own it; loads JAX, as above
   from jaxgpt.parallel.mesh import AXES as MESH_AXES  # the mesh owns its axes; loads JAX
   resolve_renamed(config)
@@ -350,6 +357,8 @@ def validate(config: config_dict.ConfigDict) -> None:
   checks.positive("model.vocab_size", m.vocab_size, allow_none=True)
   checks.one_of("model.compute_dtype", m.compute_dtype, COMPUTE_DTYPES)
   registry.MODELS.get(m.name).check(config)
+  document_mask, _ = dims.document_flags(m)  # the families check these too, in their context
+  dims.check_bos_id(document_mask, d.bos_id)
 
   registry.DATA_SOURCES.get(d.name).check(config)
   checks.integer("data.seq_len", d.seq_len, 1)

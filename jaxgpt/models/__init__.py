@@ -1,7 +1,7 @@
 """Model families, chosen by `config.model.name`, and the parameter and FLOP counts the trainer
 reports.
 
-    model = models.build_model(config.model, vocab_size)
+    model = models.build_model(config.model, vocab_size, config.data.bos_id)
     variables = model.init(rng, tokens_bt)         # params boxed with logical axis names
     logits_btv = model.apply({"params": params}, tokens_bt)   # float32
 
@@ -29,9 +29,15 @@ def projection(cfg_model: Any) -> Callable[[Any], Any] | None:
   return family(cfg_model.name).projection
 
 
-def build_model(cfg_model: Any, vocab_size: int | None = None) -> nn.Module:
-  """The flax Module for `config.model`; `vocab_size` is the trainer's resolved vocabulary."""
-  return family(cfg_model.name).build(cfg_model, vocab_size)
+def build_model(cfg_model: Any, vocab_size: int | None = None,
+                bos_id: int | None = None) -> nn.Module:
+  """The flax Module for `config.model`; `vocab_size` is the trainer's resolved vocabulary;
+  `bos_id` is `data.bos_id`, the boundary token that `model.document_mask` needs (without it a
+  document-masked model is a ConfigError, never an unmasked run). Passed on only when set, so
+  a family's build may leave it out."""
+  build = family(cfg_model.name).build
+  return build(cfg_model, vocab_size) if bos_id is None else build(cfg_model, vocab_size,
+                                                                    bos_id=bos_id)
 
 
 def _numel(tree: Any) -> int:

@@ -60,15 +60,20 @@ class GPTConfig:
   parallel_block: bool = False  # PaLM: x + Attn(n) + MLP(n) with one n = Norm(x)
   encoder_layers: int = 0  # E: U-net skips, layer i < E feeds layer 2E-1-i; 0 = plain decoder
   moe: Any = None  # moe.MoEConfig: every block's MLP is a routed mixture of experts
+  document_mask: bool = False  # attention stays inside each document of a packed window
+  document_positions: bool = False  # RoPE positions restart at each document (needs the mask)
+  bos_id: int | None = None  # the boundary token starting each document (document_mask only)
 
   @property
   def dtype(self) -> jnp.dtype:
     return jnp.dtype(self.compute_dtype)
 
   @classmethod
-  def from_config(cls, cfg_model: Any, vocab_size: int | None = None) -> GPTConfig:
+  def from_config(cls, cfg_model: Any, vocab_size: int | None = None,
+                  bos_id: int | None = None) -> GPTConfig:
     """Validated config from `config.model`; `vocab_size` (resolved by the trainer) wins over
-    `model.vocab_size`. Errors name the key, the bad value and what is allowed."""
+    `model.vocab_size`; `bos_id` is `data.bos_id` (document masking). Errors name the key, the
+    bad value and what is allowed."""
     m = cfg_model
     vocab = vocab_size if vocab_size is not None else m.get("vocab_size")
     for key, value in (("vocab_size", vocab), ("num_layers", m.num_layers),
@@ -103,6 +108,7 @@ class GPTConfig:
     attention_impl = checks.one_of("model.attention_impl", m.get("attention_impl", None),
                                    ATTENTION_IMPLS)
     parallel_block, encoder_layers = check_block_knobs(m)
+    document_mask, document_positions = document_flags(m)
     return cls(vocab_size=int(vocab), num_layers=m.num_layers, d_model=m.d_model,
                num_heads=m.num_heads, num_kv_heads=num_kv_heads, head_dim=head_dim,
                mlp_dim=mlp_dim, mlp_act=m.mlp_act, qk_norm=m.qk_norm,
@@ -111,7 +117,35 @@ class GPTConfig:
                tie_embeddings=m.tie_embeddings, scan_layers=m.scan_layers, remat=m.remat,
                compute_dtype=m.compute_dtype, init=m.init, init_std=float(m.init_std),
                norm_eps=float(norm_eps), attention_impl=attention_impl,
-               parallel_block=parallel_block, encoder_layers=encoder_layers)
+               parallel_block=parallel_block, encoder_layers=encoder_layers,
+               document_mask=document_mask, document_positions=document_positions,
+               bos_id=bos_id if document_mask else None)
+
+
+def document_flags(m: Any) -> tuple[bool, bool]:
+  """model.document_mask and model.document_positions (restarting positions needs the mask).
+  The boundary token `data.bos_id` is checked apart (`check_bos_id`): FLOP counts and
+  parameter shapes do not need it."""
+  mask = checks.boolean("model.document_mask", m.get("document_mask", False))
+  restart = checks.boolean("model.document_positions", m.get("document_positions", False))
+  if restart and not mask:
+    raise ConfigError("model.document_positions=True needs model.document_mask=True (positions "
+                      "restart at the documents the mask keeps apart)")
+  return mask, restart
+
+
+def check_bos_id(document_mask: bool, bos_id: Any, vocab_size: int | None = None) -> None:
+  """data.bos_id: None or an integer >= 0; required by document_mask, and then < vocab_size
+  when that is given (an id outside the vocabulary never occurs: nothing would be masked)."""
+  checks.integer("data.bos_id", bos_id, 0, allow_none=True)
+  if not document_mask:
+    return
+  if bos_id is None:
+    raise ConfigError("model.document_mask=True needs data.bos_id, the id of the token that "
+                      "starts each document (e.g. 50256 in GPT-2 FineWeb shards); got None")
+  if vocab_size is not None and bos_id >= vocab_size:
+    raise ConfigError(f"data.bos_id={bos_id} must be < the model's vocabulary size "
+                      f"{vocab_size}")
 
 
 # Families built from this file's Block; others (nGPT) have their own block and refuse the

@@ -10,7 +10,8 @@
             (token t's k slots before token t+1's); slots past C are dropped (their share of y
             is 0, the residual carries the token). C = ceil(T k cf / E) clipped to [1, T], so
             cf >= E / k drops nothing and equals `dense`. Cost ~ cf x active + the dispatch and
-            combine einsums.
+            combine einsums. The buffers span the whole window, so under a document mask a
+            token's drop depends on earlier documents: capacity dispatch leaks across them.
   ragged:   sort the B T k slots by expert and run `jax.lax.ragged_dot` on contiguous groups
             (MaxText's sparse path). Dropless, active FLOPs on GPU / TPU; on CPU XLA expands
             ragged_dot to a dense masked matmul (E x active), so never the CPU default.

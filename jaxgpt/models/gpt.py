@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxgpt import registry
-from jaxgpt.models import aux, layers, moe
+from jaxgpt.models import aux, dims, docmask, layers, moe
 from jaxgpt.models.dims import GPTConfig
 
 ACT_AXES = ("batch", "length", "act_embed")  # residual stream x_btd (act_embed: not fsdp)
@@ -72,7 +72,8 @@ def flops_per_token(cfg: GPTConfig, seq_len: int) -> float:
 
 class Block(nn.Module):
   """Pre-norm residual block, sequential (x + Attn(Norm x), then + MLP(Norm x)) or parallel
-  (PaLM: x + Attn(n) + MLP(n), n = Norm(x), one norm). A scan body: (carry, xs) -> (carry, ys).
+  (PaLM: x + Attn(n) + MLP(n), n = Norm(x), one norm). A scan body: (carry, xs, docs) ->
+  (carry, ys), `docs` (the window's `docmask.Documents` or None) broadcast to every layer.
 
   role "plain":   (x, None) -> (x, None)
   role "encoder": (x, None) -> (x, x): the output is also pushed onto the skip stack (ys).
@@ -83,7 +84,8 @@ class Block(nn.Module):
   role: str = "plain"
 
   @nn.compact
-  def __call__(self, x_btd: jax.Array, skip_btd: Any = None) -> tuple[jax.Array, Any]:
+  def __call__(self, x_btd: jax.Array, skip_btd: Any = None,
+               docs: docmask.Documents | None = None) -> tuple[jax.Array, Any]:
     c = self.cfg
     norm = lambda name: layers.RMSNorm("embed", c.norm_eps, c.dtype, name=name)  # noqa: E731
     if self.role == "decoder":
@@ -94,9 +96,10 @@ class Block(nn.Module):
     ffn = layers.MLP if c.moe is None else moe.MoE
     if c.parallel_block:
       n_btd = norm("norm")(x_btd)
-      x_btd = x_btd + layers.Attention(c, name="attn")(n_btd) + ffn(c, name="mlp")(n_btd)
+      x_btd = (x_btd + layers.Attention(c, name="attn")(n_btd, docs)
+               + ffn(c, name="mlp")(n_btd))
     else:
-      x_btd = x_btd + layers.Attention(c, name="attn")(norm("attn_norm")(x_btd))
+      x_btd = x_btd + layers.Attention(c, name="attn")(norm("attn_norm")(x_btd), docs)
       x_btd = x_btd + ffn(c, name="mlp")(norm("mlp_norm")(x_btd))
     x_btd = nn.with_logical_constraint(x_btd, ACT_AXES)
     return x_btd, (x_btd if self.role == "encoder" else None)
@@ -129,7 +132,8 @@ def block_class(cfg: GPTConfig, block: type[nn.Module] = Block,
                 length: int | None = None) -> type[nn.Module]:
   """`block` (default: the GPT Block), wrapped in remat and/or scan as the config asks (remat
   inside the scan) over `length` layers (default all). Any family whose config has remat,
-  scan_layers and num_layers reuses it."""
+  scan_layers and num_layers reuses it; its block is called as (carry, xs, docs), the scan
+  slicing xs by layer and giving every layer the same docs."""
   if cfg.remat:
     # Save nothing: the backward pass recomputes the whole block. Activation memory drops to one
     # residual stream per layer, for about one extra forward pass (~33% more FLOPs).
@@ -141,6 +145,7 @@ def block_class(cfg: GPTConfig, block: type[nn.Module] = Block,
     # layer draws its own router noise.
     block = nn.scan(block, variable_axes={"params": 0, aux.LOSSES: 0, aux.METRICS: 0},
                     split_rngs={"params": True, ROUTER_RNG: True},
+                    in_axes=(0, nn.broadcast),
                     length=cfg.num_layers if length is None else length,
                     metadata_params={nn.PARTITION_NAME: "layers"})
   return block
@@ -160,7 +165,7 @@ class GPT(nn.Module):
                      name="embed")
     x_btd = nn.with_logical_constraint(embed(tokens_bt), ACT_AXES)
 
-    x_btd = self._layers(x_btd)
+    x_btd = self._layers(x_btd, window_documents(c, tokens_bt))
 
     x_btd = layers.RMSNorm("embed", c.norm_eps, c.dtype, name="final_norm")(x_btd)
     # The head multiplies in the compute dtype but accumulates and returns float32, so the
@@ -178,17 +183,18 @@ class GPT(nn.Module):
     return nn.with_logical_constraint(logits_btv, LOGIT_AXES)
 
 
-  def _layers(self, x_btd: jax.Array) -> jax.Array:
+  def _layers(self, x_btd: jax.Array, docs: docmask.Documents | None) -> jax.Array:
     """The L blocks with the encoder/decoder skips: the encoder's outputs form a stack whose
     last entry feeds the first decoder layer. Scanned: one scan per layer group (the encoder
-    scan's ys are the stack, the decoder scan reads it reversed as xs); unscanned: a loop."""
+    scan's ys are the stack, the decoder scan reads it reversed as xs); unscanned: a loop.
+    `docs` goes to every block's attention."""
     c = self.cfg
     if c.scan_layers:
       stack_ebtd = None
       for name, role, n in layer_groups(c):
         block = block_class(c, length=n)(c, role=role, name=name)
         xs = stack_ebtd[::-1] if role == "decoder" else None
-        x_btd, ys = block(x_btd, xs)
+        x_btd, ys = block(x_btd, xs, docs)
         if role == "encoder":
           stack_ebtd = ys
       return x_btd
@@ -196,22 +202,33 @@ class GPT(nn.Module):
     for i in range(c.num_layers):
       role = layer_role(c, i)
       x_btd, out = block(c, role=role, name=f"blocks_{i}")(
-          x_btd, stack.pop() if role == "decoder" else None)
+          x_btd, stack.pop() if role == "decoder" else None, docs)
       if role == "encoder":
         stack.append(out)
     return x_btd
 
 
-def gpt_config(cfg_model: Any, vocab_size: int | None = None) -> GPTConfig:
-  """The validated GPTConfig of `config.model`; `model.name = "moe"` adds its MoEConfig."""
-  cfg = GPTConfig.from_config(cfg_model, vocab_size)
+def window_documents(cfg: Any, tokens_bt: jax.Array) -> docmask.Documents | None:
+  """The packed window's documents when the config masks them (`document_mask`), else None."""
+  if not cfg.document_mask:
+    return None
+  return docmask.documents(tokens_bt, cfg.bos_id, cfg.document_positions)
+
+
+def gpt_config(cfg_model: Any, vocab_size: int | None = None,
+               bos_id: int | None = None) -> GPTConfig:
+  """The validated GPTConfig of `config.model` (`bos_id`: `data.bos_id`, for document
+  masking); `model.name = "moe"` adds its MoEConfig."""
+  cfg = GPTConfig.from_config(cfg_model, vocab_size, bos_id)
   if cfg_model.name == "moe":
     cfg = dataclasses.replace(cfg, moe=moe.MoEConfig.from_config(cfg_model.moe, cfg.mlp_act))
   return cfg
 
 
-def build(cfg_model: Any, vocab_size: int | None = None) -> GPT:
-  return GPT(gpt_config(cfg_model, vocab_size))
+def build(cfg_model: Any, vocab_size: int | None = None, bos_id: int | None = None) -> GPT:
+  cfg = gpt_config(cfg_model, vocab_size, bos_id)
+  dims.check_bos_id(cfg.document_mask, bos_id, cfg.vocab_size)
+  return GPT(cfg)
 
 
 def model_flops_per_token(cfg_model: Any, vocab_size: int | None, seq_len: int) -> float:
@@ -219,7 +236,9 @@ def model_flops_per_token(cfg_model: Any, vocab_size: int | None, seq_len: int) 
 
 
 def check(config: Any) -> None:
-  gpt_config(config.model, config.model.get("vocab_size") or 64)
+  bos_id = config.data.get("bos_id")
+  cfg = gpt_config(config.model, config.model.get("vocab_size") or 64, bos_id)
+  dims.check_bos_id(cfg.document_mask, bos_id)
 
 
 registry.MODELS.register("gpt", registry.ModelFamily(

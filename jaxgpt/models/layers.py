@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxgpt.models import dims
+from jaxgpt.models import dims, docmask
 from jaxgpt.models.dims import GPTConfig
 
 Initializer = Callable[..., jax.Array]
@@ -117,10 +117,23 @@ def rope_angles(seq_len: int, head_dim: int, base: float) -> tuple[np.ndarray, n
   return np.sin(angle_tk).astype(np.float32), np.cos(angle_tk).astype(np.float32)
 
 
-def apply_rope(x_btnk: jax.Array, sin_tk: np.ndarray, cos_tk: np.ndarray) -> jax.Array:
-  """Rotates each (x1_i, x2_i) pair by angle position * base^(-2i/k); rotation in float32."""
+def rope_tables(seq_len: int, head_dim: int, base: float, positions_bt: jax.Array | None = None
+                ) -> tuple[Any, Any]:
+  """sin, cos for a window of `seq_len`: the [T, K/2] constants of `rope_angles` when
+  `positions_bt` is None, else those rows gathered at each token's position ([B, T, K/2]; every
+  position is < T, so a position p gets exactly the angles of window index p)."""
+  sin_tk, cos_tk = rope_angles(seq_len, head_dim, base)
+  if positions_bt is None:
+    return sin_tk, cos_tk
+  return jnp.asarray(sin_tk)[positions_bt], jnp.asarray(cos_tk)[positions_bt]
+
+
+def apply_rope(x_btnk: jax.Array, sin: Any, cos: Any) -> jax.Array:
+  """Rotates each (x1_i, x2_i) pair by angle position * base^(-2i/k); rotation in float32.
+  `sin`, `cos`: [T, K/2] (one position per window index) or [B, T, K/2] (per-token positions)."""
   x1, x2 = jnp.split(x_btnk.astype(jnp.float32), 2, axis=-1)
-  sin, cos = sin_tk[None, :, None, :], cos_tk[None, :, None, :]
+  sin, cos = (a[None] if a.ndim == 2 else a for a in (sin, cos))
+  sin, cos = sin[:, :, None, :], cos[:, :, None, :]
   out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
   return out.astype(x_btnk.dtype)
 
@@ -129,23 +142,37 @@ def apply_rope(x_btnk: jax.Array, sin_tk: np.ndarray, cos_tk: np.ndarray) -> jax
 # Attention.
 
 def causal_attention(q_bthk: jax.Array, k_bsnk: jax.Array, v_bsnk: jax.Array,
-                     implementation: str | None = None) -> jax.Array:
-  """softmax(q k^T / sqrt(k) + causal mask) v; GQA when n divides h (query head i reads kv head
-  i // (h / n)). The softmax runs in float32 inside jax. implementation=None is XLA in jax 0.10;
-  "cudnn" (GPU, bf16) is the fused flash kernel, which skips the masked half."""
+                     implementation: str | None = None,
+                     segment_ids_bt: jax.Array | None = None,
+                     scale: float | None = None) -> jax.Array:
+  """softmax(q k^T * scale + causal mask) v (scale None: 1 / sqrt(k)); GQA when n divides h
+  (query head i reads kv head i // (h / n)). The softmax runs in float32 inside jax.
+  implementation=None is XLA in jax 0.10; "cudnn" (GPU, bf16) is the fused flash kernel, which
+  skips the masked half.
+
+  `segment_ids_bt` (int32 [B, T], `docmask.segment_ids`): attention also stays inside each
+  segment, through a dense boolean mask [B, 1, T, S] (`docmask.attention_mask`) ANDed with
+  `is_causal`. On the XLA path the mask is applied to the logits like the causal one. The cuDNN
+  path has no segment-id argument in `jax.nn.dot_product_attention` (jax <= 0.10.2): jax turns
+  the boolean mask into a dense additive bias [B, 1, T, S] (0 or a large negative number) next
+  to its CAUSAL mask type, so the kernel reads B T^2 bias values, and jax 0.10.2 also has it
+  compute the (unused) bias gradient. Correct, but not the packed varlen (THD) kernel."""
   if implementation is None and jax.default_backend() == "gpu" and q_bthk.dtype in (
       jnp.bfloat16, jnp.float16):
     implementation = "cudnn"  # jax's default is XLA even on GPU; cuDNN flash is much faster
-  return jax.nn.dot_product_attention(q_bthk, k_bsnk, v_bsnk, is_causal=True,
-                                      implementation=implementation)
+  mask = None if segment_ids_bt is None else docmask.attention_mask(segment_ids_bt)
+  return jax.nn.dot_product_attention(q_bthk, k_bsnk, v_bsnk, mask=mask, scale=scale,
+                                      is_causal=True, implementation=implementation)
 
 
 class Attention(nn.Module):
-  """Causal self-attention: q/k/v projections, optional QK-norm, RoPE, GQA, output projection."""
+  """Causal self-attention: q/k/v projections, optional QK-norm, RoPE, GQA, output projection.
+  With `docs` (a packed window's `docmask.Documents`) attention stays inside each document and
+  RoPE reads the per-document positions when it has them."""
   cfg: GPTConfig
 
   @nn.compact
-  def __call__(self, x_btd: jax.Array) -> jax.Array:
+  def __call__(self, x_btd: jax.Array, docs: docmask.Documents | None = None) -> jax.Array:
     c, init = self.cfg, initializers(self.cfg)
     d, h, n, k = c.d_model, c.num_heads, c.num_kv_heads, c.head_dim
     proj = functools.partial(einsum_proj, dtype=c.dtype)
@@ -159,10 +186,12 @@ class Attention(nn.Module):
       # Unit-RMS q and k bound the attention logits, which keeps high learning rates stable.
       q_bthk = RMSNorm("head_dim", c.norm_eps, c.dtype, name="q_norm")(q_bthk)
       k_btnk = RMSNorm("head_dim", c.norm_eps, c.dtype, name="k_norm")(k_btnk)
-    sin_tk, cos_tk = rope_angles(x_btd.shape[1], k, c.rope_base)
-    q_bthk = apply_rope(q_bthk, sin_tk, cos_tk)
-    k_btnk = apply_rope(k_btnk, sin_tk, cos_tk)
-    o_bthk = causal_attention(q_bthk, k_btnk, v_btnk, c.attention_impl)
+    sin, cos = rope_tables(x_btd.shape[1], k, c.rope_base,
+                           None if docs is None else docs.positions_bt)
+    q_bthk = apply_rope(q_bthk, sin, cos)
+    k_btnk = apply_rope(k_btnk, sin, cos)
+    o_bthk = causal_attention(q_bthk, k_btnk, v_btnk, c.attention_impl,
+                              None if docs is None else docs.segment_ids_bt)
     return proj("o", "bthk,hkd->btd", (h, k, d), ("heads", "head_dim", "embed"),
                 init["attn_out"])(o_bthk)
 

@@ -13,6 +13,12 @@ Sown (`models/aux.py`, added to the loss by the training core, logged per layer 
   losses:  aux_loss = aux_weight * E * sum_e f_e P_e; router_z = router_z_loss * mean lse^2
   metrics: load_max, load_min (E * slot fraction of the busiest / idlest expert: 1 = balanced),
            dropped_frac (capacity dispatch: the fraction of routing slots over capacity)
+
+Document masking (`model.document_mask`) keeps attention inside each document of a packed
+window; the routed FFN is per token, so dense and ragged dispatch keep documents apart exactly.
+Capacity dispatch does not: it fills each expert's C slots in token order over the whole window,
+so whether a token is dropped depends on the earlier documents' routing, and documents leak into
+each other through dropping. (The load-balance and z losses are batch statistics by design.)
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ import jax.numpy as jnp
 from jaxgpt import checks, registry
 from jaxgpt.errors import ConfigError
 from jaxgpt.keypath import key_str
-from jaxgpt.models import dims, gpt, layers
+from jaxgpt.models import dims, docmask, gpt, layers
 
 NAMES = ("ngpt", "gated_ngpt")
 MLP_SQRT_D = ("uv", "v")  # where the sqrt(d) input scale goes: NVIDIA code ("uv"), paper ("v")
@@ -80,24 +80,28 @@ class NGPTConfig:
   alpha: float = 0.15  # gated: initial alpha_attn, alpha_mlp
   logit_scale: float = 15.0  # gated: logits = logit_scale * cosine
   mlp_sqrt_d: str = "uv"  # sqrt(d) on u and v ("uv", NVIDIA code) or v only ("v", paper)
+  document_mask: bool = False  # attention stays inside each document (dims.GPTConfig's)
+  document_positions: bool = False  # RoPE positions restart at each document
+  bos_id: int | None = None  # the boundary token starting each document (document_mask only)
 
   @property
   def dtype(self) -> jnp.dtype:
     return jnp.dtype(self.compute_dtype)
 
   @classmethod
-  def from_config(cls, cfg_model: Any, vocab_size: int | None = None) -> NGPTConfig:
+  def from_config(cls, cfg_model: Any, vocab_size: int | None = None,
+                  bos_id: int | None = None) -> NGPTConfig:
     """Validated config from `config.model` (name "ngpt" or "gated_ngpt"). GPT knobs that mean
     nothing here must be off: logit_softcap None, tie_embeddings False, qk_norm False,
     mlp_act "swiglu". init / init_std / norm_eps are ignored (init is N(0, 1/D) then normalised,
-    so the std drops out)."""
+    so the std drops out). `bos_id` is `data.bos_id` (document masking)."""
     m = cfg_model
     name = m.get("name", "ngpt")
     checks.one_of("model.name", name, NAMES)
     # The shared shape keys go through the GPT validation on a copy with neutral GPT knobs.
     neutral = dict(mlp_act="relu2", qk_norm=False, tie_embeddings=False, logit_softcap=None,
                    init="gpt2", init_std=0.02)
-    g = dims.GPTConfig.from_config(_Overlay(m, neutral), vocab_size)
+    g = dims.GPTConfig.from_config(_Overlay(m, neutral), vocab_size, bos_id)
     if m.get("logit_softcap") is not None:
       raise ConfigError(f"model.logit_softcap={m.logit_softcap!r} must be None for {name}: its "
                        "logits are already bounded (s_z / logit_scale)")
@@ -118,7 +122,9 @@ class NGPTConfig:
                mlp_dim=g.mlp_dim, gated=name == "gated_ngpt", rope_base=g.rope_base,
                scan_layers=g.scan_layers, remat=g.remat, compute_dtype=g.compute_dtype,
                attention_impl=g.attention_impl, alpha=float(alpha),
-               logit_scale=float(logit_scale), mlp_sqrt_d=mlp_sqrt_d)
+               logit_scale=float(logit_scale), mlp_sqrt_d=mlp_sqrt_d,
+               document_mask=g.document_mask, document_positions=g.document_positions,
+               bos_id=g.bos_id)
 
 
 class _Overlay:
@@ -246,27 +252,27 @@ def _proj(name: str, einsum_str: str, shape: tuple[int, ...], axes: tuple[str, .
 
 
 class Attention(nn.Module):
-  """q, k, v (embed -> heads), RoPE, L2-normalised q and k times s_qk, softmax scale sqrt(K)."""
+  """q, k, v (embed -> heads), RoPE, L2-normalised q and k times s_qk, softmax scale sqrt(K).
+  With `docs`, attention stays inside each document (as `layers.Attention`)."""
   cfg: NGPTConfig
 
   @nn.compact
-  def __call__(self, x_btd: jax.Array) -> jax.Array:
+  def __call__(self, x_btd: jax.Array, docs: docmask.Documents | None = None) -> jax.Array:
     c = self.cfg
     d, h, n, k = c.d_model, c.num_heads, c.num_kv_heads, c.head_dim
     proj = functools.partial(_proj, dtype=c.dtype)
     q_bthk = proj("q", "btd,dhk->bthk", (d, h, k), ("embed", "heads", "head_dim"), 0)(x_btd)
     k_btnk = proj("k", "btd,dnk->btnk", (d, n, k), ("embed", "kv_heads", "head_dim"), 0)(x_btd)
     v_btnk = proj("v", "btd,dnk->btnk", (d, n, k), ("embed", "kv_heads", "head_dim"), 0)(x_btd)
-    sin_tk, cos_tk = layers.rope_angles(x_btd.shape[1], k, c.rope_base)
+    sin, cos = layers.rope_tables(x_btd.shape[1], k, c.rope_base,
+                                  None if docs is None else docs.positions_bt)
     s_qk_k = _scale_param(self, "s_qk", ("head_dim",), (k,), SQK_INIT, 1 / math.sqrt(d))
     # RoPE is a rotation, so normalising before or after it is the same; NVIDIA does it after.
-    q_bthk = (s_qk_k * l2_normalize(layers.apply_rope(q_bthk, sin_tk, cos_tk))).astype(c.dtype)
-    k_btnk = (s_qk_k * l2_normalize(layers.apply_rope(k_btnk, sin_tk, cos_tk))).astype(c.dtype)
-    impl = c.attention_impl
-    if impl is None and jax.default_backend() == "gpu" and c.dtype == jnp.bfloat16:
-      impl = "cudnn"  # as in layers.causal_attention: jax's default is XLA even on GPU
-    o_bthk = jax.nn.dot_product_attention(q_bthk, k_btnk, v_btnk, is_causal=True,
-                                          scale=math.sqrt(k), implementation=impl)
+    q_bthk = (s_qk_k * l2_normalize(layers.apply_rope(q_bthk, sin, cos))).astype(c.dtype)
+    k_btnk = (s_qk_k * l2_normalize(layers.apply_rope(k_btnk, sin, cos))).astype(c.dtype)
+    o_bthk = layers.causal_attention(q_bthk, k_btnk, v_btnk, c.attention_impl,
+                                     None if docs is None else docs.segment_ids_bt,
+                                     scale=math.sqrt(k))
     return proj("o", "bthk,hkd->btd", (h, k, d), ("heads", "head_dim", "embed"), -1)(o_bthk)
 
 
@@ -291,12 +297,21 @@ class MLP(nn.Module):
     return _proj("proj", "btf,fd->btd", (f, d), ("mlp", "embed"), -1, c.dtype)(h_btf)
 
 
+def _branch(sub: type[nn.Module], c: NGPTConfig, name: str, h_btd: jax.Array,
+            docs: docmask.Documents | None) -> jax.Array:
+  """The block's attention (which reads the window's documents) or MLP (per token) on h."""
+  module = sub(c, name=name)
+  return module(h_btd, docs) if sub is Attention else module(h_btd)
+
+
 class Block(nn.Module):
-  """One normalized block on a unit-norm float32 stream; returns (h, None) for nn.scan."""
+  """One normalized block on a unit-norm float32 stream; returns (h, None) for nn.scan.
+  `docs`: the window's documents (or None), given to the attention."""
   cfg: NGPTConfig
 
   @nn.compact
-  def __call__(self, h_btd: jax.Array, _: Any = None) -> tuple[jax.Array, None]:
+  def __call__(self, h_btd: jax.Array, _: Any = None,
+               docs: docmask.Documents | None = None) -> tuple[jax.Array, None]:
     c = self.cfg
     d = c.d_model
     if c.gated:
@@ -305,12 +320,12 @@ class Block(nn.Module):
             nn.initializers.zeros, ("embed",)), (d,), jnp.float32)
         alpha = self.param(f"alpha_{name}", nn.with_logical_partitioning(
             nn.initializers.constant(c.alpha), ()), (), jnp.float32)
-        h_btd = gated_update(h_btd, sub(c, name=name)(h_btd), gate_d, alpha)
+        h_btd = gated_update(h_btd, _branch(sub, c, name, h_btd, docs), gate_d, alpha)
     else:
       for name, sub in (("attn", Attention), ("mlp", MLP)):
         alpha_d = jnp.abs(_scale_param(self, f"alpha_{name}", ("embed",), (d,), ALPHA_INIT,
                                        1 / math.sqrt(d)))
-        h_btd = ngpt_update(h_btd, sub(c, name=name)(h_btd), alpha_d)
+        h_btd = ngpt_update(h_btd, _branch(sub, c, name, h_btd, docs), alpha_d)
     return nn.with_logical_constraint(h_btd, gpt.ACT_AXES), None
 
 
@@ -345,12 +360,13 @@ class NGPT(nn.Module):
     # Normalised even though the table is projected: lazy projection lets rows drift (see top).
     h_btd = nn.with_logical_constraint(l2_normalize(embed(tokens_bt)), gpt.ACT_AXES)
 
+    docs = gpt.window_documents(c, tokens_bt)
     block = block_class(c)
     if c.scan_layers:
-      h_btd, _ = block(c, name="blocks")(h_btd, None)
+      h_btd, _ = block(c, name="blocks")(h_btd, None, docs)
     else:
       for i in range(c.num_layers):
-        h_btd, _ = block(c, name=f"blocks_{i}")(h_btd, None)
+        h_btd, _ = block(c, name=f"blocks_{i}")(h_btd, None, docs)
 
     w_vd = _Table(c.vocab_size, c.d_model, name="lm_head")()
     if c.gated:  # cosine: both sides normalised (the study normalises the table on every call)
@@ -366,8 +382,10 @@ class NGPT(nn.Module):
     return nn.with_logical_constraint(logits_btv, gpt.LOGIT_AXES)
 
 
-def build(cfg_model: Any, vocab_size: int | None = None) -> NGPT:
-  return NGPT(NGPTConfig.from_config(cfg_model, vocab_size))
+def build(cfg_model: Any, vocab_size: int | None = None, bos_id: int | None = None) -> NGPT:
+  cfg = NGPTConfig.from_config(cfg_model, vocab_size, bos_id)
+  dims.check_bos_id(cfg.document_mask, bos_id, cfg.vocab_size)
+  return NGPT(cfg)
 
 
 def model_flops_per_token(cfg_model: Any, vocab_size: int | None, seq_len: int) -> float:
@@ -386,7 +404,9 @@ def set_traced(params: Any, values: dict) -> Any:
 
 
 def check(config: Any) -> None:
-  NGPTConfig.from_config(config.model, config.model.get("vocab_size") or 64)
+  bos_id = config.data.get("bos_id")
+  cfg = NGPTConfig.from_config(config.model, config.model.get("vocab_size") or 64, bos_id)
+  dims.check_bos_id(cfg.document_mask, bos_id)
 
 
 registry.MODELS.register("ngpt", registry.ModelFamily(

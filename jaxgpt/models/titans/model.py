@@ -70,8 +70,15 @@ class TitansConfig(GPTConfig):
   memory: MemoryConfig | None = None
 
   @classmethod
-  def from_config(cls, cfg_model: Any, vocab_size: int | None = None) -> TitansConfig:
-    g = GPTConfig.from_config(cfg_model, vocab_size)
+  def from_config(cls, cfg_model: Any, vocab_size: int | None = None,
+                  bos_id: int | None = None) -> TitansConfig:
+    """Validated config from `config.model`. Document masking is refused: the memory would
+    have to be reset at every boundary token, which the chunked memory update does not do."""
+    if cfg_model.get("document_mask", False) is True:
+      raise ConfigError("model.document_mask=True is not supported with model.name='titans': "
+                        "its neural memory carries state along the whole window, across "
+                        "document boundaries; set model.document_mask=False")
+    g = GPTConfig.from_config(cfg_model, vocab_size, bos_id)
     return cls(**{f.name: getattr(g, f.name) for f in dataclasses.fields(GPTConfig)},
                memory=memory_config(cfg_model.titans, g))
 
@@ -370,8 +377,9 @@ class TitansBlock(nn.Module):
   cfg: TitansConfig
 
   @nn.compact
-  def __call__(self, x_btd: jax.Array, skip: Any = None) -> tuple[jax.Array, None]:
-    del skip
+  def __call__(self, x_btd: jax.Array, skip: Any = None,
+               docs: Any = None) -> tuple[jax.Array, None]:
+    del skip, docs  # no document masking (refused by TitansConfig.from_config)
     c = self.cfg
     norm = lambda name: layers.RMSNorm("embed", c.norm_eps, c.dtype, name=name)  # noqa: E731
     ap, mp = AttnParams(c, name="attn")(), MemoryParams(c, name="memory")()
@@ -384,18 +392,18 @@ class TitansBlock(nn.Module):
 class Titans(gpt.GPT):
   """GPT's embedding, final norm and head around L Titans blocks."""
 
-  def _layers(self, x_btd: jax.Array) -> jax.Array:
+  def _layers(self, x_btd: jax.Array, docs: Any = None) -> jax.Array:
     c = self.cfg
     block = gpt.block_class(c, TitansBlock)
     if c.scan_layers:
-      return block(c, name="blocks")(x_btd, None)[0]
+      return block(c, name="blocks")(x_btd, None, docs)[0]
     for i in range(c.num_layers):
-      x_btd = block(c, name=f"blocks_{i}")(x_btd, None)[0]
+      x_btd = block(c, name=f"blocks_{i}")(x_btd, None, docs)[0]
     return x_btd
 
 
-def build(cfg_model: Any, vocab_size: int | None = None) -> Titans:
-  return Titans(TitansConfig.from_config(cfg_model, vocab_size))
+def build(cfg_model: Any, vocab_size: int | None = None, bos_id: int | None = None) -> Titans:
+  return Titans(TitansConfig.from_config(cfg_model, vocab_size, bos_id))
 
 
 def model_flops_per_token(cfg_model: Any, vocab_size: int | None, seq_len: int) -> float:
