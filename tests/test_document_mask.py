@@ -308,3 +308,15 @@ def test_titans_refuses_the_mask():
   c.data.bos_id = 1
   msg = one_line_error(lambda: config_lib.validate(c), "model.document_mask=True", "titans")
   assert "memory" in msg
+
+
+def test_a_masked_run_trains_end_to_end(tmp_path):
+  """The trainer hands `data.bos_id` to the model: a gated nGPT run with the mask trains and
+  evaluates (the byte corpus with newline, id 10, standing in for a boundary token)."""
+  from jaxgpt.train import run as run_lib
+  c = config_lib.load_file("configs/gated_ngpt.py", "test")
+  c.train.update(steps=4, eval_every=2, eval_tokens=256)
+  c.data.bos_id = 10
+  c.model.update(document_mask=True, document_positions=True)
+  summary = run_lib.train_and_evaluate(c, str(tmp_path))
+  assert summary["steps"] == 4 and np.isfinite(summary["final_val_loss"])

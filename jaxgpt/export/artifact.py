@@ -128,5 +128,6 @@ def load_model(path: str):
   """(flax module, params tree, meta) from the artifact file alone:
   `module.apply({"params": params}, tokens_bt)` gives float32 logits."""
   meta, flat = load(path)
-  model = models.build_model(config_dict.ConfigDict(meta["config"]["model"]), meta["vocab_size"])
+  model = models.build_model(config_dict.ConfigDict(meta["config"]["model"]), meta["vocab_size"],
+                             meta["config"].get("data", {}).get("bos_id"))
   return model, unflatten(flat), meta
