@@ -272,6 +272,12 @@ def _fingerprint(spec: DataSpec) -> tuple:
           hf.to_str() if hf is not None else tok.name)
 
 
+def _setting(entries: Sequence[dict], k: int) -> str:
+  """The key that gives source k its tokenizer, with its value."""
+  key = "byte_shards" if entries[k]["byte_shards"] else "tokenizer"
+  return f"data.mixture[{k}].{key}={entries[k][key]!r}"
+
+
 def _check_same_tokenizer(prepared: Sequence[DataSpec], entries: Sequence[dict]) -> None:
   """Every source has source 0's tokenizer; else one line naming the first that differs."""
   first = _fingerprint(prepared[0])
@@ -279,11 +285,9 @@ def _check_same_tokenizer(prepared: Sequence[DataSpec], entries: Sequence[dict])
     mine = _fingerprint(spec)
     if mine != first:
       what = (f"{mine[0]} vs {first[0]}" if mine[0] != first[0]
-              else "same vocabulary size, different tokens")
-      raise ConfigError(
-          f"data.mixture[{k}].tokenizer={entries[k]['tokenizer']!r} differs from "
-          f"data.mixture[0].tokenizer={entries[0]['tokenizer']!r} ({what}): the sources of a "
-          "mixture must share one tokenizer")
+              else f"both {mine[0]}, different tokens")
+      raise ConfigError(f"{_setting(entries, k)} differs from {_setting(entries, 0)} ({what}): "
+                        "the sources of a mixture must share one tokenizer")
 
 
 def _check_lengths(cfg: Any, prepared: Sequence[DataSpec], entries: Sequence[dict]) -> None:

@@ -19,7 +19,9 @@ What is dropped: the tokens before the first document; where a window ends insid
 that began within it, that document's tokens up to the next allowed start (its end, or its next
 multiple of seq_len); and the stream's tail that no longer holds a whole window (a window never
 runs past the end: it would be dropped, not shortened). Every other token is an input of exactly
-one window per epoch. The W windows of an epoch are shuffled exactly as above (epoch offset 0).
+one window per epoch. Documents of exponentially distributed lengths, mean seq_len / 8 to
+4 seq_len, lose 9 to 23% of their tokens so (the same in every epoch). The W windows of an epoch
+are shuffled exactly as above (epoch offset 0).
 
 Mixtures (`jaxgpt.data.mixture`): sample i reads source k as its j-th sample, (k, j) a pure
 function of (weights, seed, i); each source has its own stream, windows (either kind) and
@@ -29,6 +31,8 @@ Speed: the Grain record is a whole batch (index = step), gathered with numpy sli
 memmapped shards, rather than one record per row: a per-row pipeline pays Grain's per-record
 cost B times per step (measured by scripts/bench_input.py). Grain's thread prefetch overlaps
 reading with training; `worker_count > 0` moves the work into Grain worker processes.
+`index_shuffle` costs about 4 us per sample at 10^5 windows per epoch but 30 us at 10^3 and
+0.5 ms at 50 (measured on CPU): tiny streams (tests, small mixture sources) read slowly.
 
 Evaluation. Non-overlapping windows of seq_len from the start of a split cover its target
 tokens (all tokens but the first) in order; `max_tokens` caps the number of scored targets
@@ -221,6 +225,7 @@ class TrainBatches:
 
   @property
   def stream(self) -> TokenStream:
+    """The first source's stream (the only one outside a mixture), as its windows' layout."""
     return self.sources[0].stream
 
   @property
