@@ -90,7 +90,7 @@ def _assert_same(batches_a, batches_b):
 def test_vectorised_starts_equal_the_reference(seed):
   rng = np.random.default_rng(seed)
   n, seq_len = int(rng.integers(1, 300)), int(rng.integers(1, 24))
-  tokens = rng.integers(0, int(rng.integers(2, 12)), n)  # BOS = 0 every 2 to 11 tokens
+  tokens = rng.integers(0, int(rng.integers(2, 12)), n)  # BOS = 0 every 2 to 11 tokens on average
   got = pipeline.aligned_starts(np.flatnonzero(tokens == BOS), n, seq_len)
   assert got.tolist() == reference_starts(tokens.tolist(), BOS, seq_len)
 
