@@ -104,6 +104,11 @@ def base_config() -> config_dict.ConfigDict:
       worker_count=0,
       bos_id=placeholder(int),  # the token starting each document (50256: GPT-2 FineWeb
                                 # shards; 1: parameter-golf's); None: no boundary token
+      align_to_bos=False,  # training windows start at a document (a bos_id token) or k x
+                           # seq_len inside one (jaxgpt/data/pipeline.py); evaluation unchanged
+      # data.name="mixture": sources as dicts {name, train_pattern, val_pattern, weight[,
+      # tokenizer, byte_shards]}, drawn in proportion to weight (jaxgpt/data/mixture.py)
+      mixture=(),
       # Sources users bring (jaxgpt/data/text.py, tfds.py, shards.py); unset = the default.
       val_fraction=placeholder(float),  # text: files held out when val_pattern is unset (0.1)
       byte_shards=placeholder(bool),  # shards: ids are UTF-8 bytes (vocab 256, exact val_bpb)
@@ -347,6 +352,7 @@ def validate(config: config_dict.ConfigDict) -> None:
   # Importing the packages fills the registries read below. Imported here, not at the top,
   # because they load JAX: config files and sweep workers with injected trainers stay light.
   from jaxgpt import data, models, optim  # noqa: F401
+  from jaxgpt.data import mixture  # data.align_to_bos, data.mixture
   from jaxgpt.models import dims  # the models own the document keys' rules; loads JAX
   from jaxgpt.models.dims import COMPUTE_DTYPES  # the models own it; loads JAX, as above
   from jaxgpt.parallel.mesh import AXES as MESH_AXES  # the mesh owns its axes; loads JAX
@@ -360,6 +366,7 @@ def validate(config: config_dict.ConfigDict) -> None:
   document_mask, _ = dims.document_flags(m)  # the families check these too, in their context
   dims.check_bos_id(document_mask, d.bos_id)
 
+  mixture.check_train_keys(d)
   registry.DATA_SOURCES.get(d.name).check(config)
   checks.integer("data.seq_len", d.seq_len, 1)
   checks.integer("data.bpe_vocab_size", d.bpe_vocab_size, 1)

@@ -9,16 +9,36 @@ without materialising it) maps i % W to. The data order is therefore a pure func
 (seed, step): no state but the step, a resume is exact, and it does not depend on the number
 of processes. Process p of P reads rows [p B / P, (p + 1) B / P) of every global batch.
 
+Document-aligned windows (`data.align_to_bos`, `MixtureSpec.align_bos`), as modded-nanogpt's
+loader aligns its batches: a window starts at a document start (a `data.bos_id` token) or
+k x seq_len after one, inside that document. The windows are fixed once per stream by a greedy
+walk (`aligned_starts`): the first starts at the first document; each next one at the first
+allowed start at or after the previous window's end (start + seq_len). So windows never overlap
+and a document longer than a window is cut into windows at seq_len, none of its tokens dropped.
+What is dropped: the tokens before the first document; where a window ends inside a document
+that began within it, that document's tokens up to the next allowed start (its end, or its next
+multiple of seq_len); and the stream's tail that no longer holds a whole window (a window never
+runs past the end: it would be dropped, not shortened). Every other token is an input of exactly
+one window per epoch. Documents of exponentially distributed lengths, mean seq_len / 8 to
+4 seq_len, lose 9 to 23% of their tokens so (the same in every epoch). The W windows of an epoch
+are shuffled exactly as above (epoch offset 0).
+
+Mixtures (`jaxgpt.data.mixture`): sample i reads source k as its j-th sample, (k, j) a pure
+function of (weights, seed, i); each source has its own stream, windows (either kind) and
+shuffle seed, with epochs of its own windows. Still no state but the step.
+
 Speed: the Grain record is a whole batch (index = step), gathered with numpy slices of the
 memmapped shards, rather than one record per row: a per-row pipeline pays Grain's per-record
 cost B times per step (measured by scripts/bench_input.py). Grain's thread prefetch overlaps
 reading with training; `worker_count > 0` moves the work into Grain worker processes.
+`index_shuffle` costs about 4 us per sample at 10^5 windows per epoch but 30 us at 10^3 and
+0.5 ms at 50 (measured on CPU): tiny streams (tests, small mixture sources) read slowly.
 
 Evaluation. Non-overlapping windows of seq_len from the start of a split cover its target
 tokens (all tokens but the first) in order; `max_tokens` caps the number of scored targets
 (the fixed evaluation set of `train.eval_tokens`), `None` scores every target exactly once.
 Every batch has the same shape; padding rows and positions carry weight 0, so one compiled
-evaluation step serves all batches.
+evaluation step serves all batches. A mixture's sources are the splits `val/<name>`.
 """
 
 from __future__ import annotations
@@ -30,6 +50,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from jaxgpt.data import mixture as mixture_lib
 from jaxgpt.data.shards import TokenStream
 
 _SHUFFLE_ROUNDS = 4
@@ -72,17 +93,101 @@ def epoch_params(seed: int, epoch: int, max_offset: int) -> tuple[int, int]:
   return perm_seed, int.from_bytes(digest[4:], "little") % (max_offset + 1)
 
 
+def shuffled_windows(sample_ids: Sequence[int], seed: int, num_windows: int,
+                     max_offset: int) -> tuple[np.ndarray, np.ndarray]:
+  """(window in [0, W), epoch offset): int64[len(sample_ids)] each, of each sample's window."""
+  shuffle = _grain().experimental.index_shuffle
+  windows, offsets = (np.empty(len(sample_ids), dtype=np.int64) for _ in range(2))
+  for r, i in enumerate(sample_ids):
+    epoch, pos = divmod(int(i), num_windows)
+    perm_seed, offsets[r] = epoch_params(seed, epoch, max_offset)
+    windows[r] = shuffle(pos, num_windows - 1, perm_seed, _SHUFFLE_ROUNDS)
+  return windows, offsets
+
+
 def window_starts(sample_ids: Sequence[int], seed: int, num_windows: int, max_offset: int,
                   seq_len: int) -> np.ndarray:
   """int64[len(sample_ids)]: the first token of each sample's window in the stream."""
-  shuffle = _grain().experimental.index_shuffle
-  starts = np.empty(len(sample_ids), dtype=np.int64)
-  for r, i in enumerate(sample_ids):
-    epoch, pos = divmod(int(i), num_windows)
-    perm_seed, offset = epoch_params(seed, epoch, max_offset)
-    window = shuffle(pos, num_windows - 1, perm_seed, _SHUFFLE_ROUNDS)
-    starts[r] = offset + window * seq_len
-  return starts
+  windows, offsets = shuffled_windows(sample_ids, seed, num_windows, max_offset)
+  return offsets + windows * seq_len
+
+
+# ------------------------------------------------------------------------------------------
+# Document-aligned windows.
+
+def document_starts(stream: TokenStream, bos_id: int, block: int = 1 << 24) -> np.ndarray:
+  """int64: the positions of `bos_id` in the stream, read `block` tokens at a time."""
+  found = [np.flatnonzero(stream.read(lo, min(lo + block, len(stream))) == bos_id) + lo
+           for lo in range(0, len(stream), block)]
+  return np.concatenate(found).astype(np.int64) if found else np.zeros(0, np.int64)
+
+
+def _chain(nxt: np.ndarray) -> np.ndarray:
+  """The sorted nodes 0, nxt[0], nxt[nxt[0]], ... below n = len(nxt) of a list whose links
+  point forward (nxt[i] > i, n: the end), by pointer doubling: O(n log n), vectorised."""
+  n = len(nxt)
+  jump = np.append(np.asarray(nxt, np.int64), n)  # the end links to itself
+  nodes = np.zeros(1, np.int64)  # invariant: nodes = {f^m(0) : m < 2^s}, jump = f^(2^s)
+  while jump[0] < n:  # the chain is longer than 2^s
+    nodes = np.union1d(nodes, jump[nodes])
+    jump = jump[jump]
+  return nodes[nodes < n]
+
+
+def aligned_starts(doc_starts: np.ndarray, num_tokens: int, seq_len: int) -> np.ndarray:
+  """int64, increasing: the first token of every document-aligned window of a stream of
+  `num_tokens` tokens whose documents start at the sorted positions `doc_starts`.
+
+  Allowed starts: each document's start and its multiples of seq_len inside it. The first
+  window starts at the first allowed start; each next one at the first allowed start >= the
+  previous start + seq_len; windows that would run past the end are dropped.
+  """
+  doc_starts = np.asarray(doc_starts, np.int64)
+  lengths = np.diff(np.append(doc_starts, num_tokens))
+  pieces = -(-lengths // seq_len)  # allowed starts per document
+  doc = np.repeat(np.arange(len(doc_starts)), pieces)
+  first = np.cumsum(pieces) - pieces  # the index of each document's first allowed start
+  allowed = doc_starts[doc] + (np.arange(len(doc)) - first[doc]) * seq_len
+  starts = allowed[_chain(np.searchsorted(allowed, allowed + seq_len))]
+  return starts[starts + seq_len + 1 <= num_tokens]
+
+
+@functools.lru_cache(maxsize=16)
+def _aligned_table(paths: tuple[str, ...], sizes: tuple[int, ...], bos_id: int,
+                   seq_len: int) -> np.ndarray:
+  """`aligned_starts` of a stream, read-only, computed once per process (`sizes`: the
+  stream's shard offsets, so a rewritten shard is not served stale)."""
+  del sizes  # only part of the cache key
+  stream = TokenStream(paths)
+  table = aligned_starts(document_starts(stream, bos_id), len(stream), seq_len)
+  table.setflags(write=False)
+  return table
+
+
+class SourceWindows:
+  """One source's training windows: its stream, and the first token of the window that its
+  j-th sample reads (a stride layout, or document-aligned with `bos_id`). Picklable."""
+
+  def __init__(self, files: Sequence[str], seq_len: int, seed: int, bos_id: int | None = None):
+    self.stream = TokenStream(files)
+    self.seq_len, self.seed, self.bos_id = seq_len, seed, bos_id
+    self.table = None
+    if bos_id is None:
+      self.num_windows, self.max_offset = window_layout(len(self.stream), seq_len)
+      return
+    self.table = _aligned_table(self.stream.paths, self.stream.starts, int(bos_id), seq_len)
+    self.num_windows, self.max_offset = len(self.table), 0
+    if not self.num_windows:
+      raise ValueError(f"data.align_to_bos: the train split ({len(self.stream)} tokens) holds "
+                       f"no window of data.seq_len={seq_len} + 1 tokens after a "
+                       f"data.bos_id={bos_id} token")
+
+  def starts(self, sample_ids: Sequence[int]) -> np.ndarray:
+    """int64[len(sample_ids)]: the first token of each of these samples' windows."""
+    if self.table is None:
+      return window_starts(sample_ids, self.seed, self.num_windows, self.max_offset,
+                           self.seq_len)
+    return self.table[shuffled_windows(sample_ids, self.seed, self.num_windows, 0)[0]]
 
 
 def process_rows(global_batch_size: int, process_index: int, process_count: int) -> range:
@@ -99,24 +204,67 @@ def process_rows(global_batch_size: int, process_index: int, process_count: int)
 class TrainBatches:
   """step -> this process's rows of the global batch at `step`, as int32 inputs/targets.
 
-  A picklable callable (the token stream reopens its memmaps in each Grain worker).
+  `files`: the train shards; `bos_id`: document-aligned windows (`data.align_to_bos`);
+  `mixture`: ((name, weight, files), ...) of a mixture's sources, read instead of `files`.
+  A picklable callable (the token streams reopen their memmaps in each Grain worker).
   """
 
   def __init__(self, files: Sequence[str], seq_len: int, global_batch_size: int, seed: int,
-               rows: range):
-    self.stream = TokenStream(files)
+               rows: range, *, bos_id: int | None = None,
+               mixture: Sequence[tuple[str, float, Sequence[str]]] | None = None):
     self.seq_len, self.global_batch_size, self.seed, self.rows = (
         seq_len, global_batch_size, seed, rows)
-    self.num_windows, self.max_offset = window_layout(len(self.stream), seq_len)
+    self.bos_id, self.mixture = bos_id, None
+    if mixture is None:
+      self.sources, self.draw = [SourceWindows(files, seq_len, seed, bos_id)], None
+    else:
+      self.mixture = [(name, float(weight), tuple(f)) for name, weight, f in mixture]
+      self.sources = [SourceWindows(f, seq_len, mixture_lib.source_seed(seed, name), bos_id)
+                      for name, _, f in self.mixture]
+      self.draw = mixture_lib.Draw([w for _, w, _ in self.mixture], seed)
+
+  @property
+  def stream(self) -> TokenStream:
+    """The first source's stream (the only one outside a mixture), as its windows' layout."""
+    return self.sources[0].stream
+
+  @property
+  def num_windows(self) -> int:
+    return self.sources[0].num_windows
+
+  @property
+  def max_offset(self) -> int:
+    return self.sources[0].max_offset
+
+  def picks(self, sample_ids: Sequence[int]) -> list[tuple[int, int]]:
+    """(source, sample of that source) of each sample of the run."""
+    if self.draw is None:
+      return [(0, int(i)) for i in sample_ids]
+    return [self.draw(i) for i in sample_ids]
 
   def __call__(self, step: int) -> dict[str, np.ndarray]:
     base = int(step) * self.global_batch_size
-    starts = window_starts([base + r for r in self.rows], self.seed, self.num_windows,
-                           self.max_offset, self.seq_len)
-    windows_bt = np.empty((len(starts), self.seq_len + 1), dtype=np.int32)
-    for r, start in enumerate(starts):
-      windows_bt[r] = self.stream.read(start, start + self.seq_len + 1)
+    picks = self.picks([base + r for r in self.rows])
+    windows_bt = np.empty((len(picks), self.seq_len + 1), dtype=np.int32)
+    for k, source in enumerate(self.sources):
+      rows = [r for r, (s, _) in enumerate(picks) if s == k]
+      if not rows:
+        continue
+      for r, start in zip(rows, source.starts([picks[r][1] for r in rows])):
+        windows_bt[r] = source.stream.read(start, start + self.seq_len + 1)
     return {"inputs": windows_bt[:, :-1], "targets": windows_bt[:, 1:]}
+
+  def order(self) -> dict:
+    """The settings that fix the data order, as an iterator state records them."""
+    out = {"seed": self.seed, "seq_len": self.seq_len,
+           "global_batch_size": self.global_batch_size,
+           "num_tokens": sum(len(s.stream) for s in self.sources)}
+    if self.bos_id is not None:
+      out["align_bos"] = int(self.bos_id)
+    if self.mixture is not None:
+      out["mixture"] = [[name, weight, len(s.stream)]
+                        for (name, weight, _), s in zip(self.mixture, self.sources)]
+    return out
 
 
 def _ensure_absl_flags_parsed() -> None:
@@ -163,12 +311,12 @@ class TrainIterator:
     return batch
 
   def _order(self) -> dict:
-    b = self.batches
-    return {"seed": b.seed, "seq_len": b.seq_len, "global_batch_size": b.global_batch_size,
-            "num_tokens": len(b.stream)}
+    return self.batches.order()
 
   def get_state(self) -> dict:
-    """{"version", "step", "seed", "seq_len", "global_batch_size", "num_tokens"}."""
+    """{"version", "step", "seed", "seq_len", "global_batch_size", "num_tokens"}, plus
+    "align_bos" for document-aligned windows and "mixture" ([name, weight, train tokens] per
+    source) for a mixture."""
     return {"version": STATE_VERSION, "step": self.step, **self._order()}
 
   def set_state(self, state: dict, strict: bool = True) -> None:
@@ -201,14 +349,18 @@ def train_iterator(spec, *, seq_len: int, global_batch_size: int, seed: int,
 
   `seed` (an int >= 0) and the step fix the data; `process_index` of `process_count` picks the
   rows; `worker_count > 0` runs the gathering in Grain worker processes; `num_threads` and
-  `prefetch` set Grain's thread prefetch (batches read ahead).
+  `prefetch` set Grain's thread prefetch (batches read ahead). A `mixture.MixtureSpec` adds its
+  sources (a mixture) and `align_bos` (document-aligned windows).
   """
   if not (isinstance(seed, (int, np.integer)) and seed >= 0):
     raise ValueError(f"seed={seed!r} must be an integer >= 0")
   if global_batch_size <= 0 or seq_len <= 0:
     raise ValueError(f"global_batch_size={global_batch_size} and seq_len={seq_len} must be > 0")
   rows = process_rows(global_batch_size, process_index, process_count)
-  batches = TrainBatches(spec.train_files, seq_len, global_batch_size, int(seed), rows)
+  sources = getattr(spec, "sources", ())
+  mixture = [(s.name, s.weight, s.spec.train_files) for s in sources] if sources else None
+  batches = TrainBatches(spec.train_files, seq_len, global_batch_size, int(seed), rows,
+                         bos_id=getattr(spec, "align_bos", None), mixture=mixture)
   return TrainIterator(batches, start_step=start_step, worker_count=worker_count,
                        num_threads=num_threads, prefetch=prefetch)
 
@@ -223,8 +375,11 @@ def _split_files(spec, split: str) -> tuple[str, ...]:
     return spec.train_files
   if split in spec.extra_val:
     return spec.extra_val[split]
+  source_splits = mixture_lib.splits(spec)
+  if split in source_splits:
+    return source_splits[split]
   raise ValueError(f"unknown evaluation split {split!r}; this data has "
-                   f"{['train', 'val', *spec.extra_val]}")
+                   f"{['train', 'val', *spec.extra_val, *source_splits]}")
 
 
 def _eval_layout(num_tokens: int, split: str, seq_len: int, batch_size: int,

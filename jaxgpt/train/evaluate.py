@@ -3,6 +3,8 @@
 One function serves single runs (params of one model) and vmapped cohorts (params stacked on a
 trial axis, eval step vmapped): the eval step returns sums of shape () or (K,), and the result
 is one summary per trial (`step.summarize_eval`: val_loss, val_acc, val_tokens, val_bpb).
+The "val" split of a mixture (`jaxgpt.data.mixture`) is each source's split `val/<name>` on its
+own, combined: `val_loss/<name>`, `val_bpb/<name>`, ... and their weighted average as `val_loss`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from jaxgpt import data
+from jaxgpt.data import mixture as mixture_lib
 from jaxgpt.parallel import rules as rules_lib
 from jaxgpt.train import setup as setup_lib
 from jaxgpt.train import step as step_lib
@@ -24,11 +27,22 @@ def evaluate_trials(spec: Any, config: Any, eval_fn: Callable, params: Any, spli
                     max_tokens: int | None, put: Callable[[dict], Any], *,
                     process_index: int = 0, process_count: int = 1, desc: str = "eval",
                     show: bool = False) -> list[dict]:
-  """Per-trial summaries of `split` (first `max_tokens` tokens; None: all of it).
+  """Per-trial summaries of `split` (first `max_tokens` tokens; None: all of it; of a
+  mixture's "val": the first `max_tokens` of each source's, combined by `mixture.combine`).
 
   `put(local_batch) -> device batch` places each host batch (a single run: the global batch
   over the mesh; a cohort: replicated over its devices).
   """
+  weights = mixture_lib.val_weights(spec) if split == "val" else {}
+  if weights:
+    per_source = {name: evaluate_trials(spec, config, eval_fn, params, f"val/{name}",
+                                        max_tokens, put, process_index=process_index,
+                                        process_count=process_count, desc=f"{desc} {name}",
+                                        show=show)
+                  for name in weights}
+    k = len(next(iter(per_source.values())))
+    return [mixture_lib.combine({n: s[i] for n, s in per_source.items()}, weights)
+            for i in range(k)]
   kwargs = dict(split=split, seq_len=config.data.seq_len,
                 batch_size=setup_lib.eval_batch_size(config), max_tokens=max_tokens)
   batches = data.eval_batches(spec, process_index=process_index, process_count=process_count,

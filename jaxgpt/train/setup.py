@@ -15,6 +15,7 @@ import numpy as np
 import optax
 
 from jaxgpt import data, models
+from jaxgpt.data import mixture as mixture_lib
 from jaxgpt.errors import ConfigError
 from jaxgpt.optim import build_optimizer
 from jaxgpt.parallel import mesh as mesh_lib
@@ -102,7 +103,7 @@ def eval_batch_size(config) -> int:
 
 
 def build(config, devices=None) -> Run:
-  spec = data.prepare(config.data)
+  spec = mixture_lib.training_spec(data.prepare(config.data), config.data)  # align_to_bos
   if config.model.vocab_size is not None:
     vocab_size = int(config.model.vocab_size)
     if spec.vocab_size is not None and spec.vocab_size > vocab_size:
