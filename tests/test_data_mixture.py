@@ -281,3 +281,4 @@ def test_a_training_run_logs_each_source(tmp_path):
     assert r["val_tokens"] == 2 * 256
   assert r["val_loss/web"] != r["val_loss/code"]
   assert np.isfinite(summary["final_val_loss"]) and summary["val_bpb"] is not None
+  assert np.isfinite(summary["val_loss/web"]) and np.isfinite(summary["val_loss/code"])

@@ -18,6 +18,8 @@ Sources (`data.name`):
   `spec.vocab_size` and `spec.token_bytes` are None (no val_bpb), and the trainer should check the
   shards against `model.vocab_size` with `data.check_vocab(files, vocab_size)`. With
   `data.byte_shards` the ids are UTF-8 bytes: vocabulary 256, ids checked, exact val_bpb.
+- `mixture`: several shard sources (`data.mixture`), each batch drawn in proportion to their
+  weights, each validation split scored on its own (`mixture.py`).
 - `text`: your own UTF-8 text files (`data.train_pattern`, `data.val_pattern` or a held-out
   `data.val_fraction` of whole files), see `text.py`.
 - `tfds`: a TensorFlow Datasets text dataset prepared as ArrayRecord, read without TensorFlow

@@ -332,6 +332,8 @@ class SingleRun:
                      val_acc=fin["val_acc"], final_val_tokens=fin["val_tokens"])
       for split in run.spec.extra_val:
         summary.update({k: fin[k] for k in (f"{split}_val_loss", f"{split}_val_bpb")})
+      # a mixture's sources, each scored on its own (val_loss/<name>, val_bpb/<name>, ...)
+      summary.update({k: v for k, v in fin.items() if k.startswith("val_") and "/" in k})
     summary["wall_time_s"] = time.time() - out.wall0
     if jax.process_index() == 0:
       files.atomic_write_json(os.path.join(self.workdir, "summary.json"), summary)
