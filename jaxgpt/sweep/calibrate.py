@@ -49,10 +49,9 @@ def load(workdir: str) -> dict:
 
 
 def default_measure() -> MeasureFn:
-  # loads JAX: only when a real calibration runs
-  import jax
+  import jax  # loads JAX: only when a real calibration runs
 
-  from jaxgpt.sweep import cohort
+  from jaxgpt.sweep import cohort  # (the trainer's module, imported with JAX)
 
   def measure(config, steps: int, repeats: int) -> list:
     return cohort.solo_step_times(config, jax.devices(), steps, repeats)
