@@ -104,9 +104,14 @@ def base_config() -> config_dict.ConfigDict:
       worker_count=0,
       bos_id=placeholder(int),  # the token starting each document (50256: GPT-2 FineWeb
                                 # shards; 1: parameter-golf's); None: no boundary token
+      # Documents (jaxgpt/data/documents.py): "newline" ends each with "\n" (today's caches);
+      # "bos" puts the tokenizer's boundary token before each (its id: spec.bos_id).
+      document_separator="newline",
+      bos_token=placeholder(str),  # bos: a tokenizer.json's special token (None: looked up)
       # Sources users bring (jaxgpt/data/text.py, tfds.py, shards.py); unset = the default.
       val_fraction=placeholder(float),  # text: files held out when val_pattern is unset (0.1)
       byte_shards=placeholder(bool),  # shards: ids are UTF-8 bytes (vocab 256, exact val_bpb)
+      prepared_dir=placeholder(str),  # shards: a folder of python -m jaxgpt.data.prepare
       tfds_name=placeholder(str),  # tfds: dataset name, e.g. "lm1b" or "lm1b:1.1.0"
       tfds_data_dir=placeholder(str),  # tfds: its data_dir (None: TFDS's default)
       tfds_train_split=placeholder(str),  # tfds: "train" (any TFDS split, e.g. "train[:95%]")
