@@ -37,7 +37,7 @@ Work: this process reads; `--workers` processes (spawned; TOKENIZERS_PARALLELISM
 tokenize batches of documents; results are written in corpus order, so the output does not
 depend on the number of workers. A tqdm bar shows documents/s and tokens/s.
 
-Resuming (`writer.py`): `progress.json` is saved every few seconds and when a shard
+Resuming (`writer.py`): `progress.json` is saved every few seconds and soon after a shard
 finishes. A killed run, started again with the same arguments, goes on from it: finished
 shards are kept, the one being filled is redone from its checkpoint, no document is lost or
 written twice. A folder with `meta.json` is finished: running again prints its summary.
@@ -81,7 +81,8 @@ META, PROGRESS, TOKENIZER, LOCK = "meta.json", "progress.json", "tokenizer.json"
 DTYPES = {"auto": None, "uint16": shards.VERSION, "uint32": shards.VERSION_UINT32}
 BATCH_DOCS = 256  # documents per worker task
 BATCH_CHARS = 1 << 22  # or fewer, when they are long
-COMMIT_SECONDS = 5.0  # progress.json at least this often (and whenever a shard finishes)
+COMMIT_SECONDS = 5.0  # progress.json at least this often,
+SHARD_COMMIT_SECONDS = 0.5  # and after a shard finishes, unless the last one is this recent
 SHOWN_BAD = 5  # bad lines named in the log and meta.json
 
 
@@ -384,8 +385,11 @@ class Run:
     return tokens
 
   def maybe_commit(self) -> None:
+    """Commits every COMMIT_SECONDS, and soon after a shard finishes (a shard finished after
+    the last commit is redone by a resumed run)."""
+    since = time.monotonic() - self.last_commit
     finished = any(w.finished_since_commit for w in self.writers.values())
-    if finished or time.monotonic() - self.last_commit >= COMMIT_SECONDS:
+    if since >= COMMIT_SECONDS or (finished and since >= SHARD_COMMIT_SECONDS):
       self.commit()
 
   def commit(self) -> None:
