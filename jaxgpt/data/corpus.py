@@ -128,6 +128,7 @@ def check_parquet(path: str, field: str) -> int:
 
 
 def _line(e: BaseException) -> str:
+  """The first line of an exception's message (its type when it has none)."""
   text = str(e).strip()
   return text.splitlines()[0] if text else type(e).__name__
 

@@ -103,6 +103,7 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 
 def parser() -> argparse.ArgumentParser:
+  """The command's flags (`--help` prints this module's docstring)."""
   p = _Parser(prog="python -m jaxgpt.data.prepare", description=__doc__,
               formatter_class=argparse.RawDescriptionHelpFormatter)
   add = p.add_argument
@@ -159,6 +160,7 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def make_source(args: argparse.Namespace) -> corpus.Source:
+  """The corpus the flags name (the `--input` globs expanded)."""
   files_ = corpus.input_files(args.input) if args.input else ()
   return corpus.Source(text_field=args.text_field, files=files_, fmt=args.format,
                        hf_dataset=args.hf_dataset, hf_config=args.hf_config,
@@ -204,6 +206,7 @@ class Splitter:
   taken: int = 0
 
   def split(self, h: float) -> str:
+    """"val" or "train" for the next document, whose hash is `h`."""
     if h < self.fraction and (self.cap is None or self.taken < self.cap):
       self.taken += 1
       return "val"
@@ -292,6 +295,7 @@ def worker_spec(args: argparse.Namespace, out: Path, tok, version: int) -> dict:
 
 
 def spec_tokenizer(spec: dict):
+  """The tokenizer `worker_spec` describes."""
   if spec["byte"]:
     return tokenizer_lib.ByteTokenizer(boundary=spec["boundary"])
   tok = tokenizer_lib.HFTokenizer.from_file(spec["path"])
@@ -320,6 +324,7 @@ def encode_documents(texts: list[str]) -> list[tuple[np.ndarray, int, int, float
 # Progress and the output folder.
 
 def new_counts() -> dict:
+  """Per split: documents, tokens, UTF-8 bytes, bytes the tokens stand for."""
   return {s: {"documents": 0, "tokens": 0, "bytes": 0, "token_bytes": 0} for s in SPLITS}
 
 
@@ -404,6 +409,7 @@ class Run:
     self.last_commit = time.monotonic()
 
   def abandon(self) -> None:
+    """Closes the part files (an error or an interrupt: progress.json stays as committed)."""
     for w in self.writers.values():
       w.abandon()
 
@@ -450,6 +456,7 @@ def check_counts(counts: dict, run: Run, args: argparse.Namespace, where: str) -
 
 
 def describe_input(args: argparse.Namespace) -> str:
+  """The flag that names the corpus, for messages."""
   return (f"--hf_dataset={args.hf_dataset!r}" if args.hf_dataset
           else f"--input={','.join(args.input)!r}")
 

@@ -30,10 +30,12 @@ from jaxgpt.data import shards
 
 
 def shard_name(split: str, k: int) -> str:
+  """`<split>_<k>.bin`, as `shards.write_split` and documents.py name shards."""
   return f"{split}_{k:06d}.bin"
 
 
 def part_path(root: Path, split: str, k: int) -> Path:
+  """The hidden file that holds shard k's tokens while it fills."""
   return root / f".{split}_{k:06d}.part"
 
 
