@@ -109,9 +109,14 @@ def base_config() -> config_dict.ConfigDict:
       # data.name="mixture": sources as dicts {name, train_pattern, val_pattern, weight[,
       # tokenizer, byte_shards]}, drawn in proportion to weight (jaxgpt/data/mixture.py)
       mixture=(),
+      # Documents (jaxgpt/data/documents.py): "newline" ends each with "\n" (today's caches);
+      # "bos" puts the tokenizer's boundary token before each (its id: spec.bos_id).
+      document_separator="newline",
+      bos_token=placeholder(str),  # bos: a tokenizer.json's special token (None: looked up)
       # Sources users bring (jaxgpt/data/text.py, tfds.py, shards.py); unset = the default.
       val_fraction=placeholder(float),  # text: files held out when val_pattern is unset (0.1)
       byte_shards=placeholder(bool),  # shards: ids are UTF-8 bytes (vocab 256, exact val_bpb)
+      prepared_dir=placeholder(str),  # shards: a folder of python -m jaxgpt.data.prepare
       tfds_name=placeholder(str),  # tfds: dataset name, e.g. "lm1b" or "lm1b:1.1.0"
       tfds_data_dir=placeholder(str),  # tfds: its data_dir (None: TFDS's default)
       tfds_train_split=placeholder(str),  # tfds: "train" (any TFDS split, e.g. "train[:95%]")
@@ -364,7 +369,10 @@ def validate(config: config_dict.ConfigDict) -> None:
   checks.one_of("model.compute_dtype", m.compute_dtype, COMPUTE_DTYPES)
   registry.MODELS.get(m.name).check(config)
   document_mask, _ = dims.document_flags(m)  # the families check these too, in their context
-  dims.check_bos_id(document_mask, d.bos_id)
+  # The data's own boundary token (document_separator "bos", a prepared folder) is known once
+  # the data is prepared: setup resolves it (data.bos_id), and build_model refuses a mask
+  # without one.
+  dims.check_bos_id(document_mask and not dims.data_provides_bos(d), d.bos_id)
 
   mixture.check_train_keys(d)
   registry.DATA_SOURCES.get(d.name).check(config)

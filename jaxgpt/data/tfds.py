@@ -7,10 +7,12 @@ Records come from `tfds.data_source(name, split=..., data_dir=data.tfds_data_dir
 download=False)`, a random-access view of a dataset prepared in the ArrayRecord format, read
 in order through a Grain `MapDataset`. The text of each record is its `data.tfds_text_key`
 feature (default "text"; bytes are decoded as UTF-8, str taken as is), one document per
-record (`documents.document_text`); the documents are tokenized with `data.tokenizer`
-(`byte`, `bpe`: a byte-level BPE trained on the train split only, or a tokenizer.json),
-concatenated and cached as token shards, from which `pipeline.py` cuts the training windows
-(their order a function of (seed, step)) and the evaluation windows, as for every source.
+record (`documents.document_text`, or the boundary token and the text with
+`data.document_separator="bos"`, see `documents.py`); the documents are tokenized with
+`data.tokenizer` (`byte`, `bpe`: a byte-level BPE trained on the train split only, or a
+tokenizer.json), concatenated and cached as token shards, from which `pipeline.py` cuts the
+training windows (their order a function of (seed, step)) and the evaluation windows, as for
+every source.
 
 Splits: `data.tfds_train_split` (default "train") and `data.tfds_val_split` (default
 "validation" if the dataset has one, else "test"); any TFDS split string works, e.g.
@@ -65,6 +67,7 @@ def _grain():
 
 def check_data(cfg: Any) -> None:
   check_tokenizer(get(cfg, "tokenizer", "byte"))
+  documents.check_boundary(cfg)
   name = get(cfg, "tfds_name")
   if not (isinstance(name, str) and name):
     raise ConfigError(f"data.tfds_name={name!r} must be set (a TFDS dataset, e.g. 'lm1b') "
@@ -165,9 +168,11 @@ def prepare_source(cfg: Any) -> DataSpec:
   full_name = _full_name(tfds, name, tfds_dir)
   tok = get(cfg, "tokenizer", "byte")
   bpe_vocab_size = get(cfg, "bpe_vocab_size", 1024)
+  separator, bos_token = get(cfg, "document_separator", "newline"), get(cfg, "bos_token")
   key = {"source": "tfds", "format": documents.FORMAT, "dataset": full_name,
          "splits": {s: [split, len(sources[s])] for s, split in splits.items()},
-         "text_key": text_key, **documents.tokenizer_key(tok, bpe_vocab_size)}
+         "text_key": text_key, **documents.tokenizer_key(tok, bpe_vocab_size),
+         **documents.separator_key(separator, bos_token)}
   folder = re.sub(r"[^A-Za-z0-9_.-]+", "_", full_name)
   root = cache.data_dir(get(cfg, "data_dir")) / "tfds" / f"{folder}-{documents.key_hash(key)}"
 
@@ -175,7 +180,8 @@ def prepare_source(cfg: Any) -> DataSpec:
     return lambda: read_texts(sources[s], text_key, f"{full_name} split {splits[s]!r}")
 
   return documents.prepare(root, {s: docs(s) for s in splits}, tokenizer=tok,
-                           bpe_vocab_size=bpe_vocab_size, key=key, name="tfds")
+                           bpe_vocab_size=bpe_vocab_size, key=key, name="tfds",
+                           separator=separator, bos_token=bos_token)
 
 
 def check(config: Any) -> None:

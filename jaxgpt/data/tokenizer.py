@@ -24,6 +24,16 @@ spaces and every character is a piece or falls back to bytes). A tokenizer that 
 token is *lossy*: its tokens do not stand for the raw text, and val_bpb then counts the bytes
 its tokens stand for. `lossy_reason(tok, sample)` says why on a sample of text (None when
 lossless); the data sources log it and record it (`DataSpec.lossy`, meta.json).
+
+Document boundary (`boundary_tokenizer`): every kind has a token that starts each document
+when `data.document_separator = "bos"` (modded-nanogpt's and parameter-golf's layout,
+`[bos] + encode(document)`). It stands for no bytes (`token_bytes[bos_id] == 0`) and text never
+encodes to it (special tokens in the text are encoded as text):
+- the byte tokenizer: id 256, past the bytes (vocabulary 257);
+- a BPE trained here: the special token `BOS_TOKEN` ("<|endoftext|>"), reserved in training;
+- a `tokenizer.json`: the special token named by `data.bos_token`, else the first of
+  `BOS_TOKENS` among its special tokens; none is one error naming the file.
+`tok.bos_id` is its id (None: no boundary token).
 (This module is not called `tokenizers.py`: that name would shadow the HF package.)
 """
 
@@ -47,6 +57,12 @@ MAX_BPE_VOCAB = 1 << 16  # a BPE trained here: more ids than any corpus of this 
 KINDS = ("byte_level", "metaspace", "wordpiece")  # the kinds of tokenizer.json jaxgpt counts
 SPACE_MARK = "\u2581"  # "▁", SentencePiece's (metaspace's) mark for a space
 BYTE_PIECE = re.compile(r"<0x[0-9A-Fa-f]{2}>")  # a byte-fallback piece
+BYTE_BOS_ID = 256  # the byte tokenizer's boundary token, past the 256 bytes
+BOS_TOKEN = "<|endoftext|>"  # the boundary token a BPE trained here reserves
+# Boundary tokens looked for, in order, among a tokenizer.json's special tokens (GPT-2 and
+# Qwen, Llama 3, Llama 2 / Mistral / SentencePiece, Gemma, others).
+BOS_TOKENS = ("<|endoftext|>", "<|begin_of_text|>", "<s>", "<bos>", "<|startoftext|>",
+              "<|bos|>")
 PROBE_TEXT = ("The Quick brown fox, jumping.\n\tIndented  and double-spaced; na\u00efve "
               "caf\u00e9 \u2014 \u65e5\u672c\u8a9e \U0001f642\n")  # where no corpus text is at hand
 
@@ -57,6 +73,7 @@ class Tokenizer(Protocol):
   kind: str  # "byte", or one of KINDS
   vocab_size: int
   token_bytes: np.ndarray  # int32[vocab_size]: UTF-8 bytes each id stands for
+  bos_id: int | None  # the boundary token that starts each document, or None
 
   def encode(self, text: str) -> np.ndarray:  # int32[num_tokens]
     ...
@@ -69,12 +86,15 @@ class Tokenizer(Protocol):
 
 
 class ByteTokenizer:
-  """Token ids are the UTF-8 bytes of the text; vocabulary 256, one byte per token."""
+  """Token ids are the UTF-8 bytes of the text; vocabulary 256, one byte per token. With
+  `boundary`, id 256 (`BYTE_BOS_ID`, zero bytes) starts each document: vocabulary 257."""
   name = kind = "byte"
-  vocab_size = 256
 
-  def __init__(self):
+  def __init__(self, boundary: bool = False):
+    self.bos_id = BYTE_BOS_ID if boundary else None
+    self.vocab_size = 257 if boundary else 256
     self.token_bytes = np.ones(self.vocab_size, dtype=np.int32)
+    self.token_bytes[256:] = 0
 
   def encode(self, text: str) -> np.ndarray:
     return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int32)
@@ -83,9 +103,12 @@ class ByteTokenizer:
     return [self.encode(t) for t in texts]
 
   def decode(self, ids) -> str:
-    ids = np.asarray(ids)
+    """The text of `ids`; boundary tokens decode to nothing."""
+    ids = np.asarray(ids).reshape(-1)
     if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
-      raise ValueError(f"byte token ids must lie in [0, 256), got [{ids.min()}, {ids.max()}]")
+      raise ValueError(f"byte token ids must lie in [0, {self.vocab_size}), got "
+                       f"[{ids.min()}, {ids.max()}]")
+    ids = ids[ids != self.bos_id] if self.bos_id is not None else ids
     return ids.astype(np.uint8).tobytes().decode("utf-8", errors="replace")
 
 
@@ -250,8 +273,22 @@ class HFTokenizer:
       spec = without_dummy_prefix(spec)
       hf = tokenizers.Tokenizer.from_str(json.dumps(spec))
     self.hf = hf
+    self.source = source
     self.vocab_size = hf.get_vocab_size()
     self.token_bytes = token_byte_lengths(hf, self.kind, spec, source)
+    self.bos_id = None
+
+  def with_boundary(self, bos_token: str | None = None) -> "HFTokenizer":
+    """A copy whose `bos_id` is the special token `bos_token` (None: the first of BOS_TOKENS
+    it has) and which encodes special tokens in the text as text, so only the boundaries a
+    source adds are boundary tokens."""
+    bos_id = find_bos_id(self.hf, bos_token, self.source)
+    out = copy.copy(self)
+    out.hf = tokenizers.Tokenizer.from_str(self.hf.to_str())
+    out.hf.encode_special_tokens = True
+    out.bos_id = bos_id
+    out.bos_token = self.hf.id_to_token(bos_id)
+    return out
 
   @classmethod
   def from_file(cls, path: str | os.PathLike) -> "HFTokenizer":
@@ -294,26 +331,66 @@ class HFTokenizer:
     return self.hf.decode([int(i) for i in np.asarray(ids).reshape(-1)])
 
 
+def special_tokens(hf: tokenizers.Tokenizer) -> dict[str, int]:
+  """{content: id} of the special added tokens of `hf`."""
+  return {t.content: i for i, t in hf.get_added_tokens_decoder().items() if t.special}
+
+
+def find_bos_id(hf: tokenizers.Tokenizer, bos_token: str | None, source: str) -> int:
+  """The id of the boundary token: the special token `bos_token`, else the first of
+  BOS_TOKENS among the special tokens; a one-line ValueError naming `source` otherwise."""
+  special = special_tokens(hf)
+  names = sorted(special, key=special.get)
+  have = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "") if names else "none"
+  if bos_token is not None:
+    if bos_token not in special:
+      raise ValueError(f"data.bos_token={bos_token!r} is not a special token of tokenizer "
+                       f"{source} (its special tokens: {have})")
+    return special[bos_token]
+  found = next((t for t in BOS_TOKENS if t in special), None)
+  if found is None:
+    raise ValueError(f"tokenizer {source} has no document-boundary token: none of "
+                     f"{', '.join(BOS_TOKENS)} is among its special tokens ({have}); name one "
+                     "with data.bos_token (--bos_token), or use data.document_separator="
+                     "'newline'")
+  return special[found]
+
+
+def boundary_tokenizer(tok: Tokenizer, bos_token: str | None = None) -> Tokenizer:
+  """`tok` with its document-boundary token (`tok.bos_id`): byte 256, or a special token of a
+  tokenizer.json (`bos_token`, else the first of BOS_TOKENS); see the module docstring."""
+  if isinstance(tok, ByteTokenizer):
+    if bos_token is not None:
+      raise ValueError(f"data.bos_token={bos_token!r} names a token of a tokenizer.json; the "
+                       f"byte tokenizer's boundary is id {BYTE_BOS_ID}")
+    return ByteTokenizer(boundary=True)
+  return tok.with_boundary(bos_token)
+
+
 BPETokenizer = HFTokenizer  # its name from when only byte-level BPE files loaded
 
 # The built-in `data.tokenizer` names (the sources that accept a tokenizer.json take its path too).
 NAMES = (ByteTokenizer.name, HFTokenizer.name)
 
 
-def train_bpe(text: str | Iterable[str], vocab_size: int) -> HFTokenizer:
+def train_bpe(text: str | Iterable[str], vocab_size: int, boundary: bool = False
+              ) -> HFTokenizer:
   """Trains a byte-level BPE of `vocab_size` ids on `text`, one string or an iterable of
-  documents read once (deterministic for the same text)."""
+  documents read once (deterministic for the same text). With `boundary`, one of the ids is
+  the special token BOS_TOKEN, and the tokenizer's `bos_id` is it."""
   if not MIN_BPE_VOCAB <= vocab_size <= MAX_BPE_VOCAB:
     raise ValueError(f"data.bpe_vocab_size={vocab_size} must lie in "
                      f"[{MIN_BPE_VOCAB}, {MAX_BPE_VOCAB}]")
   hf = tokenizers.Tokenizer(models.BPE())
   hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
   hf.decoder = decoders.ByteLevel()
-  trainer = trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False, special_tokens=[],
+  trainer = trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False,
+                                special_tokens=[BOS_TOKEN] if boundary else [],
                                 initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
   texts = (text,) if isinstance(text, str) else text
   hf.train_from_iterator((c for t in texts for c in _chunks(t)), trainer=trainer)
-  return HFTokenizer(hf)
+  tok = HFTokenizer(hf)
+  return tok.with_boundary(BOS_TOKEN) if boundary else tok
 
 
 def load_tokenizer(name_or_path: str) -> Tokenizer:

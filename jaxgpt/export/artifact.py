@@ -129,5 +129,5 @@ def load_model(path: str):
   `module.apply({"params": params}, tokens_bt)` gives float32 logits."""
   meta, flat = load(path)
   model = models.build_model(config_dict.ConfigDict(meta["config"]["model"]), meta["vocab_size"],
-                             meta["config"].get("data", {}).get("bos_id"))
+                             meta.get("bos_id", meta["config"].get("data", {}).get("bos_id")))
   return model, unflatten(flat), meta

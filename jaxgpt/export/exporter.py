@@ -23,7 +23,7 @@ import numpy as np
 
 import jaxgpt
 from jaxgpt import config as config_lib
-from jaxgpt import files, registry
+from jaxgpt import data, files, registry
 from jaxgpt.export import artifact
 from jaxgpt.keypath import path_str
 from jaxgpt.optim import partition
@@ -64,10 +64,14 @@ def flat_params(params: Any) -> dict[str, np.ndarray]:
   return {path_str(p): np.asarray(x, np.float32) for p, x in leaves}
 
 
-def write_artifact(config, params: Any, vocab_size: int, path: str) -> None:
+def write_artifact(config, params: Any, vocab_size: int, path: str,
+                   bos_id: int | None = None) -> None:
+  """`bos_id`: the boundary token the model masks documents at (data.bos_id, else the
+  data's own), recorded so that the artifact's model is built the same way."""
   flat = flat_params(params)
   plan = {p: int8_axes(p, w.shape, config.export.fp16_max_numel) for p, w in flat.items()}
-  meta = {"config": config_lib.to_dict(config), "vocab_size": int(vocab_size)}
+  meta = {"config": config_lib.to_dict(config), "vocab_size": int(vocab_size),
+          "bos_id": config.data.bos_id if bos_id is None else int(bos_id)}
   artifact.write(path, artifact.encode(flat, {p: a for p, a in plan.items() if a}, meta))
 
 
@@ -96,16 +100,16 @@ def budget_message(total: int, model: int, code: int, budget: int) -> str:
 
 
 def export_workdir(config, workdir: str, params: Any = None,
-                   vocab_size: int | None = None) -> dict:
+                   vocab_size: int | None = None, bos_id: int | None = None) -> dict:
   """Writes `workdir/model.int8.zlib` from `params` (default: the latest checkpoint's), runs the
   round-trip evaluation in a fresh process, merges the export keys into summary.json and
   returns them."""
   t0 = time.perf_counter()
   if params is None:
     run, params, _ = load_params(config, workdir)
-    vocab_size = run.vocab_size
+    vocab_size, bos_id = run.vocab_size, data.bos_id(config.data, run.spec)
   path = os.path.join(workdir, artifact.FILENAME)
-  write_artifact(config, params, vocab_size, path)
+  write_artifact(config, params, vocab_size, path, bos_id)
   rt = roundtrip_in_fresh_process(path)
   root = os.path.dirname(os.path.dirname(os.path.abspath(jaxgpt.__file__)))
   code_files = rt.pop("code_files")
@@ -135,7 +139,8 @@ def _export_at_end(info, carry, summary) -> dict | None:
     print("[jaxgpt] export.at_end needs a single process; run --mode export on the workdir",
           file=sys.stderr)
     return None
-  return export_workdir(cfg, info.workdir, carry.params, info.run.vocab_size)
+  return export_workdir(cfg, info.workdir, carry.params, info.run.vocab_size,
+                        data.bos_id(cfg.data, info.run.spec))
 
 
 registry.RUN_HOOKS.register("export", registry.RunHook(on_end=_export_at_end))

@@ -134,6 +134,14 @@ def document_flags(m: Any) -> tuple[bool, bool]:
   return mask, restart
 
 
+def data_provides_bos(data_cfg: Any) -> bool:
+  """Whether the data will name its own boundary token once prepared (a `document_separator`
+  of "bos", a folder of `python -m jaxgpt.data.prepare`): then `data.bos_id` may stay unset and
+  the trainer resolves it (`jaxgpt.data.bos_id`)."""
+  return (data_cfg.get("document_separator") == "bos"
+          or data_cfg.get("prepared_dir") is not None)
+
+
 def check_bos_id(document_mask: bool, bos_id: Any, vocab_size: int | None = None) -> None:
   """data.bos_id: None or an integer >= 0; required by document_mask, and then < vocab_size
   when that is given (an id outside the vocabulary never occurs: nothing would be masked)."""

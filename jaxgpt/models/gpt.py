@@ -238,7 +238,7 @@ def model_flops_per_token(cfg_model: Any, vocab_size: int | None, seq_len: int) 
 def check(config: Any) -> None:
   bos_id = config.data.get("bos_id")
   cfg = gpt_config(config.model, config.model.get("vocab_size") or 64, bos_id)
-  dims.check_bos_id(cfg.document_mask, bos_id)
+  dims.check_bos_id(cfg.document_mask and not dims.data_provides_bos(config.data), bos_id)
 
 
 registry.MODELS.register("gpt", registry.ModelFamily(

@@ -406,7 +406,7 @@ def set_traced(params: Any, values: dict) -> Any:
 def check(config: Any) -> None:
   bos_id = config.data.get("bos_id")
   cfg = NGPTConfig.from_config(config.model, config.model.get("vocab_size") or 64, bos_id)
-  dims.check_bos_id(cfg.document_mask, bos_id)
+  dims.check_bos_id(cfg.document_mask and not dims.data_provides_bos(config.data), bos_id)
 
 
 registry.MODELS.register("ngpt", registry.ModelFamily(

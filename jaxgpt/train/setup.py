@@ -113,7 +113,7 @@ def build(config, devices=None) -> Run:
     vocab_size = padded_vocab(spec.vocab_size)
   if spec.vocab_size is None:  # raw shards: no tokenizer vouches for the ids, so check them
     data.check_vocab(spec.train_files + spec.val_files, vocab_size)
-  model = models.build_model(config.model, vocab_size, config.data.bos_id)
+  model = models.build_model(config.model, vocab_size, data.bos_id(config.data, spec))
   tx = build_optimizer(config.optimizer, projection=models.projection(config.model))
   mesh = mesh_lib.make_mesh(config.mesh.to_dict(), devices)
   check_batch_layout(config, mesh)
