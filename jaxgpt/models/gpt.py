@@ -11,6 +11,8 @@ projections (`init="zero_out"`) and U-net skips (`encoder_layers` E > 0): layer 
 its output, layer 2E-1-i adds `skip_weight * output` before its block. Scanned, the layers then
 form up to three scans (`encoder_blocks`, `decoder_blocks`, `blocks` for the rest): the encoder
 scan's stacked outputs are the skip stack, read in reverse as the decoder scan's xs.
+`head_diversity` > 0 adds a penalty on similar heads' output-projection slices to the loss
+(`sow_head_diversity`).
 """
 
 from __future__ import annotations
