@@ -10,16 +10,26 @@ embedding (lr 0.05) and the vectors (lr 0.04) (these match parameter-golf's `tra
 linear warm-down over the last 20% of the training clock (a time cap binds the clock too, so
 the warm-down always happens). That 20% is this project's choice: parameter-golf's baseline
 warms down over its last WARMDOWN_ITERS = 1,200 steps' worth of wall-clock time (its default:
-1,200 x the measured step time before the 600 s cap, where the multiplier reaches zero).
+1,200 x the measured step time before the 600 s cap, where the multiplier reaches zero); the
+`warmdown` variant does that (`optimizer.decay_steps`, docs/formulas.md "Warm-down in
+iterations").
 `export.at_end`: every finished run writes the artifact and its round-trip val_bpb.
 
 Variants (combine with commas, e.g. `:best_proxy,cpu`):
   best_proxy  PR #1434's best combination: parallel blocks, SiLU^2, soft-cap 15, RoPE base 5000,
               2 KV heads, untied embeddings, no encoder/decoder skips, Tidal LR, Muon matrix
-              lr 0.11, embedding lr 0.8
+              lr 0.11, embedding lr 0.8 (Tidal's multiplier 0 -> 1 -> 0 on the training clock)
+  pr1434      best_proxy as PR #1434's code computes it: Tidal's multiplier 0.1 -> 1 -> 0.1
+              (initial_lr_frac = final_lr_frac = 0.1) over a horizon of 400 steps
+              (schedule_steps; its wave scripts' ITERATIONS=400, which their 600 s cap cut at
+              about step 276), and HEAD_DIVERSITY 1e-4 as it meant it (model.head_diversity;
+              in the PR a no-op, see models/gpt.py)
+  warmdown    parameter-golf's own warm-down: linear to 0 over the last WARMDOWN_ITERS = 1,200
+              iterations, converted to time by the step time under the cap (decay_steps)
   cpu         a proxy that learns something real in ~3 minutes on 2 CPU cores: 5 x 128 (8
               heads of 16), sequence 64, batch 32, training time capped at 120 s (the schedule
-              runs on the time clock, so the decay completes whatever the machine's speed)
+              runs on the time clock, so the decay completes whatever the machine's speed;
+              with `pr1434` it runs on its 400 steps, as the PR's did)
   test        a few steps in seconds (tests)
 `cpu` and `test` shrink the shape but keep each variant's head and KV-head counts; the
 encoder/decoder split shrinks to at most num_layers // 2.
@@ -33,6 +43,16 @@ def _best_proxy(c):
                  num_kv_heads=2, tie_embeddings=False, encoder_layers=0)
   # Untied: the embedding table and the LM head are separate Adam groups.
   c.optimizer.update(schedule="tidal", lr=0.11, embed_lr=0.8, head_lr=0.008)
+
+
+def _pr1434(c):
+  _best_proxy(c)
+  c.model.update(head_diversity=1e-4)
+  c.optimizer.update(initial_lr_frac=0.1, final_lr_frac=0.1, schedule_steps=400)
+
+
+def _warmdown(c):
+  c.optimizer.update(schedule="wsd", warmup_frac=0.0, final_lr_frac=0.0, decay_steps=1200)
 
 
 def _shrink(c, num_layers, d_model):
@@ -59,7 +79,8 @@ def _test(c):
                  eval_batch_size=256, progress_bar=False)
 
 
-VARIANTS = {"best_proxy": _best_proxy, "cpu": _cpu, "test": _test}
+VARIANTS = {"best_proxy": _best_proxy, "pr1434": _pr1434, "warmdown": _warmdown, "cpu": _cpu,
+            "test": _test}
 
 
 def get_config(variants: str = ""):

@@ -52,6 +52,9 @@ def base_config() -> config_dict.ConfigDict:
       attention_impl=placeholder(str),  # None: cuDNN flash on GPU in bf16, XLA otherwise
       parallel_block=False,  # PaLM parallel block: x + Attn(n) + MLP(n), n = Norm(x)
       encoder_layers=0,  # U-net skips: layer i < E feeds layer 2E-1-i; 0 = plain decoder
+      # gpt / moe: weight of the mean squared off-diagonal cosine between the heads' slices of
+      # each attention output projection, added to the loss (models/gpt.py); 0 = off.
+      head_diversity=0.0,
       # Packed windows (jaxgpt/models/docmask.py): a document starts at each data.bos_id token.
       document_mask=False,  # attention is causal AND within one document (needs data.bos_id)
       document_positions=False,  # RoPE positions restart per document (needs the mask; under
@@ -139,6 +142,13 @@ def base_config() -> config_dict.ConfigDict:
       warmup_frac=0.02,
       decay_frac=0.5,  # wsd/trapezoid: the final fraction spent decaying
       final_lr_frac=0.1,
+      initial_lr_frac=0.0,  # every warm-up rises from this multiplier (PR #1434's tidal: 0.1)
+      # The schedule's horizon in steps, apart from the stop: it reads step / schedule_steps
+      # (no time term); train.steps / train.max_time_s may stop the run before. None: the clock.
+      schedule_steps=placeholder(int),
+      # wsd: decay over the last decay_steps iterations (parameter-golf's WARMDOWN_ITERS; under
+      # train.max_time_s converted to time by the step time). None: decay_frac of the clock.
+      decay_steps=placeholder(int),
       momentum=0.95,  # Muon
       momentum_style="ema",  # ema: m = b m + (1-b) g; sgd: m = b m + g
       nesterov=True,
@@ -387,8 +397,10 @@ def validate(config: config_dict.ConfigDict) -> None:
     checks.positive(f"optimizer.{key}", o[key], allow_none=True)
   checks.positive("optimizer.weight_decay", o.weight_decay, allow_zero=True)
   checks.positive("optimizer.grad_clip", o.grad_clip, allow_zero=True)
-  for key in ("warmup_frac", "decay_frac", "final_lr_frac", "b1", "b2"):
+  for key in ("warmup_frac", "decay_frac", "final_lr_frac", "initial_lr_frac", "b1", "b2"):
     checks.fraction(f"optimizer.{key}", o[key])
+  for key in ("schedule_steps", "decay_steps"):
+    checks.integer(f"optimizer.{key}", o[key], 1, allow_none=True)
   checks.integer("optimizer.lazy_proj_freq", o.lazy_proj_freq, 1)
   opt.check(config)
   registry.SCHEDULES.get(o.schedule).check(config)

@@ -63,6 +63,7 @@ class GPTConfig:
   document_mask: bool = False  # attention stays inside each document of a packed window
   document_positions: bool = False  # RoPE positions restart at each document (needs the mask)
   bos_id: int | None = None  # the boundary token starting each document (document_mask only)
+  head_diversity: float = 0.0  # weight of the heads' output-projection cosine penalty; 0 = off
 
   @property
   def dtype(self) -> jnp.dtype:
@@ -108,6 +109,7 @@ class GPTConfig:
     attention_impl = checks.one_of("model.attention_impl", m.get("attention_impl", None),
                                    ATTENTION_IMPLS)
     parallel_block, encoder_layers = check_block_knobs(m)
+    head_diversity = check_head_diversity(m)
     document_mask, document_positions = document_flags(m)
     return cls(vocab_size=int(vocab), num_layers=m.num_layers, d_model=m.d_model,
                num_heads=m.num_heads, num_kv_heads=num_kv_heads, head_dim=head_dim,
@@ -119,7 +121,8 @@ class GPTConfig:
                norm_eps=float(norm_eps), attention_impl=attention_impl,
                parallel_block=parallel_block, encoder_layers=encoder_layers,
                document_mask=document_mask, document_positions=document_positions,
-               bos_id=bos_id if document_mask else None)
+               bos_id=bos_id if document_mask else None,
+               head_diversity=float(head_diversity))
 
 
 def document_flags(m: Any) -> tuple[bool, bool]:
@@ -179,3 +182,20 @@ def check_block_knobs(m: Any) -> tuple[bool, int]:
                          f"model.name={name!r} (its block is its own); set model.{key}={off!r} "
                          f"or model.name in {BLOCK_FAMILIES}")
   return parallel_block, encoder_layers
+
+
+def check_head_diversity(m: Any) -> float:
+  """model.head_diversity: a weight >= 0; nonzero needs a family built from the GPT attention
+  (`BLOCK_FAMILIES`) and at least two query heads (a cosine between heads needs two)."""
+  weight = checks.positive("model.head_diversity", m.get("head_diversity", 0.0), allow_zero=True)
+  if weight == 0:
+    return weight
+  name = m.get("name", "gpt")
+  if name not in BLOCK_FAMILIES:
+    raise ConfigError(f"model.head_diversity={weight!r} penalises the GPT attention's output "
+                      f"projection and is not implemented for model.name={name!r}; set "
+                      f"model.head_diversity=0.0 or model.name in {BLOCK_FAMILIES}")
+  if m.num_heads < 2:
+    raise ConfigError(f"model.head_diversity={weight!r} needs model.num_heads >= 2 (a cosine "
+                      f"between heads); got model.num_heads={m.num_heads}")
+  return weight

@@ -11,6 +11,8 @@ projections (`init="zero_out"`) and U-net skips (`encoder_layers` E > 0): layer 
 its output, layer 2E-1-i adds `skip_weight * output` before its block. Scanned, the layers then
 form up to three scans (`encoder_blocks`, `decoder_blocks`, `blocks` for the rest): the encoder
 scan's stacked outputs are the skip stack, read in reverse as the decoder scan's xs.
+`head_diversity` > 0 adds a penalty on similar heads' output-projection slices to the loss
+(`sow_head_diversity`).
 """
 
 from __future__ import annotations
@@ -65,6 +67,65 @@ def flops_per_token(cfg: GPTConfig, seq_len: int) -> float:
   without causal halving (docs/formulas.md "MFU"). H K = d_model unless head_dim is set apart."""
   attn_width = cfg.num_heads * cfg.head_dim
   return 6.0 * matmul_param_count(cfg) + 12.0 * cfg.num_layers * attn_width * seq_len
+
+
+# ------------------------------------------------------------------------------------------
+# Head diversity (`model.head_diversity`): a loss term on the attention output projections.
+
+HEAD_NORM_EPS = 1e-8  # u = v / sqrt(|v|^2 + eps^2): a zero slice (init="zero_out") stays finite
+O_KERNEL = ("attn", "o", "kernel")  # the attention output projection's kernel, [H, K, D]
+
+
+def head_cosines(kernel_lhkd: jax.Array) -> jax.Array:
+  """Cosine similarity between heads, [L, H, H], from L output-projection kernels [L, H, K, D].
+
+  Head h owns the input rows [h K, (h + 1) K) of the (H K, D) projection matrix, i.e.
+  `kernel[l, h]`: its slice is flattened to a vector v_h of K D numbers and
+  cos(h, g) = v_h . v_g / (|v_h| |v_g|) (with eps, see HEAD_NORM_EPS), in float32 at full
+  precision whatever the compute dtype."""
+  num_layers, num_heads = kernel_lhkd.shape[:2]
+  v_lhx = kernel_lhkd.reshape(num_layers, num_heads, -1).astype(jnp.float32)
+  u_lhx = v_lhx * jax.lax.rsqrt(jnp.sum(jnp.square(v_lhx), axis=-1, keepdims=True)
+                                + HEAD_NORM_EPS ** 2)
+  return jnp.einsum("lhx,lgx->lhg", u_lhx, u_lhx, precision=jax.lax.Precision.HIGHEST)
+
+
+def off_diagonal_means(cos_lhh: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """(mean squared, mean) off-diagonal cosine: over the H (H - 1) ordered pairs h != g of each
+  layer, then over layers. The first is the head-diversity penalty before its weight."""
+  num_heads = cos_lhh.shape[-1]
+  off_hh = 1.0 - jnp.eye(num_heads, dtype=jnp.float32)
+  pairs = num_heads * (num_heads - 1)
+  sq_l = jnp.sum(jnp.square(cos_lhh) * off_hh, axis=(-2, -1)) / pairs
+  mean_l = jnp.sum(cos_lhh * off_hh, axis=(-2, -1)) / pairs
+  return jnp.mean(sq_l), jnp.mean(mean_l)
+
+
+def attention_out_kernels(params: Any, num_heads: int) -> jax.Array:
+  """Every layer's attention output-projection kernel, stacked [L, H, K, D]: `blocks_i/attn/o`
+  unscanned, the stacked `blocks` (and `encoder_blocks`, `decoder_blocks`) scanned."""
+  found = [leaf for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]
+           if tuple(getattr(k, "key", None) for k in path[-3:]) == O_KERNEL]
+  return jnp.concatenate([k.reshape(-1, num_heads, *k.shape[-2:]) for k in found])
+
+
+def sow_head_diversity(module: nn.Module, weight: float, num_heads: int) -> None:
+  """Adds weight * (mean over layers of the mean squared off-diagonal cosine between heads) to
+  the loss (`loss/head_diversity`) and logs the unweighted penalty (`metric/head_cos_sq`) and
+  the mean off-diagonal cosine (`metric/head_cos`); `module` is the GPT, after its layers.
+
+  The diversity penalty of parameter-golf PR #1434 (HEAD_DIVERSITY), done as it meant: that
+  script looked for `block.attn.c_proj`, an attribute its attention does not have (it names the
+  projection `proj`), so its penalty was never added (a no-op; its logged "slight help" is
+  noise). It also split the projection's OUTPUT (row) axis into 8 chunks, which are not heads:
+  heads are concatenated along the INPUT axis, as here. It took the first block only and
+  averaged over all H^2 entries of (S - I)^2, diagonal included: (H - 1) / H times the mean over
+  the H (H - 1) off-diagonal pairs used here."""
+  kernels = attention_out_kernels(nn.unbox(module.variables["params"]), num_heads)
+  cos_sq, cos = off_diagonal_means(head_cosines(kernels))
+  aux.add_loss(module, "head_diversity", weight * cos_sq)
+  aux.add_metric(module, "head_cos_sq", cos_sq)
+  aux.add_metric(module, "head_cos", cos)
 
 
 # ------------------------------------------------------------------------------------------
@@ -166,6 +227,8 @@ class GPT(nn.Module):
     x_btd = nn.with_logical_constraint(embed(tokens_bt), ACT_AXES)
 
     x_btd = self._layers(x_btd, window_documents(c, tokens_bt))
+    if c.head_diversity > 0:  # (a no-op when applied without the collections: evaluation)
+      sow_head_diversity(self, c.head_diversity, c.num_heads)
 
     x_btd = layers.RMSNorm("embed", c.norm_eps, c.dtype, name="final_norm")(x_btd)
     # The head multiplies in the compute dtype but accumulates and returns float32, so the
@@ -241,8 +304,11 @@ def check(config: Any) -> None:
   dims.check_bos_id(cfg.document_mask and not dims.data_provides_bos(config.data), bos_id)
 
 
+# The GPT family sows only `model.head_diversity`'s term and metrics; with the weight 0 nothing is
+# sown and the training loss is the cross entropy + 0, bit for bit the cross entropy.
 registry.MODELS.register("gpt", registry.ModelFamily(
-    build=build, check=check, flops_per_token=model_flops_per_token))
+    build=build, check=check, flops_per_token=model_flops_per_token,
+    collections=(aux.LOSSES, aux.METRICS)))
 # The MoE family: these blocks with `moe.MoE` as the MLP. Its router's load-balance (and z) loss
 # and load metrics are sown (models/aux.py); its router noise draws from the ROUTER_RNG stream.
 registry.MODELS.register("moe", registry.ModelFamily(

@@ -1,12 +1,14 @@
 """The optimizer a config asks for, as one optax chain whose learning rate follows `progress`.
 
-The chain is `clip -> optimizer (base learning rates) -> scale by schedule(progress)
+The chain is `clip -> optimizer (base learning rates) -> scale by schedule(progress[, step])
 [-> projection every optimizer.lazy_proj_freq steps]`. The optimizer comes from
 `registry.OPTIMIZERS` (`adamw.py`, `muon.py` register theirs), the schedule from
 `registry.SCHEDULES` (`schedules.py`). The schedule transform reads the traced `progress` passed
 as an extra argument to `update`, so the jitted step never recompiles when the schedule moves
-and a time-capped run completes its decay. The weight decay term sits inside the optimizer, so
-the schedule scales it as well (as PyTorch's `p -= lr * wd * p` with a scheduled lr does).
+and a time-capped run completes its decay. A schedule that also reads the step
+(`optimizer.schedule_steps`, `optimizer.decay_steps`) gets it from a count in the transform's
+state. The weight decay term sits inside the optimizer, so the schedule scales it as well (as
+PyTorch's `p -= lr * wd * p` with a scheduled lr does).
 
 `hparams` (a dict of scalars, possibly traced) overrides the numeric hyperparameters named in
 `TRACED_OPTIMIZER_KEYS`: a vmapped cohort of trials builds the chain inside `jax.vmap` from
@@ -16,7 +18,7 @@ structure never depends on a traced value.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -27,17 +29,32 @@ from jaxgpt.optim import adamw, muon, schedules  # noqa: F401 - importing regist
 from jaxgpt.optim.projection import project_every
 
 
-def scale_by_progress_schedule(schedule: Callable[[jnp.ndarray], jnp.ndarray]
+class ScheduleStepState(NamedTuple):
+  """The schedule transform's state when its schedule reads the step: steps taken so far."""
+  count: jnp.ndarray  # int32 scalar
+
+
+def scale_by_progress_schedule(schedule: Callable[..., jnp.ndarray], counts_steps: bool = False
                                ) -> optax.GradientTransformationExtraArgs:
-  """Multiplies updates by `schedule(progress)`; `progress` is an extra argument of update."""
+  """Multiplies updates by `schedule(progress)`; `progress` is an extra argument of update.
+
+  `counts_steps` (`schedules.uses_step`: `optimizer.schedule_steps` or `decay_steps` set): the
+  state counts the updates applied and the multiplier is `schedule(progress, step)`, `step` the
+  steps done before this one (the loop's `step`, restored with the state on resume). Otherwise
+  the state is empty, as in checkpoints written before the count existed.
+  """
 
   def init_fn(params):
     del params
-    return optax.EmptyState()
+    return ScheduleStepState(jnp.zeros((), jnp.int32)) if counts_steps else optax.EmptyState()
 
   def update_fn(updates, state, params=None, *, progress, **extra_args):
     del params, extra_args
-    mult = schedule(progress)
+    if counts_steps:
+      mult = schedule(progress, state.count)
+      state = ScheduleStepState(optax.safe_int32_increment(state.count))
+    else:
+      mult = schedule(progress)
     return jax.tree.map(lambda u: u * mult.astype(u.dtype), updates), state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -46,7 +63,7 @@ def scale_by_progress_schedule(schedule: Callable[[jnp.ndarray], jnp.ndarray]
 # Numeric optimizer keys that `build_optimizer(..., hparams=...)` may take as traced scalars.
 TRACED_OPTIMIZER_KEYS = ("lr", "embed_lr", "head_lr", "scalar_lr", "momentum", "weight_decay",
                          "b1", "b2", "beta2", "warmup_frac", "decay_frac", "final_lr_frac",
-                         "lazy_proj_freq", "nested.meta_lr")
+                         "initial_lr_frac", "lazy_proj_freq", "nested.meta_lr")
 
 
 class _Overlay:
@@ -84,13 +101,16 @@ def build_optimizer(opt_cfg, hparams: dict | None = None,
   if opt_cfg.grad_clip and opt_cfg.grad_clip > 0:
     parts.append(optax.clip_by_global_norm(opt_cfg.grad_clip))
   parts.append(registry.OPTIMIZERS.get(opt_cfg.name).build(opt_cfg))
-  parts.append(scale_by_progress_schedule(schedules.from_config(opt_cfg)))
+  parts.append(scale_by_progress_schedule(schedules.from_config(opt_cfg),
+                                          schedules.uses_step(opt_cfg)))
   tx = optax.chain(*parts)
   if projection is not None:  # e.g. nGPT: back onto the sphere every lazy_proj_freq steps
     tx = optax.chain(tx, project_every(projection, opt_cfg.lazy_proj_freq))
   return tx
 
 
-def learning_rate(opt_cfg, progress: float) -> float:
-  """The base learning rate times the schedule at `progress`, for logging."""
-  return float(opt_cfg.lr * schedules.from_config(opt_cfg)(progress))
+def learning_rate(opt_cfg, progress: float, step: int | None = None) -> float:
+  """The base learning rate times the schedule at `progress`, for logging. `step` (steps done
+  before the step that read `progress`) is needed when the schedule reads it
+  (`schedules.uses_step`: `optimizer.schedule_steps` or `decay_steps` set)."""
+  return float(opt_cfg.lr * schedules.from_config(opt_cfg)(progress, step))

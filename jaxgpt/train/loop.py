@@ -263,7 +263,8 @@ class Loop:
     tokens_per_s = seg_steps * self.program.tokens_per_step / max(seg, 1e-9)
     for i in logged:
       rec, cfg = self.records[i], self.program.configs[i]
-      row = {"elapsed_s": self.clock.train_s, "lr": learning_rate(cfg.optimizer, p),
+      # p was the last step's progress; that step began with self.step - 1 steps done.
+      row = {"elapsed_s": self.clock.train_s, "lr": learning_rate(cfg.optimizer, p, self.step - 1),
              "tokens_per_s": tokens_per_s,
              **({} if self.step_time_s is None else {"clock_s": self.clock_s(0.0)}),
              **{k: v for k, v in obs[i].items() if k not in ("steps", "finite")}}
