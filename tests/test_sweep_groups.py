@@ -229,3 +229,14 @@ def test_two_workers_run_each_point_and_seed_once(tmp_path):
   assert runs == want  # 12 trials, each trained once across both workers (the baseline once)
   assert len({r for r in runs}) == 12
   assert sum(t.state == TrialState.COMPLETE for t in _trials(tmp_path)) == 12
+
+
+def test_more_seeds_later_trains_only_the_new_ones(tmp_path, monkeypatch):
+  log = tmp_path / "train.log"
+  monkeypatch.setenv("SWEEP_TRAIN_LOG", str(log))
+  _run(_sweep(), tmp_path)  # seeds 0, 1: 8 trials
+  _run(_sweep(seeds=(0, 1, 2)), tmp_path)  # resumed with a third seed
+  with open(log, encoding="utf-8") as f:
+    seeds = sorted(json.loads(line)["seed"] for line in f)
+  assert seeds == [0] * 4 + [1] * 4 + [2] * 4  # the first 8 were not trained again
+  assert sum(t.state == TrialState.COMPLETE for t in _trials(tmp_path)) == 12

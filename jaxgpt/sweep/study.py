@@ -278,14 +278,24 @@ def trial_point_key(t: optuna.trial.FrozenTrial) -> str:
   return point_key(dict(params), t.user_attrs.get("seed", 0))
 
 
+def queue_key(points: Sequence[dict], seeds: Sequence[int]) -> str:
+  """A digest of the queue (points x seeds): a study marked with it is fully enqueued."""
+  body = json.dumps([[point_key(p, 0) for p in points], [int(s) for s in seeds]])
+  return hashlib.sha1(body.encode()).hexdigest()
+
+
 def enqueue_once(study: optuna.Study, url: str, points: Sequence[dict], seeds: Sequence[int],
                  extra_attrs: dict | None = None) -> int:
-  """Enqueues every (point, seed) not yet in the study, once; returns how many were added."""
-  if study.user_attrs.get(QUEUE_READY):
+  """Enqueues every (point, seed) not yet in the study, once; returns how many were added.
+
+  The study is marked with the queue's digest; a sweep resumed with more seeds (or points) has
+  another digest, so only its new (point, seed) pairs are added: finished trials are kept."""
+  key = queue_key(points, seeds)
+  if study.user_attrs.get(QUEUE_READY) == key:
     return 0
   added = 0
   with claim_lock(url, study.study_name):
-    if study.user_attrs.get(QUEUE_READY):
+    if study.user_attrs.get(QUEUE_READY) == key:
       return 0
     present = {trial_point_key(t) for t in study.get_trials(deepcopy=False)}
     for p in points:
@@ -295,7 +305,7 @@ def enqueue_once(study: optuna.Study, url: str, points: Sequence[dict], seeds: S
           added += 1
     for k, v in (extra_attrs or {}).items():
       study.set_user_attr(k, v)
-    study.set_user_attr(QUEUE_READY, True)
+    study.set_user_attr(QUEUE_READY, key)
   return added
 
 
