@@ -1,7 +1,10 @@
-"""Shared test helpers: load a config file by name with variants and overrides."""
+"""Shared test helpers: load a config file by name with variants and overrides; take and compare
+batches of a data iterator."""
 
 import importlib.util
 import pathlib
+
+import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -16,3 +19,16 @@ def load_config(name: str, variants: str = "", **overrides):
     section, field = key.split("__")
     c[section][field] = value
   return c
+
+
+def take(it, n):
+  """The next n batches of an iterator."""
+  return [next(it) for _ in range(n)]
+
+
+def assert_same_batches(batches_a, batches_b):
+  """Two lists of batches with equal inputs and targets."""
+  assert len(batches_a) == len(batches_b)
+  for a, b in zip(batches_a, batches_b):
+    for k in ("inputs", "targets"):
+      np.testing.assert_array_equal(a[k], b[k])

@@ -14,6 +14,7 @@ from jaxgpt import config as config_lib
 from jaxgpt import data
 from jaxgpt.data import mixture, pipeline
 from jaxgpt.errors import ConfigError
+from tests.helpers import assert_same_batches, take
 
 T, B, BOS = 16, 8, 0
 
@@ -75,17 +76,6 @@ def row_start(row: np.ndarray) -> int:
   return int(row[nonzero[0]]) - 1 - int(nonzero[0])
 
 
-def _take(it, n):
-  return [next(it) for _ in range(n)]
-
-
-def _assert_same(batches_a, batches_b):
-  assert len(batches_a) == len(batches_b)
-  for a, b in zip(batches_a, batches_b):
-    for k in ("inputs", "targets"):
-      np.testing.assert_array_equal(a[k], b[k])
-
-
 @pytest.mark.parametrize("seed", range(40))
 def test_vectorised_starts_equal_the_reference(seed):
   rng = np.random.default_rng(seed)
@@ -110,7 +100,7 @@ def test_every_window_starts_at_a_document_or_k_seq_len_inside_one(stream):
   table = pipeline.aligned_starts(docs, len(tokens), T)
   assert table.tolist() == reference_starts(tokens.tolist(), BOS, T)
   seen = 0
-  for batch in _take(it, 2 * len(table) // B + 1):  # two epochs and more
+  for batch in take(it, 2 * len(table) // B + 1):  # two epochs and more
     np.testing.assert_array_equal(batch["targets"][:, :-1], batch["inputs"][:, 1:])
     for row_in, row_tg in zip(batch["inputs"], batch["targets"]):
       start = row_start(row_in)
@@ -155,29 +145,29 @@ def test_an_epoch_covers_each_token_once_except_the_documented_drops(stream):
 
 def test_same_seed_and_step_same_batch(stream):
   _, spec = stream
-  run = _take(data.train_iterator(spec, seq_len=T, global_batch_size=B, seed=7), 8)
-  again = _take(data.train_iterator(spec, seq_len=T, global_batch_size=B, seed=7), 8)
-  _assert_same(run, again)
-  late = _take(data.train_iterator(spec, seq_len=T, global_batch_size=B, seed=7, start_step=5),
+  run = take(data.train_iterator(spec, seq_len=T, global_batch_size=B, seed=7), 8)
+  again = take(data.train_iterator(spec, seq_len=T, global_batch_size=B, seed=7), 8)
+  assert_same_batches(run, again)
+  late = take(data.train_iterator(spec, seq_len=T, global_batch_size=B, seed=7, start_step=5),
                3)
-  _assert_same(run[5:], late)
+  assert_same_batches(run[5:], late)
   direct = pipeline.TrainBatches(spec.train_files, T, B, 7, range(B), bos_id=BOS)
-  _assert_same(run[4:5], [direct(4)])
-  _assert_same(run[2:3], [pickle.loads(pickle.dumps(direct))(2)])  # as Grain workers get it
-  other = _take(data.train_iterator(spec, seq_len=T, global_batch_size=B, seed=8), 8)
+  assert_same_batches(run[4:5], [direct(4)])
+  assert_same_batches(run[2:3], [pickle.loads(pickle.dumps(direct))(2)])  # as Grain workers get it
+  other = take(data.train_iterator(spec, seq_len=T, global_batch_size=B, seed=8), 8)
   assert not all((a["inputs"] == b["inputs"]).all() for a, b in zip(run, other))
 
 
 def test_restored_iterator_equals_an_uninterrupted_one(stream):
   _, spec = stream
-  ref = _take(data.train_iterator(spec, seq_len=T, global_batch_size=B, seed=3), 30)
+  ref = take(data.train_iterator(spec, seq_len=T, global_batch_size=B, seed=3), 30)
   it = data.train_iterator(spec, seq_len=T, global_batch_size=B, seed=3)
-  _take(it, 17)
+  take(it, 17)
   state = json.loads(json.dumps(it.get_state()))  # what a checkpoint stores
   assert state["step"] == 17 and state["align_bos"] == BOS
   fresh = data.train_iterator(spec, seq_len=T, global_batch_size=B, seed=3)
   fresh.set_state(state)
-  _assert_same(_take(fresh, 13), ref[17:])
+  assert_same_batches(take(fresh, 13), ref[17:])
   unaligned = {k: v for k, v in state.items() if k != "align_bos"}
   with pytest.raises(ValueError, match="different data order"):
     fresh.set_state(unaligned)  # a state of stride windows is another order
@@ -185,8 +175,8 @@ def test_restored_iterator_equals_an_uninterrupted_one(stream):
 
 def test_process_slices_form_the_global_batch(stream):
   _, spec = stream
-  one = _take(data.train_iterator(spec, seq_len=T, global_batch_size=B, seed=1), 4)
-  parts = [_take(data.train_iterator(spec, seq_len=T, global_batch_size=B, seed=1,
+  one = take(data.train_iterator(spec, seq_len=T, global_batch_size=B, seed=1), 4)
+  parts = [take(data.train_iterator(spec, seq_len=T, global_batch_size=B, seed=1,
                                      process_index=p, process_count=2), 4) for p in range(2)]
   for step in range(4):
     np.testing.assert_array_equal(

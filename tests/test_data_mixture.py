@@ -16,6 +16,7 @@ from jaxgpt import data
 from jaxgpt.data import mixture, shards
 from jaxgpt.data.tokenizer import train_bpe
 from jaxgpt.errors import ConfigError
+from tests.helpers import assert_same_batches, take
 
 T, B = 16, 40
 
@@ -46,17 +47,6 @@ def coded(tmp_path):
                               10000 * k + np.arange(200), 3000), weight=w)
             for k, (n, w) in enumerate(zip(sizes, weights))]
   return make
-
-
-def _take(it, n):
-  return [next(it) for _ in range(n)]
-
-
-def _assert_same(batches_a, batches_b):
-  assert len(batches_a) == len(batches_b)
-  for a, b in zip(batches_a, batches_b):
-    for k in ("inputs", "targets"):
-      np.testing.assert_array_equal(a[k], b[k])
 
 
 def reference_counts(weights, picks) -> None:
@@ -97,7 +87,7 @@ def test_batches_hold_the_weights_over_10000_windows(coded):
   weights = (0.5, 0.3, 0.2)
   spec = data.prepare(data_config(coded(weights)))
   it = data.train_iterator(spec, seq_len=T, global_batch_size=B, seed=4)
-  batches = _take(it, 10_000 // B)
+  batches = take(it, 10_000 // B)
   rows = np.concatenate([b["inputs"] for b in batches])
   share = np.bincount(rows[:, 0] // 10000, minlength=3) / len(rows)
   np.testing.assert_allclose(share, weights, atol=0.01, rtol=0)
@@ -112,30 +102,31 @@ def test_batches_hold_the_weights_over_10000_windows(coded):
 
 def test_order_is_a_pure_function_of_seed_and_step(coded):
   spec = data.prepare(data_config(coded((0.6, 0.3, 0.1))))
-  run = _take(data.train_iterator(spec, seq_len=T, global_batch_size=B, seed=7), 6)
-  _assert_same(run, _take(data.train_iterator(spec, seq_len=T, global_batch_size=B, seed=7), 6))
-  late = _take(data.train_iterator(spec, seq_len=T, global_batch_size=B, seed=7, start_step=4),
-               2)
-  _assert_same(run[4:], late)
-  other = _take(data.train_iterator(spec, seq_len=T, global_batch_size=B, seed=8), 6)
+  run = take(data.train_iterator(spec, seq_len=T, global_batch_size=B, seed=7), 6)
+  again = take(data.train_iterator(spec, seq_len=T, global_batch_size=B, seed=7), 6)
+  assert_same_batches(run, again)
+  late = take(data.train_iterator(spec, seq_len=T, global_batch_size=B, seed=7, start_step=4),
+              2)
+  assert_same_batches(run[4:], late)
+  other = take(data.train_iterator(spec, seq_len=T, global_batch_size=B, seed=8), 6)
   assert not all((a["inputs"] == b["inputs"]).all() for a, b in zip(run, other))
 
 
 def test_restored_iterator_equals_an_uninterrupted_one(coded):
   spec = data.prepare(data_config(coded((0.6, 0.3, 0.1))))
-  ref = _take(data.train_iterator(spec, seq_len=T, global_batch_size=B, seed=3), 12)
+  ref = take(data.train_iterator(spec, seq_len=T, global_batch_size=B, seed=3), 12)
   it = data.train_iterator(spec, seq_len=T, global_batch_size=B, seed=3)
-  _take(it, 5)
+  take(it, 5)
   state = json.loads(json.dumps(it.get_state()))  # what a checkpoint stores
   assert state["step"] == 5 and [s[0] for s in state["mixture"]] == ["s0", "s1", "s2"]
   fresh = data.train_iterator(spec, seq_len=T, global_batch_size=B, seed=3)
   fresh.set_state(state)
-  _assert_same(_take(fresh, 7), ref[5:])
+  assert_same_batches(take(fresh, 7), ref[5:])
   two = [data.train_iterator(spec, seq_len=T, global_batch_size=B, seed=3, process_index=p,
                              process_count=2) for p in range(2)]
   for part in two:
     part.set_state(state)
-  for step, (a, b) in enumerate(zip(_take(two[0], 3), _take(two[1], 3))):
+  for step, (a, b) in enumerate(zip(take(two[0], 3), take(two[1], 3))):
     np.testing.assert_array_equal(np.concatenate([a["inputs"], b["inputs"]]),
                                   ref[5 + step]["inputs"])
   reweighted = data.prepare(data_config(coded((0.5, 0.3, 0.2), "b")))
