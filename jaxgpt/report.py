@@ -37,9 +37,10 @@ The markdown holds:
 - against the pre-set baseline (every knob's `baseline` in the sweep's space; sweep.json
   `baseline`, or `baselines` for oat): per configuration, and per knob value where each value is
   one configuration, the difference to the baseline, its 95% interval, the test (paired over
-  seeds when both ran the same seeds, else Welch), p Holm-adjusted over the table's comparisons
-  and a verdict (better / worse / not resolved with n seeds), all from `jaxgpt.stats`. Without
-  a baseline there are no verdicts: the report never compares with the best the data picked;
+  the seeds both ran when one arm's seeds hold the other's, else Welch), p Holm-adjusted over
+  the table's comparisons and a verdict (better / worse / not resolved with n seeds), all from
+  `jaxgpt.stats`. Without a baseline there are no verdicts: the report never compares with the
+  best the data picked;
 - a time-to-target table, and per knob value the runs that reached the target (k/n) and the
   censored median (time to target is censored: no mean, no test);
 - plots: validation loss curves per trial, sensitivity curves, and a 2-D heatmap.
@@ -324,9 +325,10 @@ def judge(arms: Mapping[str, Any], base: Any, base_label: str
   except StatsError as e:
     return None, f"No comparisons: {e}."
   m = sum(j.comparison is not None for j in judged.values())
-  return judged, (f"Against the baseline ({base_label}): diff = mean - the baseline's mean, its "
-                  "95% interval (per comparison, not adjusted), a paired t-test over seeds where "
-                  "both ran the same seeds, Welch's otherwise; p Holm-adjusted over this table's "
+  return judged, (f"Against the baseline ({base_label}): diff = mean - the baseline's mean over "
+                  "the seeds the test used, its 95% interval (per comparison, not adjusted), a "
+                  "paired t-test over the seeds both ran (where one's seeds hold the other's), "
+                  "Welch's otherwise; p Holm-adjusted over this table's "
                   f"{m} comparison{'s' * (m != 1)}, and the verdict from it (so an interval "
                   "clear of 0 can still be not resolved). *Not resolved* is not *no effect*: "
                   "these seeds do not tell the difference from zero.")

@@ -7,6 +7,9 @@
   95% interval from the t distribution and a two-sided p. A paired t-test on the per-seed
   differences when both arms ran the same seeds (`train.seed` fixes initialisation and data
   order, so seed s of one arm and seed s of the other share both), Welch's t-test otherwise.
+  When one arm ran more seeds than the other and its seeds include all of the other's (a study
+  that ran 5 seeds where 3 did not resolve, against 3-seed arms), the test is paired over the
+  seeds both ran; the extra seeds enter the means and spreads the report lists, not this test.
 - `holm(pvalues)`: Holm's step-down adjustment over the comparisons one table makes.
 - `verdict(...)`: "better", "worse", or "not resolved with n seeds" — never "no effect": a
   difference the seeds do not resolve may still be there.
@@ -110,21 +113,34 @@ def welch_dof(var_a: float, n_a: int, var_b: float, n_b: int) -> float:
   return (qa + qb) ** 2 / den if den > 0 else float(n_a + n_b - 2)
 
 
+def shared_seeds(seeds_a: list | None, seeds_b: list | None) -> list | None:
+  """The seeds a paired test runs over: the smaller arm's, when the other arm ran every one of
+  them too (equal sets included) and there are at least 2; None (Welch) otherwise."""
+  if seeds_a is None or seeds_b is None:
+    return None
+  small, large = sorted((seeds_a, seeds_b), key=len)
+  return small if len(small) >= 2 and set(small) <= set(large) else None
+
+
 def compare(arm: Values, baseline: Values, *, paired: bool | None = None,
             arm_name: str = "arm", base_name: str = "baseline",
             confidence: float = 0.95) -> Comparison:
-  """`arm` against `baseline`. paired=None: paired when both are {seed: value} mappings with
-  the same seeds, else Welch; True: paired (the same seeds required); False: Welch."""
+  """`arm` against `baseline`. paired=None: paired over the shared seeds when both are
+  {seed: value} mappings and one's seeds include the other's (`shared_seeds`), else Welch;
+  True: paired (shared seeds required); False: Welch over every value."""
   seeds_a, a = _arm(arm_name, arm)
   seeds_b, b = _arm(base_name, baseline)
-  same = seeds_a is not None and seeds_b is not None and seeds_a == seeds_b
-  if paired and not same:
+  shared = shared_seeds(seeds_a, seeds_b)
+  if paired and shared is None:
     raise StatsError(f"a paired test needs {arm_name} and {base_name} on the same seeds (got "
                      f"{seeds_a} and {seeds_b})")
   if not 0 < confidence < 1:
     raise StatsError(f"confidence={confidence!r} must be in (0, 1)")
+  if shared is not None and (paired is None or paired):
+    a = np.asarray([arm[s] for s in shared], np.float64)
+    b = np.asarray([baseline[s] for s in shared], np.float64)
   tol = _tolerance(a, b)
-  if same if paired is None else paired:
+  if shared is not None and (paired is None or paired):
     d = a - b
     n = d.size
     diff, se, dof, test = float(d.mean()), float(d.std(ddof=1)) / math.sqrt(n), n - 1, "paired"

@@ -61,6 +61,33 @@ def test_paired_resolves_what_welch_does_not():
   assert stats.compare(list(arm.values()), BASE).test == "welch"
 
 
+def test_paired_over_the_shared_seeds_when_one_arm_ran_more():
+  # A baseline with 5 seeds (a study that ran 2 more where 3 did not resolve) against the
+  # 3-seed arm of test_paired_resolves_what_welch_does_not: paired over seeds 0..2, the same
+  # t, dof and p as there; seeds 3 and 4 do not enter the test.
+  arm = {0: 0.97, 1: 1.08, 2: 1.16}
+  base5 = {**BASE, 3: 9.0, 4: -9.0}
+  assert stats.shared_seeds([0, 1, 2], [0, 1, 2, 3, 4]) == [0, 1, 2]
+  c = stats.compare(arm, base5)
+  assert c.test == "paired" and (c.n_arm, c.n_base) == (3, 3)
+  _close(c.diff, -0.03, 1e-12)
+  _close(c.p, 1 - math.sqrt(27 / 29), 1e-9)
+  # Either way round, and with paired=True.
+  assert stats.compare(base5, arm).test == "paired"
+  _close(stats.compare(arm, base5, paired=True).p, 1 - math.sqrt(27 / 29), 1e-9)
+  # Welch when asked: every value enters (5 baseline seeds).
+  w = stats.compare(arm, base5, paired=False)
+  assert w.test == "welch" and (w.n_arm, w.n_base) == (3, 5)
+  # Overlapping but not nested (0..2 against 1..3): Welch; paired=True is an error naming both.
+  other = {1: 1.1, 2: 1.2, 3: 1.3}
+  assert stats.shared_seeds([0, 1, 2], [1, 2, 3]) is None
+  assert stats.compare(arm, other).test == "welch"
+  with pytest.raises(StatsError, match="same seeds"):
+    stats.compare(arm, other, paired=True)
+  # One shared seed is too few to pair.
+  assert stats.shared_seeds([0], [0, 1]) is None
+
+
 def test_welch_equal_variances_closed_form():
   # arm (0.90, 1.00, 1.10): mean 1.00, variance 0.01; base mean 1.10, variance 0.01.
   # se = sqrt(0.01 / 3 + 0.01 / 3) = 0.081650; t = -0.1 / 0.081650 = -sqrt(1.5) = -1.2247;

@@ -240,3 +240,37 @@ def test_more_seeds_later_trains_only_the_new_ones(tmp_path, monkeypatch):
     seeds = sorted(json.loads(line)["seed"] for line in f)
   assert seeds == [0] * 4 + [1] * 4 + [2] * 4  # the first 8 were not trained again
   assert sum(t.state == TrialState.COMPLETE for t in _trials(tmp_path)) == 12
+
+
+def test_group_seeds_give_one_group_more_seeds(tmp_path, monkeypatch):
+  log = tmp_path / "train.log"
+  monkeypatch.setenv("SWEEP_TRAIN_LOG", str(log))
+  _run(_sweep(), tmp_path)  # seeds 0, 1: 8 trials
+  # Group F (its point and the baseline it lists) gets seeds 2 and 3 on resume; D's others not.
+  s = _sweep(group_seeds={"F": (2, 3)})
+  assert "runs" in runner.plan(s, str(tmp_path / "plan"), traced_keys=(), measure=_measure,
+                               static_key_fn=_static_key, progress=False)
+  _run(s, tmp_path)
+  with open(log, encoding="utf-8") as f:
+    runs = [json.loads(line) for line in f]
+  assert len(runs) == 12  # 8, then 2 points x 2 new seeds
+  got = sorted((t.params["lr"], t.params["momentum"], t.user_attrs["seed"])
+               for t in _trials(tmp_path))
+  want = sorted([(lr, m, s) for lr, m in ((0.01, 0.95), (0.02, 0.95), (0.04, 0.95), (0.02, 0.9))
+                 for s in (0, 1)] + [(lr, m, s) for lr, m in ((0.02, 0.95), (0.02, 0.9))
+                                     for s in (2, 3)])
+  assert got == want
+  meta = json.loads((tmp_path / "sweep.json").read_text())
+  assert meta["group_seeds"] == {"F": [2, 3]}
+  # Each point's seeds, worked by hand: the baseline is in D and F, D_lr0.01 only in D.
+  dims = runner.stage1_dims(s)
+  points, table = space.group_points(s.groups.to_dict(), dims)
+  assert space.point_seeds(points, table, [0, 1], {"F": [1, 2]}) == [
+      [0, 1], [0, 1, 2], [0, 1], [0, 1, 2]]
+
+
+def test_group_seeds_errors_name_the_key():
+  with pytest.raises(ConfigError, match=r"group_seeds.Z=.*names no group"):
+    _sweep(group_seeds={"Z": (3,)})
+  with pytest.raises(ConfigError, match=r"group_seeds.F=.*distinct integers"):
+    _sweep(group_seeds={"F": (3, 3)})

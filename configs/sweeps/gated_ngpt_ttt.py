@@ -35,6 +35,9 @@ Variants (combine with commas):
          near step 80, LR 0.003 does not by step 80), time cap 45 s of solo-equivalent time
          (1.5 x the baseline's 100 steps on the calibrated clock); docs/studies/
          gated_ngpt_time_to_target.md has the pilot and the calibration.
+  five_seeds  seeds 3 and 4 for groups A (orthogonalization), B (VR x weight decay) and E
+         (batch), the baseline they list included: the comparisons 3 seeds did not resolve
+         (resume the committed study with it; nothing that ran is trained again)
   pilot  one seed of a few points (the baseline, the LR extremes, batch 128, VR + CWD), report
          statistics off: to choose the target and the cap
   test   the `test` config, two groups and two seeds, used by the tests
@@ -86,6 +89,10 @@ def _cpu(c):
   c.cohort_size = 8
 
 
+def _five_seeds(c):
+  c.group_seeds = {g: (3, 4) for g in ("A", "B", "E")}
+
+
 def _pilot(c):
   g = c.groups.to_dict() if hasattr(c.groups, "to_dict") else dict(c.groups)
   keep = ("A1_ne", f"D_lr{min(x['lr'] for x in g['D'])}", f"D_lr{max(x['lr'] for x in g['D'])}",
@@ -112,7 +119,7 @@ def _test(c):
   c.loss_ref, c.time_ref = None, None
 
 
-VARIANTS = {"cpu": _cpu, "pilot": _pilot, "test": _test}
+VARIANTS = {"cpu": _cpu, "five_seeds": _five_seeds, "pilot": _pilot, "test": _test}
 
 
 def get_config(variants: str = ""):

@@ -11,7 +11,8 @@ retries), so a re-queued cohort resumes from its checkpoint. A worker stops when
 no trial left to claim or run; with `stage2.enabled` it then builds the refined grid (once per
 study) and continues with it.
 
-The groups design (sampler "groups") enqueues every distinct point of every group once per seed;
+The groups design (sampler "groups") enqueues every distinct point of every group once per seed
+(`group_seeds` gives some groups' points more seeds);
 stage 2 refines around its best configuration and adds only points stage 1 did not run (listed
 as the group "stage2" in sweep.json). With `clock = "calibrated"` every trial's
 `train.step_time_s` is its structure's calibrated solo step time (`jaxgpt.sweep.calibrate`);
@@ -116,6 +117,14 @@ def _grid_for(sweep, dims, traced_keys) -> list[dict]:
   return points
 
 
+def _seeds_for(sweep, dims, points) -> list[list[int]] | None:
+  """Each point's seeds where `group_seeds` gives some groups more (None: `seeds` for all)."""
+  if sweep.sampler != "groups" or not sweep.group_seeds:
+    return None
+  table = space_lib.group_points(sweep.groups.to_dict(), dims)[1]
+  return space_lib.point_seeds(points, table, list(sweep.seeds), sweep.group_seeds.to_dict())
+
+
 def open_stage1(sweep, storage, url: str, traced_keys: Sequence[str]) -> Stage:
   dims = stage1_dims(sweep)
   grid_mode = sweep.sampler in spec_lib.GRID_SAMPLERS
@@ -123,7 +132,9 @@ def open_stage1(sweep, storage, url: str, traced_keys: Sequence[str]) -> Stage:
                                    study_lib.make_sampler(sweep, dims, grid_mode),
                                    study_lib.make_pruner(sweep))
   if grid_mode:
-    study_lib.enqueue_once(study, url, _grid_for(sweep, dims, traced_keys), list(sweep.seeds))
+    points = _grid_for(sweep, dims, traced_keys)
+    study_lib.enqueue_once(study, url, points, list(sweep.seeds),
+                           point_seeds=_seeds_for(sweep, dims, points))
   return Stage(sweep.name, study, dims, grid_mode, None if grid_mode else sweep.n_trials)
 
 
@@ -389,6 +400,8 @@ def write_meta(sweep, workdir: str, url: str | None, refs: tuple | None = None,
           "studies": [sweep.name] + ([sweep.name + "-stage2"] if sweep.stage2.enabled else []),
           "storage": url, "objective": sweep.objective, "sampler": sweep.sampler,
           "seeds": list(sweep.seeds), "cohort_size": sweep.cohort_size,
+          "group_seeds": ({g: list(v) for g, v in sweep.group_seeds.to_dict().items()}
+                          if sweep.group_seeds else None),
           "knobs": {d.name: d.key for d in dims},
           "baselines": ({d.name: d.baseline for d in dims} if sweep.sampler == "oat" else None),
           # The pre-set baseline the report compares every configuration with (any sampler).
@@ -524,10 +537,11 @@ def plan(sweep, workdir: str, *, traced_keys: Sequence[str] | None = None,
   configs, points = _stage1_configs(sweep, base, dims, traced_keys)
   clock.calibrate(configs, points, during_sweep=False, progress=progress)
   runs: dict = {}
-  for c, p in zip(configs, points):
+  seeds = _seeds_for(sweep, dims, points) or [list(sweep.seeds)] * len(points)
+  for c, p, ss in zip(configs, points, seeds):
     sid = calib_lib.structure_id(clock.static_key_fn(c))
     label, cfg, n = runs.get(sid, (clock.label(p), c, 0))
-    runs[sid] = (label, cfg, n + len(sweep.seeds))
+    runs[sid] = (label, cfg, n + len(ss))
   extra = ""
   if sweep.stage2.enabled:
     n_float = sum(1 for d in dims if d.numeric and not d.integral

@@ -311,6 +311,24 @@ def group_points(groups: Mapping[str, Any], dims: Sequence[Dim]
   return points, table
 
 
+def point_seeds(points: Sequence[Mapping[str, Any]], table: Mapping[str, Sequence[Mapping]],
+                seeds: Sequence[int], group_seeds: Mapping[str, Sequence[int]]
+                ) -> list[list[int]]:
+  """Each point's seeds: `seeds`, then the seeds of every group listing it in `group_seeds`
+  (more seeds where 3 do not resolve a comparison: the group's points and the baseline they are
+  compared with get them), each once, in that order."""
+  unknown = [g for g in group_seeds if g not in table]
+  if unknown:
+    raise ConfigError(f"sweep group_seeds.{unknown[0]} names no group (the groups are "
+                      f"{list(table)})")
+  out = []
+  for p in points:
+    extra = [s for g, ss in group_seeds.items()
+             if any(e["params"] == dict(p) for e in table[g]) for s in ss]
+    out.append([int(s) for s in dict.fromkeys([*seeds, *extra])])
+  return out
+
+
 def group_dims(dims: Sequence[Dim], points: Sequence[Mapping[str, Any]]) -> list[Dim]:
   """The knobs as categorical dimensions over the values the points use (Optuna's params)."""
   out = []

@@ -48,6 +48,9 @@ def base_sweep() -> config_dict.ConfigDict:
   c.space = config_dict.ConfigDict()
   # sampler "groups": group name -> points (knob override dicts, {"grid": {knob: [values]}}).
   c.groups = config_dict.ConfigDict()
+  # ... and group name -> more seeds for that group's points (the baseline included where the
+  # group lists it): 5 seeds where 3 do not resolve a comparison, without rerunning the rest.
+  c.group_seeds = config_dict.ConfigDict()
   c.sampler = "grid"
   c.sampler_seed = 0
   c.n_trials = placeholder(int)  # trials (configurations x seeds); None = the whole grid
@@ -153,9 +156,15 @@ def validate_sweep(sweep) -> None:
       _fail("seeds", seeds, "has one seed, but report.statistics compares every configuration "
             "with the baseline over seeds (a verdict needs 3); give seeds=(0, 1, 2), or set "
             "report.statistics=False for a pilot")
-  elif sweep.groups:
-    _fail("groups", list(sweep.groups), f"is read only by the groups sampler, not "
-          f"{sweep.sampler!r}")
+    for g, extra in sweep.group_seeds.items():
+      if g not in sweep.groups:
+        _fail(f"group_seeds.{g}", extra, f"names no group (the groups are {list(sweep.groups)})")
+      if (not isinstance(extra, (list, tuple)) or not extra or len(set(extra)) != len(extra)
+          or not all(map(checks.is_integer, extra))):
+        _fail(f"group_seeds.{g}", extra, "must be a non-empty list of distinct integers")
+  elif sweep.groups or sweep.group_seeds:
+    key = "groups" if sweep.groups else "group_seeds"
+    _fail(key, list(sweep[key]), f"is read only by the groups sampler, not {sweep.sampler!r}")
   if sweep.sampler == "oat":
     for d in dims:
       if d.baseline is None:

@@ -278,19 +278,24 @@ def trial_point_key(t: optuna.trial.FrozenTrial) -> str:
   return point_key(dict(params), t.user_attrs.get("seed", 0))
 
 
-def queue_key(points: Sequence[dict], seeds: Sequence[int]) -> str:
+def queue_key(points: Sequence[dict], seeds: Sequence[int],
+              point_seeds: Sequence[Sequence[int]] | None = None) -> str:
   """A digest of the queue (points x seeds): a study marked with it is fully enqueued."""
-  body = json.dumps([[point_key(p, 0) for p in points], [int(s) for s in seeds]])
-  return hashlib.sha1(body.encode()).hexdigest()
+  body = [[point_key(p, 0) for p in points], [int(s) for s in seeds]]
+  if point_seeds is not None:
+    body.append([[int(s) for s in ss] for ss in point_seeds])
+  return hashlib.sha1(json.dumps(body).encode()).hexdigest()
 
 
 def enqueue_once(study: optuna.Study, url: str, points: Sequence[dict], seeds: Sequence[int],
-                 extra_attrs: dict | None = None) -> int:
+                 extra_attrs: dict | None = None,
+                 point_seeds: Sequence[Sequence[int]] | None = None) -> int:
   """Enqueues every (point, seed) not yet in the study, once; returns how many were added.
+  `point_seeds[i]`, when given, are point i's seeds instead of `seeds`.
 
   The study is marked with the queue's digest; a sweep resumed with more seeds (or points) has
   another digest, so only its new (point, seed) pairs are added: finished trials are kept."""
-  key = queue_key(points, seeds)
+  key = queue_key(points, seeds, point_seeds)
   if study.user_attrs.get(QUEUE_READY) == key:
     return 0
   added = 0
@@ -298,8 +303,8 @@ def enqueue_once(study: optuna.Study, url: str, points: Sequence[dict], seeds: S
     if study.user_attrs.get(QUEUE_READY) == key:
       return 0
     present = {trial_point_key(t) for t in study.get_trials(deepcopy=False)}
-    for p in points:
-      for s in seeds:
+    for i, p in enumerate(points):
+      for s in (seeds if point_seeds is None else point_seeds[i]):
         if point_key(p, s) not in present:
           study.enqueue_trial(p, user_attrs={"seed": int(s)})
           added += 1
