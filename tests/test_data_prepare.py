@@ -355,5 +355,5 @@ def test_a_run_trains_on_the_folder_with_document_masking(tmp_path, capsys):
                         env=dict(os.environ, JAX_PLATFORMS="cpu"))
   assert proc.returncode == 0, proc.stderr[-3000:]
   summary = json.load(open(tmp_path / "run" / "summary.json"))
-  assert summary["val_bpb"] is not None
+  assert summary["val_bpb"] is not None and summary["tokenizer_lossy"] is None
   assert summary["final_val_tokens"] == meta["splits"]["val"]["tokens"] - 1

@@ -5,6 +5,9 @@ decoder's output, and the lossy ones are named."""
 
 import json
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +18,7 @@ from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 
 from jaxgpt import data
 from jaxgpt.data import tokenizer
+from tests.conftest import ROOT
 from tests.conftest_data import split_tokens
 
 # Hamlet III.1 and Sonnet 18 (public domain), then text no tokenizer here was trained on.
@@ -240,6 +244,21 @@ def test_text_source_records_and_logs_lossiness(saved, tmp_path, caplog, name):
     again = data.prepare(_text_config(tmp_path, saved[name]))
   assert again.lossy == spec.lossy
   assert len([r for r in caplog.records if "lossy" in r.getMessage()]) == len(warned)
+
+
+def test_a_run_on_a_lossy_tokenizer_says_so_in_its_summary(saved, tmp_path):
+  cfg = _text_config(tmp_path, saved["wordpiece"])
+  args = ["--config", "configs/gpt.py:test", *(f"--config.data.{k}={v}" for k, v in cfg.items()
+                                                if v is not None),
+          "--config.train.steps=2", "--config.train.eval_every=2", "--workdir",
+          str(tmp_path / "run")]
+  proc = subprocess.run([sys.executable, "-m", "jaxgpt.main", *args], cwd=ROOT,
+                        capture_output=True, text=True, timeout=300,
+                        env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+  assert summary["tokenizer_lossy"].startswith("decode(encode(text)) != text")
+  assert "lossy" in proc.stderr and summary["val_bpb"] is not None
 
 
 def test_shards_source_checks_the_tokenizer_on_a_probe(saved, tmp_path, caplog):

@@ -324,6 +324,9 @@ class SingleRun:
         "mesh": mesh_lib.mesh_shape(run.mesh), "process_count": jax.process_count(),
         "backend": jax.default_backend(),
         "flops_per_token": models.flops_per_token(cfg.model, run.vocab_size, cfg.data.seq_len),
+        # why the tokenizer's tokens do not stand for the raw text (val_bpb then counts the
+        # bytes they stand for), or None: exact
+        "tokenizer_lossy": run.spec.lossy,
     }
     if not out.interrupted:
       fin = out.finals[0]
