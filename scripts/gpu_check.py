@@ -13,7 +13,7 @@ scripts/gpu_sections.py (`jaxgpt/bench/gpu_sections.py` says what each one runs)
   gated_ngpt  gated nGPT 11 x 768 (A1_ne shape) tokens/s, beside the time-to-target study's
               30,803 (reference)
   muon_share  the optimizer update's share of the train step, Muon and AdamW
-  attention   cuDNN against XLA attention (train step, and the op alone)
+  attention   cuDNN against XLA attention (train step, the op alone, the document mask)
   cohort      a vmapped cohort of K = 16 small proxies against the 16 trials in sequence
   precision   bf16 against fp32 training loss over 50 steps
 

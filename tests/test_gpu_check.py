@@ -40,6 +40,7 @@ def test_gpu_check_smoke(tmp_path, byte_spec, data_dir):
   assert "cuDNN" in attn["train step, attention cudnn"]["error"]  # a CPU has no cuDNN: a row
   assert attn["train step, attention xla"]["ms_per_step"] > 0  # error, and the section goes on
   assert attn["attention op alone, forward + backward, xla"]["ms_per_call"] > 0
+  assert "cuDNN" in attn["document-masked attention, cudnn against xla"]["error"]
   assert rows["cohort"]["K = 2 vmapped"]["speedup"] > 0
   agree = secs["precision"]["agreement"]
   assert agree["max_abs_diff"] < 0.05 and len(rows["precision"]["bfloat16 training loss, 4 "

@@ -20,7 +20,9 @@ Sections (the full sizes; `smoke` shrinks every one to seconds on a CPU):
   muon_share  the 124M GPT's optimizer update alone against its whole train step, Muon and
               AdamW; Muon's update on the hidden matrices (jaxgpt.bench.muon)
   attention   the 124M GPT's train step with model.attention_impl cudnn and xla; the attention
-              op alone (forward + backward)
+              op alone (forward + backward); document-masked attention (3 documents a row, the
+              model's causal_attention with segment ids): cuDNN's outputs and gradients against
+              XLA's, each against XLA in float32
   cohort      a vmapped cohort of K = 16 configs/gpt.py:cpu proxies against the 16 trials one
               after another (jaxgpt.bench.cohort)
   precision   bf16 against fp32 (matmul precision highest): the 124M GPT's training loss over
@@ -45,6 +47,7 @@ from jaxgpt.bench import cohort as cohort_bench
 from jaxgpt.bench import muon as muon_bench
 from jaxgpt.bench import timing
 from jaxgpt.bench import train as train_bench
+from jaxgpt.models import layers
 from jaxgpt.parallel import rules as rules_lib
 from jaxgpt.train import loop as loop_lib
 from jaxgpt.train import setup as setup_lib
@@ -60,13 +63,14 @@ SEED_NGPT_TOKENS_PER_S = 30803.0
 FULL = dict(
     gpt="configs/gpt.py", gpt_vocab=GPT2_VOCAB, gpt_steps=60, ngpt="configs/gated_ngpt.py",
     ngpt_vocab=GPT2_VOCAB, ngpt_steps=200, time_s=4.0, max_calls=200, muon_dims=(12, 768, 12),
-    attn_op=(8, 1024, 12, 64), attn_dtype="bfloat16", cohort="configs/gpt.py:cpu",
+    attn_op=(8, 1024, 12, 64), attn_dtype="bfloat16", attn_documents=3, cohort="configs/gpt.py:cpu",
     cohort_steps=30, cohort_ks=(1, 16), precision_batch=8, precision_steps=50, matmul_n=8192,
     ngpt_cases=2, optimizers=("muon", "adamw"), muon_cases=3)
 SMOKE = dict(
     gpt="configs/gpt.py:test", gpt_vocab=256, gpt_steps=3, ngpt="configs/gated_ngpt.py:test",
     ngpt_vocab=256, ngpt_steps=3, time_s=0.2, max_calls=4, muon_dims=(2, 32, 4),
-    attn_op=(2, 32, 4, 8), attn_dtype="float32", cohort="configs/gpt.py:test", cohort_steps=2,
+    attn_op=(2, 32, 4, 8), attn_dtype="float32", attn_documents=3,
+    cohort="configs/gpt.py:test", cohort_steps=2,
     cohort_ks=(2,), precision_batch=4, precision_steps=4, matmul_n=256,
     ngpt_cases=1, optimizers=("muon",), muon_cases=1)  # fewer compiles: the same code paths
 
@@ -293,12 +297,46 @@ def attention(p: dict, s: dict, sink: Sink) -> None:
       return {"shape_bthk": [b, t, h, k], "dtype": dtype.name,
               "ms_per_call": 1e3 * tm["s_per_call"], "timing": tm}
     sink.attempt(f"attention op alone, forward + backward, {impl}", op)
+  sink.attempt("document-masked attention, cudnn against xla", lambda: masked_agreement(
+      q, kk, v, s["attn_documents"]))
   rows = {r["case"]: r for r in sink.result["rows"]}
   for what, key in (("train step", "ms_per_step"), ("attention op alone", "ms_per_call")):
     names = [c for c in rows if c.startswith(what)]
     got = {c.rsplit(" ", 1)[-1]: rows[c].get(key) for c in names}
     if got.get("cudnn") and got.get("xla"):
       sink.set(**{f"{what.replace(' ', '_')}_xla_over_cudnn": got["xla"] / got["cudnn"]})
+
+
+def segment_ids(b: int, t: int, documents: int) -> jax.Array:
+  """[B, T] segment ids: each row packs `documents` documents, their boundaries shifted per row
+  (row r's first boundary at T / documents - r), so rows differ."""
+  base = np.arange(t)[None, :] + np.arange(b)[:, None]
+  return jnp.asarray(np.minimum(base * documents // t, documents - 1), jnp.int32)
+
+
+def masked_agreement(q_bthk, k_bthk, v_bthk, documents: int) -> dict:
+  """The document mask on the cuDNN path against the XLA path (the model's own
+  `layers.causal_attention`): outputs and input gradients, each also against XLA in float32."""
+  seg = segment_ids(q_bthk.shape[0], q_bthk.shape[1], documents)
+
+  def run(impl, dtype):
+    def loss(q, k, v):
+      out = layers.causal_attention(q.astype(dtype), k.astype(dtype), v.astype(dtype),
+                                    implementation=impl, segment_ids_bt=seg)
+      return out.astype(jnp.float32).sum(), out
+    (_, out), grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))(
+        q_bthk, k_bthk, v_bthk)
+    return [np.asarray(x, np.float32) for x in (out, *grads)]
+  ref = run("xla", jnp.float32)
+  got = {impl: run(impl, q_bthk.dtype) for impl in ("xla", "cudnn")}
+  names = ("out", "dq", "dk", "dv")
+
+  def diff(a, b):
+    return {n: float(np.max(np.abs(x - y))) for n, x, y in zip(names, a, b)}
+  return {"documents_per_row": documents, "max_abs_diff_cudnn_xla": diff(got["cudnn"], got["xla"]),
+          "max_abs_diff_cudnn_f32": diff(got["cudnn"], ref),
+          "max_abs_diff_xla_f32": diff(got["xla"], ref),
+          "max_abs_out_f32": float(np.max(np.abs(ref[0])))}
 
 
 def cohort(p: dict, s: dict, sink: Sink) -> None:
