@@ -65,6 +65,16 @@ from jaxgpt.sweep import objectives
 from jaxgpt.sweep import study as study_lib
 
 METRICS = ("final_val_loss", "val_acc", "val_ppl")
+# What the statistics compare: the sweep's objective where it is a per-trial value other than the
+# final val loss (val_bpb compares runs whose tokens stand for different bytes, e.g. with and
+# without a boundary token), else the final val loss.
+COMPARED = {"final_val_loss": "val loss", "best_val_loss": "best val loss", "val_bpb": "val bpb"}
+
+
+def compared_metric(meta: Mapping) -> str:
+  """The summary key the report's comparisons and seed statistics use (`COMPARED`)."""
+  objective = meta.get("objective") or "final_val_loss"
+  return objective if objective in COMPARED else "final_val_loss"
 FORMAT = "jaxgpt.report/1"  # the `format` field of trials.json
 MIN_VERDICT_SEEDS = 3  # a group table states a verdict only with this many seeds per arm
 # A trial's time and the efficiency score come from the sweep's objectives (the one definition
@@ -299,12 +309,17 @@ def baseline_of(meta: Mapping) -> dict | None:
   return dict(base) if base else None
 
 
-def by_seed(records: Sequence[Mapping]) -> dict | list:
-  """{seed: final val loss} (what a paired test needs), or a list when a seed repeats."""
-  losses = {r["seed"]: r["summary"]["final_val_loss"] for r in records}
+def by_seed(records: Sequence[Mapping], metric: str = "final_val_loss") -> dict | list:
+  """{seed: metric} (what a paired test needs), or a list when a seed repeats."""
+  losses = {r["seed"]: r["summary"][metric] for r in records}
   if len(losses) == len(records):
     return losses
-  return [r["summary"]["final_val_loss"] for r in records]
+  return [r["summary"][metric] for r in records]
+
+
+def with_metric(records: Sequence[Mapping], metric: str) -> list[Mapping]:
+  """The records with a finite `metric` (all completed ones for the final val loss)."""
+  return [r for r in records if _finite(r["summary"].get(metric))]
 
 
 NO_BASELINE = ("No pre-set baseline: give every knob of the sweep's space a `baseline` (the oat "
@@ -350,19 +365,19 @@ def _label(params: Mapping) -> str:
 
 
 def sensitivity(records, knob: str, baselines: Mapping | None = None,
-                reference: Any = None) -> tuple[str, list]:
+                reference: Any = None, metric: str = "final_val_loss") -> tuple[str, list]:
   """Per value of `knob`: n, val loss mean +- std, val acc, val ppl. With `baselines` (an oat
   sweep) only the knob's own axis counts. With `reference` (the knob's pre-set baseline value)
   and one configuration per value, each value against it (`judge`); a marginal over other knobs
   gets no verdicts."""
   by_value: dict[Any, list] = {}
-  for r in completed(records):
+  for r in with_metric(completed(records), metric):
     if knob in r["params"] and on_axis(r["params"], knob, baselines):
       by_value.setdefault(r["params"][knob], []).append(r)
   stats = []
   for v in _sort_values(by_value):
     ss = [r["summary"] for r in by_value[v]]
-    loss = mean_std([s["final_val_loss"] for s in ss])
+    loss = mean_std([s[metric] for s in ss])
     acc = [s["val_acc"] for s in ss if _finite(s.get("val_acc"))]
     ppl = [s["val_ppl"] for s in ss if _finite(s.get("val_ppl"))]
     stats.append((v, len(ss), loss, mean_std(acc)[0] if acc else None,
@@ -376,9 +391,10 @@ def sensitivity(records, knob: str, baselines: Mapping | None = None,
             "verdicts here; the seeds table compares each configuration with the baseline.")
   elif reference is not None:
     base = by_value.get(reference)
-    arms = {v: by_seed(rs) for v, rs in by_value.items() if v != reference}
+    arms = {v: by_seed(rs, metric) for v, rs in by_value.items() if v != reference}
     judged, note = judge({_fmt(v): a for v, a in arms.items()},
-                         None if base is None else by_seed(base), f"{knob}={_fmt(reference)}")
+                         None if base is None else by_seed(base, metric),
+                         f"{knob}={_fmt(reference)}")
   rows = []
   for v, n, (m, sd), acc, ppl in stats:
     if judged is not None and v == reference:
@@ -386,37 +402,37 @@ def sensitivity(records, knob: str, baselines: Mapping | None = None,
     else:
       cells = compare_cells(None if judged is None else judged[_fmt(v)])
     rows.append((_fmt(v), n, f"{m:.4f} ± {sd:.4f}", acc, ppl) + cells)
-  return note + "\n\n" + _table((knob, "n", "val loss", "val acc", "val ppl") + COMPARE_HEADER,
-                                rows), stats
+  return note + "\n\n" + _table((knob, "n", COMPARED[metric], "val acc", "val ppl")
+                                + COMPARE_HEADER, rows), stats
 
 
-def seed_groups(records) -> list[tuple[dict, list[Mapping]]]:
+def seed_groups(records, metric: str = "final_val_loss") -> list[tuple[dict, list[Mapping]]]:
   groups: dict[str, tuple[dict, list]] = {}
-  for r in completed(records):
+  for r in with_metric(completed(records), metric):
     groups.setdefault(r["study"] + config_key(r["params"]), (r["params"], []))[1].append(r)
   return list(groups.values())
 
 
-def multi_seed_table(records, k: int, baseline: Mapping | None = None
-                     ) -> tuple[str, float | None]:
+def multi_seed_table(records, k: int, baseline: Mapping | None = None,
+                     metric: str = "final_val_loss") -> tuple[str, float | None]:
   """Mean and std over seeds per configuration (the k lowest means, and the baseline), each
   against the pre-set `baseline` configuration (`judge`, Holm over every configuration's
   comparison, shown or not); the pooled standard deviation of the repeats, descriptive."""
-  groups = seed_groups(records)
-  sigma, dof = noise_floor([[r["summary"]["final_val_loss"] for r in g] for _, g in groups])
+  groups = seed_groups(records, metric)
+  sigma, dof = noise_floor([[r["summary"][metric] for r in g] for _, g in groups])
   if not groups:
     return "No completed trial yet.", sigma
   stats = []
   for params, g in groups:
-    m, sd = mean_std([r["summary"]["final_val_loss"] for r in g])
+    m, sd = mean_std([r["summary"][metric] for r in g])
     stats.append((params, g, m, sd))
   stats.sort(key=lambda x: x[2])
   base_i = None if baseline is None else next(
       (i for i, (params, *_) in enumerate(stats) if dict(params) == dict(baseline)), None)
   judged, note = None, NO_BASELINE
   if baseline is not None:
-    arms = {str(i): by_seed(g) for i, (_, g, _, _) in enumerate(stats) if i != base_i}
-    judged, note = judge(arms, None if base_i is None else by_seed(stats[base_i][1]),
+    arms = {str(i): by_seed(g, metric) for i, (_, g, _, _) in enumerate(stats) if i != base_i}
+    judged, note = judge(arms, None if base_i is None else by_seed(stats[base_i][1], metric),
                          _label(baseline))
   shown = list(range(min(k, len(stats))))
   if base_i is not None and base_i not in shown:
@@ -440,7 +456,7 @@ def multi_seed_table(records, k: int, baseline: Mapping | None = None
   shown_note = (f" {len(stats)} configurations; the {len(shown)} shown are the lowest means and "
                 "the baseline." if len(shown) < len(stats) else "")
   return spread + "\n\n" + note + shown_note + "\n\n" + _table(
-      ("configuration", "seeds", "mean val loss", "std") + COMPARE_HEADER, rows), sigma
+      ("configuration", "seeds", f"mean {COMPARED[metric]}", "std") + COMPARE_HEADER, rows), sigma
 
 
 def time_to_target_table(records, knobs: Sequence[str], target: float | None) -> str:
@@ -518,12 +534,16 @@ class ConfigStats(NamedTuple):
   reached: int
   median_ttt: float  # censored median time to target; inf when fewer than half reached
   capped: int  # stopped by the time cap (stop_reason "time_cap")
+  compared: tuple[float, float] | None = None  # mean, std of the compared metric (val bpb ...)
+  compared_runs: list | None = None  # the runs with a finite compared metric
 
 
 def config_stats(params: Mapping, records: Sequence[Mapping], loss_ref: float,
-                 time_ref: float | None) -> ConfigStats:
-  """The statistics of one configuration's trials (`records`, every seed)."""
+                 time_ref: float | None, metric: str = "final_val_loss") -> ConfigStats:
+  """The statistics of one configuration's trials (`records`, every seed); `compared`: the
+  mean and std of `metric` (`compared_metric`)."""
   runs, ended = completed(records), finished(records)
+  with_m = with_metric(runs, metric)
   eff = [objectives.trial_efficiency(r["summary"], loss_ref, time_ref) for r in runs] \
       if time_ref else []
   ttt = [r["summary"]["time_to_target_s"] for r in ended if r["summary"].get("reached_target")
@@ -534,7 +554,8 @@ def config_stats(params: Mapping, records: Sequence[Mapping], loss_ref: float,
       _mean(trial_time(r["summary"]) for r in runs),
       _mean(r["summary"].get("tokens_per_s") for r in runs), _mean(eff), len(ttt),
       stats_lib.censored_median(ttt, len(ended)) if ended else math.inf,
-      sum(r["summary"].get("stop_reason") == "time_cap" for r in ended))
+      sum(r["summary"].get("stop_reason") == "time_cap" for r in ended),
+      mean_std([r["summary"][metric] for r in with_m]) if with_m else None, with_m)
 
 
 def configurations(records: Sequence[Mapping]) -> list[tuple[dict, list[Mapping]]]:
@@ -694,6 +715,11 @@ GROUP_HEADER = ("point", "differs from the baseline", "seeds", "val loss", "time
                 "efficiency", "reached target", "t (dof)") + COMPARE_HEADER
 
 
+def group_header(metric: str) -> tuple[str, ...]:
+  """GROUP_HEADER with the compared metric's column."""
+  return tuple(COMPARED[metric] if h == "val loss" else h for h in GROUP_HEADER)
+
+
 def _t_cell(j: stats_lib.Judged | None) -> str:
   c = None if j is None else j.comparison
   return "-" if c is None else f"{c.t:+.3g} ({c.dof:.3g})"
@@ -701,19 +727,21 @@ def _t_cell(j: stats_lib.Judged | None) -> str:
 
 def group_table(points: Sequence[tuple[str, dict]], records: Sequence[Mapping],
                 baseline: Mapping | None, base_label: str, loss_ref: float,
-                time_ref: float | None) -> str:
+                time_ref: float | None, metric: str = "final_val_loss") -> str:
   """One group: each point (label, the knobs it changes, seeds, loss, time, efficiency,
   reached) against the pre-set baseline (`judge`, Holm over this group's comparisons; a
   verdict only with MIN_VERDICT_SEEDS seeds per arm). The baseline is the first row when the
   group does not list it."""
   if baseline is not None and not any(matches(p, baseline) for _, p in points):
     points = [(base_label, dict(baseline))] + list(points)
-  stats = [config_stats(p, [r for r in records if matches(r["params"], p)], loss_ref, time_ref)
-           for _, p in points]
+  stats = [config_stats(p, [r for r in records if matches(r["params"], p)], loss_ref, time_ref,
+                        metric) for _, p in points]
   is_base = [baseline is not None and matches(p, baseline) for _, p in points]
   base = next((c for c, b in zip(stats, is_base) if b), None)
-  arms = {str(i): by_seed(c.runs) for i, c in enumerate(stats) if not is_base[i] and c.runs}
-  base_seeds = by_seed(base.runs) if base is not None and base.runs else None
+  arms = {str(i): by_seed(c.compared_runs, metric) for i, c in enumerate(stats)
+          if not is_base[i] and c.compared_runs}
+  base_seeds = (by_seed(base.compared_runs, metric)
+                if base is not None and base.compared_runs else None)
   one_seed = base_seeds is not None and len(base_seeds) <= 1 and all(
       len(a) <= 1 for a in arms.values())
   if baseline is None:
@@ -732,15 +760,16 @@ def group_table(points: Sequence[tuple[str, dict]], records: Sequence[Mapping],
   for i, ((label, params), c) in enumerate(zip(points, stats)):
     if is_base[i]:
       cells = ("-",) * 5 + ("baseline",)
-    elif not c.runs:
+    elif not c.compared_runs:
       cells = ("-",) * 5 + ("no completed run",)
     elif judged is None:
       cells = ("-",) * 5 + (ONE_SEED if one_seed else "-",)
     else:
       cells = (_t_cell(judged[str(i)]),) + compare_cells(judged[str(i)])
-    rows.append((label, differs(params, baseline), len(c.runs), _loss_cell(c), c.time_s,
+    value = (f"{c.compared[0]:.4f} ± {c.compared[1]:.4f}" if c.compared else "-")
+    rows.append((label, differs(params, baseline), len(c.compared_runs), value, c.time_s,
                  c.efficiency, f"{c.reached}/{len(c.ended)}") + cells)
-  return note + "\n\n" + _table(GROUP_HEADER, rows)
+  return note + "\n\n" + _table(group_header(metric), rows)
 
 
 def baseline_label(baseline: Mapping | None, groups: Mapping[str, list]) -> str:
@@ -926,7 +955,8 @@ def _numeric(values) -> bool:
   return all(map(checks.is_number, values))
 
 
-def plot_sensitivity(all_stats: Mapping[str, list], path: str) -> bool:
+def plot_sensitivity(all_stats: Mapping[str, list], path: str,
+                     ylabel: str = "val loss") -> bool:
   items = [(k, s) for k, s in all_stats.items() if s]
   if not items:
     return False
@@ -943,7 +973,7 @@ def plot_sensitivity(all_stats: Mapping[str, list], path: str) -> bool:
     if not _numeric(vals):
       ax.set_xticks(xs, [str(v) for v in vals])
     ax.set_xlabel(knob)
-    ax.set_ylabel("val loss (mean ± std)")
+    ax.set_ylabel(f"{ylabel} (mean ± std)")
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
@@ -999,7 +1029,8 @@ def groups_section(records: Sequence[Mapping], meta: Mapping, outdir: str, loss_
   ended = finished(records)
   for g, points in groups.items():
     md += ["", f"### Group {g}", "",
-           group_table(points, records, baseline, base_label, loss_ref, time_ref)]
+           group_table(points, records, baseline, base_label, loss_ref, time_ref,
+                       compared_metric(meta))]
     lines = [(label, [r for r in ended if matches(r["params"], p)],
               baseline is not None and matches(p, baseline)) for label, p in points]
     if baseline is not None and not any(base for *_, base in lines):
@@ -1050,7 +1081,8 @@ def render(records: Sequence[Mapping], meta: Mapping, outdir: str,
   else:
     md += ["", f"## Top {top_k}", "", top_table(records, top_k, loss_ref, time_ref, time_source)]
   baseline = baseline_of(meta)
-  ms_text, _ = multi_seed_table(records, max(top_k, 20), baseline)
+  metric = compared_metric(meta)
+  ms_text, _ = multi_seed_table(records, max(top_k, 20), baseline, metric)
   md += ["", "## Seeds: mean, standard deviation, and each configuration against the baseline",
          "", ms_text]
   md += ["", "## Sensitivity per knob", ""]
@@ -1062,7 +1094,7 @@ def render(records: Sequence[Mapping], meta: Mapping, outdir: str,
            ""]
   for knob in knobs:
     table, stats = sensitivity(records, knob, baselines,
-                               None if baseline is None else baseline.get(knob))
+                               None if baseline is None else baseline.get(knob), metric)
     if table:
       all_stats[knob] = stats
       key = meta.get("knobs", {}).get(knob, "")
@@ -1075,7 +1107,7 @@ def render(records: Sequence[Mapping], meta: Mapping, outdir: str,
   best = sorted(completed(records), key=lambda r: r["summary"]["final_val_loss"])[:5]
   if plot_curves(records, os.path.join(outdir, "loss_curves.png"), {r["name"] for r in best}):
     md.append("![validation loss curves](loss_curves.png)")
-  if plot_sensitivity(all_stats, os.path.join(outdir, "sensitivity.png")):
+  if plot_sensitivity(all_stats, os.path.join(outdir, "sensitivity.png"), COMPARED[metric]):
     md.append("![sensitivity](sensitivity.png)")
   rep = meta.get("report", {})
   hx, hy = rep.get("heatmap_x"), rep.get("heatmap_y")

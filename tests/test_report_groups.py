@@ -328,3 +328,24 @@ def test_report_cli_errors_are_one_line(tmp_path, setup, args, words):
   assert proc.returncode == 2, proc.stderr[-2000:]
   assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
   assert words in proc.stderr
+
+
+def test_a_val_bpb_objective_compares_val_bpb():
+  # A1_pe is better than the baseline in val loss (p = 0.037750, above) but its val bpb is
+  # worse: d = (0.50, 0.52, 0.48), t = 25 sqrt(3), p = 1 - sqrt(1875 / 1877) = 0.00053291.
+  records = _records({k: RUNS[k] for k in ("base", "A1_pe")})
+  bpb = {("base", 0): 5.0, ("base", 1): 5.1, ("base", 2): 5.2,
+         ("A1_pe", 0): 5.5, ("A1_pe", 1): 5.62, ("A1_pe", 2): 5.68}
+  for r in records:
+    r["summary"]["val_bpb"] = bpb[("base" if r["params"] == BASE else "A1_pe", r["seed"])]
+  assert report.compared_metric(_meta(objective="val_bpb")) == "val_bpb"
+  assert report.compared_metric(_meta(objective="efficiency")) == "final_val_loss"
+  points = [("A0_base", BASE), ("A1_pe", GROUPS["A"][1]["params"])]
+  by_loss = report.group_table(points, records, BASE, "A0_base", 6.0, None)
+  by_bpb = report.group_table(points, records, BASE, "A0_base", 6.0, None, "val_bpb")
+  row = lambda text: next(ln for ln in text.splitlines() if ln.startswith("| A1_pe"))
+  assert "| better |" in row(by_loss) and "| val loss |" in by_loss
+  assert "| worse |" in row(by_bpb) and "| val bpb |" in by_bpb
+  assert "+0.5000" in row(by_bpb) and "5.6000 ± 0.0917" in row(by_bpb)
+  table, _ = report.multi_seed_table(records, 5, BASE, "val_bpb")
+  assert "mean val bpb" in table and "| worse |" in table
