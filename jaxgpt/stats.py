@@ -2,6 +2,7 @@
 
   python -m jaxgpt.stats ARM BASELINE [--higher_is_better]
   python -m jaxgpt.stats 0:3.21,1:3.25,2:3.22 0:3.30,1:3.31,2:3.27
+  python -m jaxgpt.stats ARM/trials.json BASELINE/trials.json[:val_bpb]   # reports' JSON
 
 - `compare(arm, baseline)`: the difference of the means, mean(arm) - mean(baseline), with its
   95% interval from the t distribution and a two-sided p. A paired t-test on the per-seed
@@ -218,8 +219,33 @@ def censored_median(times: Sequence[float], n: int) -> float:
 # ------------------------------------------------------------------------------------------
 # The command line.
 
+def values_from_json(name: str, path: str, metric: str = "final_val_loss") -> Values:
+  """{seed: summary[metric]} of the completed trials in a report's trials.json (`python -m
+  jaxgpt.report DIR --json FILE`), which must hold one configuration."""
+  import json  # the command line's only JSON reader
+
+  try:
+    with open(path, encoding="utf-8") as f:
+      trials = json.load(f)["trials"]
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise StatsError(f"{name}={path!r} is not a report's trials.json ({e})") from None
+  done = [t for t in trials if t.get("state") == "COMPLETE"]
+  configs = {json.dumps(t.get("params"), sort_keys=True) for t in done}
+  if len(configs) != 1:
+    raise StatsError(f"{name}={path!r} holds {len(configs)} configurations; one is needed")
+  missing = [t["seed"] for t in done if not isinstance(t["summary"].get(metric), (int, float))]
+  if missing:
+    raise StatsError(f"{name}={path!r} has no {metric} for seed {missing[0]}")
+  out = {int(t["seed"]): float(t["summary"][metric]) for t in done}
+  return out if len(out) == len(done) else [float(t["summary"][metric]) for t in done]
+
+
 def parse_values(name: str, text: str) -> Values:
-  """'0:3.21,1:3.25' -> {0: 3.21, 1: 3.25}; '3.21,3.25' -> [3.21, 3.25]."""
+  """'0:3.21,1:3.25' -> {0: 3.21, 1: 3.25}; '3.21,3.25' -> [3.21, 3.25];
+  'trials.json' or 'trials.json:val_bpb' -> `values_from_json`."""
+  path, _, metric = text.partition(".json")
+  if _ == ".json" and (not metric or metric.startswith(":")):
+    return values_from_json(name, path + ".json", metric[1:] or "final_val_loss")
   items = [s for s in text.split(",") if s.strip()]
   try:
     if items and all(":" in s for s in items):
@@ -245,8 +271,8 @@ def main(argv: Sequence[str]) -> int:
   from absl import app, flags
 
   if len(argv) != 3:
-    raise app.UsageError("give two arms: python -m jaxgpt.stats ARM BASELINE (each 0:x,1:y,... "
-                         "or x,y,...)")
+    raise app.UsageError("give two arms: python -m jaxgpt.stats ARM BASELINE (each 0:x,1:y,..., "
+                         "x,y,... or a report's trials.json[:metric])")
   try:
     arm, base = parse_values("ARM", argv[1]), parse_values("BASELINE", argv[2])
     c = compare(arm, base, arm_name="ARM", base_name="BASELINE")

@@ -8,6 +8,7 @@ or 4 (two-sided p = I_{v/(v+t^2)}(v/2, 1/2)):
 Quantiles quoted to 5 digits: t_{0.975, 2} = 4.3027, t_{0.975, 4} = 2.7764.
 """
 
+import json
 import math
 import re
 import subprocess
@@ -251,3 +252,30 @@ def test_cli():
                       (["stats", "1.0,1.1"], "give two arms")):
     with pytest.raises(app.UsageError, match=re.escape(words)):
       stats.main(argv)
+
+
+def _trials_json(path, losses, params=None):
+  trials = [{"state": "COMPLETE", "seed": s, "params": params or {"lr": 0.1},
+             "summary": {"final_val_loss": v, "val_bpb": 2 * v}} for s, v in losses.items()]
+  trials.append({"state": "FAIL", "seed": 9, "params": {"lr": 0.1}, "summary": {}})
+  path.write_text(json.dumps({"format": "jaxgpt.report/1", "meta": {}, "trials": trials}))
+  return str(path)
+
+
+def test_values_from_a_reports_json(tmp_path):
+  arm = _trials_json(tmp_path / "a.json", {0: 0.97, 1: 1.08, 2: 1.16})
+  base = _trials_json(tmp_path / "b.json", BASE)
+  assert stats.parse_values("ARM", arm) == {0: 0.97, 1: 1.08, 2: 1.16}
+  assert stats.parse_values("ARM", arm + ":val_bpb") == {0: 1.94, 1: 2.16, 2: 2.32}
+  c = stats.compare(stats.parse_values("ARM", arm), stats.parse_values("BASELINE", base))
+  _close(c.p, 1 - math.sqrt(27 / 29), 1e-9)  # test_paired_resolves_what_welch_does_not
+  mixed = tmp_path / "m.json"
+  data = json.loads((tmp_path / "a.json").read_text())
+  data["trials"][0]["params"] = {"lr": 0.2}
+  mixed.write_text(json.dumps(data))
+  with pytest.raises(StatsError, match="holds 2 configurations"):
+    stats.parse_values("ARM", str(mixed))
+  with pytest.raises(StatsError, match="has no val_acc"):
+    stats.parse_values("ARM", arm + ":val_acc")
+  with pytest.raises(StatsError, match="is not a report's trials.json"):
+    stats.parse_values("ARM", str(tmp_path / "none.json"))
