@@ -312,7 +312,8 @@ def train_tokenizer(args: argparse.Namespace, source: corpus.Source):
 
 def worker_spec(args: argparse.Namespace, out: Path, tok, version: int) -> dict:
   """What a worker needs to rebuild the tokenizer (it reads tokenizer.json from `out`)."""
-  return {"byte": args.tokenizer == "byte", "path": str(out / tokenizer_lib.saved_file(tok.name)),
+  saved = tokenizer_lib.saved_file(tok.name)
+  return {"byte": args.tokenizer == "byte", "path": str(out / saved) if saved else None,
           "boundary": tok.bos_id is not None, "bos_token": getattr(tok, "bos_token", None),
           "separator": args.document_separator, "version": version}
 

@@ -230,7 +230,9 @@ class TokenStream:
 # nothing to jaxgpt (raw: `model.vocab_size` required, no val_bpb) unless `data.tokenizer` is
 # a tokenizer.json, or `data.byte_shards` says they are UTF-8 bytes: then the vocabulary is
 # 256, every id is checked below it, and val_bpb is exact (one byte per token).
-# With a tokenizer.json, val_bpb counts `tokenizer.token_bytes` of the targets. No text comes
+# With a tokenizer.json or a SentencePiece .model (parameter-golf's shards: data.bos_id=1, a
+# control id of the model), val_bpb counts `tokenizer.token_bytes` of the targets, and every
+# shard's token type must hold the vocabulary (`check_dtypes`). No text comes
 # with the shards, so the tokenizer is checked for losslessness on `tokenizer.PROBE_TEXT`
 # (a warning and `DataSpec.lossy` when it is lossy). A metaspace tokenizer's "\u2581" counts
 # one byte wherever it is: shards written with a dummy prefix count one byte more per
