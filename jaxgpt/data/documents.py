@@ -41,7 +41,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 import numpy as np
 
 from jaxgpt import checks, files
-from jaxgpt.data import shards
+from jaxgpt.data import shards, spm
 from jaxgpt.data import tokenizer as tokenizer_lib
 from jaxgpt.data.spec import DataSpec, get, spec_from_meta
 from jaxgpt.errors import ConfigError
@@ -128,6 +128,8 @@ def tokenizer_key(name: str, bpe_vocab_size: int) -> dict:
     return {"tokenizer": "byte"}
   if name == "bpe":
     return {"tokenizer": "bpe", "bpe_vocab_size": int(bpe_vocab_size)}
+  if spm.vocab_of(name) is not None:  # a SentencePiece BPE trained here ("spm1024")
+    return {"tokenizer": name, "spm_settings": spm.SETTINGS}
   return {"tokenizer": "file", "sha256": file_sha256(name)}
 
 
@@ -150,15 +152,18 @@ def _batches(texts: Iterator[str], size: int) -> Iterator[list[str]]:
 
 def make_tokenizer(name: str, bpe_vocab_size: int, train: Iterable[str], separator: str,
                    bos_token: str | None = None):
-  """The tokenizer `name` ("byte", "bpe": trained on the texts `train`, or a tokenizer.json
-  path), with its boundary token when `separator` is "bos"; errors name data.tokenizer."""
+  """The tokenizer `name` ("byte"; "bpe" or "spm<V>": trained on the texts `train`; a
+  tokenizer.json or SentencePiece .model path), with its boundary token when `separator` is
+  "bos"; errors name data.tokenizer."""
   boundary = separator == "bos"
   try:
     if name == "byte":
       return tokenizer_lib.ByteTokenizer(boundary=boundary)
     if name == "bpe":
       return tokenizer_lib.train_bpe(train, bpe_vocab_size, boundary=boundary)
-    tok = tokenizer_lib.HFTokenizer.from_file(name)
+    if spm.vocab_of(name) is not None:
+      return spm.train_spm(train, spm.vocab_of(name), boundary=boundary)
+    tok = tokenizer_lib.load_tokenizer(name)
     return tok.with_boundary(bos_token) if boundary else tok
   except ValueError as e:
     raise ConfigError(f"data.tokenizer={name!r}: {e}") from None
@@ -166,10 +171,11 @@ def make_tokenizer(name: str, bpe_vocab_size: int, train: Iterable[str], separat
 
 def _make_tokenizer(root: Path, name: str, bpe_vocab_size: int, train: Documents,
                     separator: str, bos_token: str | None):
-  tok = make_tokenizer(name, bpe_vocab_size, _texts(train, separator) if name == "bpe" else (),
+  trains = name == "bpe" or spm.vocab_of(name) is not None
+  tok = make_tokenizer(name, bpe_vocab_size, _texts(train, separator) if trains else (),
                        separator, bos_token)
   if name != "byte":
-    tok.save(root / "tokenizer.json")
+    tok.save(root / tokenizer_lib.saved_file(tok.name))
   return tok
 
 
@@ -233,7 +239,7 @@ def read_meta(root: Path) -> dict | None:
     return None
   needed = [root / f for s in meta["splits"].values() for f in s["files"]]
   if meta["tokenizer"] != "byte":
-    needed.append(root / "tokenizer.json")
+    needed.append(root / tokenizer_lib.saved_file(meta["tokenizer"]))
   return meta if all(p.exists() for p in needed) else None
 
 
@@ -257,7 +263,7 @@ def prepare(root: str | Path, docs: Mapping[str, Documents], *, tokenizer: str,
       splits = {s: _write_split(root, s, d, tok, max_shard_tokens, separator)
                 for s, d in docs.items()}
       meta = {"format": FORMAT, "source": name, "key": dict(key),
-              "tokenizer": "byte" if tokenizer == "byte" else "bpe", "tokenizer_kind": tok.kind,
+              "tokenizer": tok.name, "tokenizer_kind": tok.kind,
               "vocab_size": tok.vocab_size, "splits": splits,
               "lossy": lossy_reason(tok, sample_text(docs["train"], separator=separator),
                                     splits), **boundary_meta(tok)}

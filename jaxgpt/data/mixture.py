@@ -45,7 +45,7 @@ from typing import Any, Mapping, Sequence
 from jaxgpt import checks, registry
 from jaxgpt.data import shards
 from jaxgpt.data.spec import DataSpec, get
-from jaxgpt.data.tokenizer import NAMES
+from jaxgpt.data.tokenizer import NAMES, is_tokenizer_file
 from jaxgpt.errors import ConfigError
 
 SOURCE_KEYS = ("name", "train_pattern", "val_pattern", "weight", "tokenizer", "byte_shards")
@@ -174,9 +174,9 @@ def _source_tokenizer(cfg: Any, entry: Mapping, key: str) -> tuple[str, bool]:
   """(tokenizer, byte_shards) of a source, defaults from `cfg`, checked as `shards` does."""
   tok = entry.get("tokenizer", get(cfg, "tokenizer", "byte"))
   byte_shards = entry.get("byte_shards", get(cfg, "byte_shards", False))
-  if tok not in NAMES and not str(tok).endswith(".json"):
+  if tok not in NAMES and not is_tokenizer_file(tok):
     raise ConfigError(f"{key}.tokenizer={tok!r} must be 'byte', 'bpe' (both mean: no "
-                      "tokenizer for raw shards) or the path of a tokenizer.json")
+                      "tokenizer for raw shards) or the path of a tokenizer.json or .model")
   checks.boolean(f"{key}.byte_shards", byte_shards)
   if byte_shards and tok != "byte":
     raise ConfigError(f"{key}.byte_shards=True and {key}.tokenizer={tok!r}: byte shards need "
@@ -253,7 +253,7 @@ def check(config: Any) -> None:
   """data.mixture, and model.vocab_size for raw shards (no tokenizer vouches for the ids)."""
   check_data(config.data)
   raw = [k for k, s in enumerate(sources(config.data))
-         if not s["byte_shards"] and not str(s["tokenizer"]).endswith(".json")]
+         if not s["byte_shards"] and not is_tokenizer_file(s["tokenizer"])]
   if raw and config.model.vocab_size is None:
     raise ConfigError(f"model.vocab_size=None must be set: data.mixture[{raw[0]}] holds raw "
                       "token shards (no tokenizer.json, not byte_shards)")

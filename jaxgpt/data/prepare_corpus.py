@@ -4,6 +4,8 @@
         --tokenizer gpt2/tokenizer.json --val_docs 50000 --output data/fineweb-edu
     python -m jaxgpt.data.prepare --input 'corpus/*.parquet' --text_field text --output DIR
     python -m jaxgpt.data.prepare --input 'dump/**/*.jsonl.zst' --tokenizer bpe --output DIR
+    python -m jaxgpt.data.prepare --input 'docs/*.jsonl' --tokenizer spm1024 --output DIR
+    python -m jaxgpt.data.prepare --fetch_pg sp1024 --output data/pg  # parameter-golf's shards
     # then: --config.data.name=shards --config.data.prepared_dir=DIR
 
 Input (`corpus.py`): `--input` globs of parquet (the `--text_field` column, batch by batch),
@@ -16,7 +18,9 @@ then the document's tokens, as modded-nanogpt and parameter-golf do; "newline" e
 document with "\\n" and has no boundary token. The tokenizer (`--tokenizer`): `byte` (the
 boundary is id 256: vocabulary 257), `bpe` (a byte-level BPE of `--bpe_vocab_size` ids trained
 on the first `--bpe_train_bytes` of the train documents, "<|endoftext|>" reserved as the
-boundary) or a tokenizer.json (its special token `--bos_token`, else the first of
+boundary), `spm<V>` (a SentencePiece BPE of V ids with parameter-golf's settings, trained on the
+same documents, `spm.py`; its boundary is its BOS, id 1), a SentencePiece `.model` or a
+tokenizer.json (its special token `--bos_token`, else the first of
 `tokenizer.BOS_TOKENS` it has; none is an error). The boundary token stands for no bytes.
 
 Validation split: whole documents, chosen by a hash of their text: a document whose sha256
@@ -67,7 +71,7 @@ import numpy as np
 from tqdm import tqdm
 
 from jaxgpt import checks, files
-from jaxgpt.data import corpus, documents, shards, writer
+from jaxgpt.data import corpus, documents, pgolf, shards, spm, writer
 from jaxgpt.data import tokenizer as tokenizer_lib
 from jaxgpt.errors import ConfigError
 
@@ -133,6 +137,12 @@ def parser() -> argparse.ArgumentParser:
   add("--workers", type=int, default=os.cpu_count() or 1, help="tokenizer processes")
   add("--restart", action="store_true", help="discard an unfinished preparation of other "
       "inputs or settings in --output")
+  add("--fetch_pg", metavar="VARIANT", help="instead: fetch parameter-golf's published FineWeb "
+      "shards of this variant (e.g. sp1024) into --output (pgolf.py)")
+  add("--train_shards", type=int, default=pgolf.DEFAULT_TRAIN_SHARDS, help="--fetch_pg: the "
+      "first this many train shards (100M tokens each)")
+  add("--pg_repo", default=pgolf.REPO_ID, help="--fetch_pg: the Hugging Face dataset repo")
+  add("--pg_root", default=pgolf.REMOTE_ROOT, help="--fetch_pg: the export's folder in it")
   return p
 
 
@@ -150,9 +160,11 @@ def check_args(args: argparse.Namespace) -> None:
   if args.tokenizer == "bpe":
     checks.integer("--bpe_vocab_size", args.bpe_vocab_size, tokenizer_lib.MIN_BPE_VOCAB,
                    tokenizer_lib.MAX_BPE_VOCAB)
+  elif trains_spm(args):
+    spm.check_name("--tokenizer", args.tokenizer)
   elif args.tokenizer != "byte" and not os.path.isfile(os.path.expanduser(args.tokenizer)):
-    raise ConfigError(f"--tokenizer={args.tokenizer!r} must be byte, bpe or the path of a "
-                      "tokenizer.json (no such file)")
+    raise ConfigError(f"--tokenizer={args.tokenizer!r} must be byte, bpe, spm<V> or the path "
+                      "of a tokenizer.json or SentencePiece .model (no such file)")
   if args.bos_token is not None and (args.tokenizer in tokenizer_lib.NAMES
                                      or args.document_separator != "bos"):
     raise ConfigError(f"--bos_token={args.bos_token!r} names a special token of a "
@@ -178,7 +190,7 @@ def make_key(args: argparse.Namespace, source: corpus.Source) -> dict:
          "document_separator": args.document_separator, "bos_token": args.bos_token,
          "val_fraction": args.val_fraction, "val_docs": args.val_docs,
          "shard_tokens": args.shard_tokens, "dtype": args.dtype}
-  if tok == "bpe":
+  if tok == "bpe" or trains_spm(args):
     key["bpe_train_bytes"] = args.bpe_train_bytes
   return key
 
@@ -259,7 +271,7 @@ def shard_version(vocab_size: int, dtype: str, what: str) -> int:
 def load_file_tokenizer(args: argparse.Namespace):
   """The tokenizer.json of `--tokenizer`, with its boundary token for "bos"."""
   try:
-    tok = tokenizer_lib.HFTokenizer.from_file(os.path.expanduser(args.tokenizer))
+    tok = tokenizer_lib.load_tokenizer(os.path.expanduser(args.tokenizer))
     if args.document_separator == "bos":
       tok = tok.with_boundary(args.bos_token)
   except ValueError as e:
@@ -267,8 +279,15 @@ def load_file_tokenizer(args: argparse.Namespace):
   return tok
 
 
+def trains_spm(args: argparse.Namespace) -> bool:
+  """Whether `--tokenizer` is "spm<V>" (a SentencePiece BPE trained here), not a file."""
+  return (args.tokenizer.startswith("spm")
+          and not tokenizer_lib.is_tokenizer_file(args.tokenizer))
+
+
 def train_tokenizer(args: argparse.Namespace, source: corpus.Source):
-  """A BPE trained on the first `--bpe_train_bytes` of the train documents."""
+  """A BPE (byte-level, or SentencePiece for "spm<V>") trained on the first
+  `--bpe_train_bytes` of the train documents."""
   splitter = Splitter(args.val_fraction, args.val_docs)
 
   def train_texts() -> Iterator[str]:
@@ -281,15 +300,20 @@ def train_tokenizer(args: argparse.Namespace, source: corpus.Source):
         if seen >= args.bpe_train_bytes:
           return
 
-  print(f"training a {args.bpe_vocab_size}-id BPE on up to {args.bpe_train_bytes:,} bytes of "
-        "the train documents ...", file=sys.stderr, flush=True)
-  return tokenizer_lib.train_bpe(train_texts(), args.bpe_vocab_size,
-                                 boundary=args.document_separator == "bos")
+  boundary = args.document_separator == "bos"
+  vocab = spm.vocab_of(args.tokenizer) if trains_spm(args) else args.bpe_vocab_size
+  print(f"training a {vocab}-id {'SentencePiece ' if trains_spm(args) else ''}BPE on up to "
+        f"{args.bpe_train_bytes:,} bytes of the train documents ...", file=sys.stderr,
+        flush=True)
+  if trains_spm(args):
+    return spm.train_spm(train_texts(), vocab, boundary=boundary)
+  return tokenizer_lib.train_bpe(train_texts(), vocab, boundary=boundary)
 
 
 def worker_spec(args: argparse.Namespace, out: Path, tok, version: int) -> dict:
   """What a worker needs to rebuild the tokenizer (it reads tokenizer.json from `out`)."""
-  return {"byte": args.tokenizer == "byte", "path": str(out / TOKENIZER),
+  saved = tokenizer_lib.saved_file(tok.name)
+  return {"byte": args.tokenizer == "byte", "path": str(out / saved) if saved else None,
           "boundary": tok.bos_id is not None, "bos_token": getattr(tok, "bos_token", None),
           "separator": args.document_separator, "version": version}
 
@@ -298,7 +322,7 @@ def spec_tokenizer(spec: dict):
   """The tokenizer `worker_spec` describes."""
   if spec["byte"]:
     return tokenizer_lib.ByteTokenizer(boundary=spec["boundary"])
-  tok = tokenizer_lib.HFTokenizer.from_file(spec["path"])
+  tok = tokenizer_lib.load_tokenizer(spec["path"])
   return tok.with_boundary(spec["bos_token"]) if spec["boundary"] else tok
 
 
@@ -347,7 +371,7 @@ def discard(out: Path) -> None:
     writer.clean_after(out, split, 0)
     for path in out.glob(f".{split}_*.part"):
       path.unlink()
-  for name in (PROGRESS, TOKENIZER):
+  for name in (PROGRESS, *tokenizer_lib.SAVED_FILES.values()):
     with contextlib.suppress(FileNotFoundError):
       (out / name).unlink()
 
@@ -477,7 +501,7 @@ def finish(run: Run, args: argparse.Namespace, tok, version: int,
   sample = documents.sample_text(lambda: (r for r in records if isinstance(r, str)),
                                  separator=args.document_separator)
   meta = {"prepared": shards.PREPARED_FORMAT, "key": run.key,
-          "tokenizer": "byte" if args.tokenizer == "byte" else "bpe",
+          "tokenizer": tok.name,
           "tokenizer_kind": tok.kind, "tokenizer_source": args.tokenizer,
           "vocab_size": tok.vocab_size, "shard_version": version,
           "document_separator": args.document_separator, "bos_id": tok.bos_id,
@@ -521,6 +545,8 @@ def check_input(args: argparse.Namespace, source: corpus.Source) -> None:
     vocab_size = tokenizer_lib.ByteTokenizer(boundary=args.document_separator == "bos").vocab_size
   elif args.tokenizer == "bpe":
     vocab_size = args.bpe_vocab_size
+  elif trains_spm(args):
+    vocab_size = spm.vocab_of(args.tokenizer)
   else:
     vocab_size = load_file_tokenizer(args).vocab_size
   shard_version(vocab_size, args.dtype, f"--tokenizer={args.tokenizer}")
@@ -570,10 +596,12 @@ def make_tokenizer(args: argparse.Namespace, source: corpus.Source, out: Path,
   boundary = args.document_separator == "bos"
   if args.tokenizer == "byte":
     return tokenizer_lib.ByteTokenizer(boundary=boundary)
-  if args.tokenizer != "bpe":
+  if args.tokenizer != "bpe" and not trains_spm(args):
     return load_file_tokenizer(args)
   if not resumed:
     return train_tokenizer(args, source)
+  if trains_spm(args):
+    return tokenizer_lib.load_saved(out, tokenizer_lib.SentencePieceTokenizer.name, boundary)
   tok = tokenizer_lib.HFTokenizer.from_file(out / TOKENIZER)
   return tok.with_boundary(tokenizer_lib.BOS_TOKEN) if boundary else tok
 
@@ -584,7 +612,7 @@ def _prepare(args: argparse.Namespace, source: corpus.Source, key: dict, out: Pa
   tok = make_tokenizer(args, source, out, resumed=progress is not None)
   version = shard_version(tok.vocab_size, args.dtype, f"--tokenizer={args.tokenizer}")
   if args.tokenizer != "byte" and progress is None:
-    tok.save(out / TOKENIZER)
+    tok.save(out / tokenizer_lib.saved_file(tok.name))
   run = Run(out, key, version, args.shard_tokens, Splitter(args.val_fraction, args.val_docs),
             progress, tok.bos_id)
   try:
@@ -596,9 +624,25 @@ def _prepare(args: argparse.Namespace, source: corpus.Source, key: dict, out: Pa
     run.abandon()
 
 
+def fetch_pg(args: argparse.Namespace) -> int:
+  """--fetch_pg: parameter-golf's shards of a variant (`pgolf.fetch`); errors as `main`."""
+  try:
+    if args.input or args.hf_dataset:
+      raise ConfigError("--fetch_pg fetches a published corpus: give no --input or --hf_dataset")
+    checks.integer("--train_shards", args.train_shards, 0)
+    result = pgolf.fetch(args.fetch_pg, args.output, args.train_shards, args.pg_repo,
+                         args.pg_root)
+  except ValueError as e:  # ConfigError, ShardError
+    fail(str(e))
+  print(pgolf.summary(result))
+  return 0
+
+
 def main(argv: list[str] | None = None) -> int:
   """The command: `error: ...` and exit code 2 for bad flags or input."""
   args = parser().parse_args(argv)
+  if args.fetch_pg is not None:
+    return fetch_pg(args)
   try:
     meta = prepare(args)
   except ValueError as e:  # ConfigError, CorpusError, ShardError, a tokenizer's ValueError

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from jaxgpt import checks, files, registry
-from jaxgpt.data import cache, documents, shards
+from jaxgpt.data import cache, documents, shards, spm
 from jaxgpt.data import tokenizer as tokenizer_lib
 from jaxgpt.data.spec import DataSpec, get
 
@@ -203,7 +203,7 @@ def read_split_text(root: Path, split: str) -> str:
 
 def tokenized_dir(root: Path, tokenizer_name: str, bpe_vocab_size: int,
                   separator: str = "newline") -> Path:
-  name = "byte" if tokenizer_name == "byte" else f"bpe{bpe_vocab_size}"
+  name = {"byte": "byte", "bpe": f"bpe{bpe_vocab_size}"}.get(tokenizer_name, tokenizer_name)
   return root / (name if separator == "newline" else f"{name}_{separator}")
 
 
@@ -213,8 +213,10 @@ def load_tokenizer(root: Path, tokenizer_name: str, bpe_vocab_size: int,
   boundary = separator == "bos"
   if tokenizer_name == "byte":
     return tokenizer_lib.ByteTokenizer(boundary=boundary)
-  tok = tokenizer_lib.BPETokenizer.from_file(
-      tokenized_dir(root, tokenizer_name, bpe_vocab_size, separator) / "tokenizer.json")
+  out = tokenized_dir(root, tokenizer_name, bpe_vocab_size, separator)
+  if spm.vocab_of(tokenizer_name) is not None:  # its boundary is its BOS
+    return tokenizer_lib.load_saved(out, tokenizer_lib.SentencePieceTokenizer.name, boundary)
+  tok = tokenizer_lib.BPETokenizer.from_file(out / "tokenizer.json")
   return tok.with_boundary(tokenizer_lib.BOS_TOKEN) if boundary else tok
 
 
@@ -226,8 +228,8 @@ def read_meta(root: Path, tokenizer_name: str, bpe_vocab_size: int,
   if meta is None or meta.get("format") != CORPUS_FORMAT:
     return None
   needed = [out / f for s in meta["splits"].values() for f in s["files"]]
-  if tokenizer_name == "bpe":
-    needed.append(out / "tokenizer.json")
+  if tokenizer_name != "byte":
+    needed.append(out / tokenizer_lib.saved_file(meta.get("tokenizer_name", "bpe")))
   return meta if all(f.exists() for f in needed) else None
 
 
@@ -260,7 +262,8 @@ def tokenize_splits(root: Path, tokenizer_name: str, bpe_vocab_size: int,
   docs = work_documents(root) if separator == "bos" else dict.fromkeys(SPLITS)
   tok = documents.make_tokenizer(tokenizer_name, bpe_vocab_size, texts["train"], separator)
   if tokenizer_name != "byte":
-    tok.save(out / "tokenizer.json")
+    tok.save(out / tokenizer_lib.saved_file(tok.name))
+  lossy = tok.name == tokenizer_lib.SentencePieceTokenizer.name  # nmt_nfkc: may normalize
   meta = {"format": CORPUS_FORMAT, "tokenizer": tokenizer_name, "vocab_size": tok.vocab_size,
           "archive_sha256": ARCHIVE_SHA256, "splits": {}, **documents.boundary_meta(tok)}
   for split, text in texts.items():
@@ -268,9 +271,15 @@ def tokenize_splits(root: Path, tokenizer_name: str, bpe_vocab_size: int,
     written = shards.write_split(out, split, tokens, MAX_SHARD_TOKENS, tok.vocab_size)
     meta["splits"][split] = {"files": list(written), "tokens": int(tokens.size),
                              "bytes": num_bytes}
-    if int(tok.token_bytes[tokens].sum()) != meta["splits"][split]["bytes"]:
+    token_bytes = int(tok.token_bytes[tokens].sum())
+    if lossy:
+      meta["splits"][split]["token_bytes"] = token_bytes
+    elif token_bytes != meta["splits"][split]["bytes"]:
       raise RuntimeError(f"{split}: the {tokenizer_name} tokens do not stand for the split's "
                          "bytes exactly (the tokenizer is not lossless)")
+  if lossy:  # recorded as the documents caches do (only here: byte and bpe stay as they were)
+    meta.update(tokenizer_name=tok.name, lossy=documents.lossy_reason(
+        tok, texts["train"][:documents.SAMPLE_CHARS], meta["splits"]))
   files.atomic_write_json(out / "meta.json", meta)
   return meta
 
@@ -305,7 +314,11 @@ def shard_paths(root: Path, tokenizer_name: str, bpe_vocab_size: int, meta: dict
 # The source `data.name = "shakespeare"`.
 
 def check_data(cfg: Any) -> None:
-  tok = checks.one_of("data.tokenizer", get(cfg, "tokenizer", "byte"), tokenizer_lib.NAMES)
+  tok = get(cfg, "tokenizer", "byte")
+  if str(tok).startswith("spm"):
+    spm.check_name("data.tokenizer", tok)
+  else:
+    checks.one_of("data.tokenizer", tok, tokenizer_lib.NAMES + ("spm<V>",))
   documents.check_boundary(cfg)
   if tok == "bpe":
     checks.integer("data.bpe_vocab_size", get(cfg, "bpe_vocab_size", 1024),
@@ -325,7 +338,8 @@ def prepare_source(cfg: Any) -> DataSpec:
       extra_val={"folio": paths["folio"]} if get(cfg, "folio_val", False) else {},
       vocab_size=tok.vocab_size, tokenizer=tok, token_bytes=tok.token_bytes,
       split_tokens={s: m["tokens"] for s, m in meta["splits"].items()},
-      split_bytes={s: m["bytes"] for s, m in meta["splits"].items()}, bos_id=tok.bos_id)
+      split_bytes={s: m["bytes"] for s, m in meta["splits"].items()}, bos_id=tok.bos_id,
+      lossy=meta.get("lossy"))
 
 
 registry.DATA_SOURCES.register("shakespeare", registry.DataSource(

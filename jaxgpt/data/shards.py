@@ -30,7 +30,15 @@ from absl import logging
 
 from jaxgpt import checks, files, registry
 from jaxgpt.data.spec import DataSpec, get, spec_from_meta
-from jaxgpt.data.tokenizer import NAMES, PROBE_TEXT, ByteTokenizer, load_tokenizer, lossy_reason
+from jaxgpt.data.tokenizer import (
+  NAMES,
+  PROBE_TEXT,
+  ByteTokenizer,
+  is_tokenizer_file,
+  load_tokenizer,
+  lossy_reason,
+  saved_file,
+)
 from jaxgpt.errors import ConfigError
 
 MAGIC = 20240520
@@ -222,7 +230,9 @@ class TokenStream:
 # nothing to jaxgpt (raw: `model.vocab_size` required, no val_bpb) unless `data.tokenizer` is
 # a tokenizer.json, or `data.byte_shards` says they are UTF-8 bytes: then the vocabulary is
 # 256, every id is checked below it, and val_bpb is exact (one byte per token).
-# With a tokenizer.json, val_bpb counts `tokenizer.token_bytes` of the targets. No text comes
+# With a tokenizer.json or a SentencePiece .model (parameter-golf's shards: data.bos_id=1, a
+# control id of the model), val_bpb counts `tokenizer.token_bytes` of the targets, and every
+# shard's token type must hold the vocabulary (`check_dtypes`). No text comes
 # with the shards, so the tokenizer is checked for losslessness on `tokenizer.PROBE_TEXT`
 # (a warning and `DataSpec.lossy` when it is lossy). A metaspace tokenizer's "\u2581" counts
 # one byte wherever it is: shards written with a dummy prefix count one byte more per
@@ -256,9 +266,10 @@ def check_data(cfg: Any) -> None:
   if get(cfg, "prepared_dir") is not None:
     return check_prepared(cfg)
   tok = get(cfg, "tokenizer", "byte")
-  if tok not in NAMES and not str(tok).endswith(".json"):
+  if tok not in NAMES and not is_tokenizer_file(tok):
     raise ConfigError(f"data.tokenizer={tok!r} must be 'byte', 'bpe' (both mean: no tokenizer "
-                      "for raw shards) or the path of a tokenizer.json")
+                      "for raw shards) or the path of a tokenizer.json or a SentencePiece "
+                      ".model")
   byte_shards = checks.boolean("data.byte_shards", get(cfg, "byte_shards", False))
   if byte_shards and tok != "byte":
     raise ConfigError(f"data.byte_shards=True and data.tokenizer={tok!r}: byte shards need "
@@ -284,7 +295,27 @@ def _shard_tokenizer(cfg: Any):
   if get(cfg, "byte_shards", False):
     return ByteTokenizer()
   tok_path = get(cfg, "tokenizer", "byte")
-  return load_tokenizer(tok_path) if str(tok_path).endswith(".json") else None
+  if not is_tokenizer_file(tok_path):
+    return None
+  try:
+    tok = load_tokenizer(tok_path)
+  except ValueError as e:  # not a tokenizer file, no sentencepiece package, ...
+    raise ConfigError(f"data.tokenizer={tok_path!r}: {e}") from None
+  bos = get(cfg, "bos_id")
+  if bos is not None and hasattr(tok, "pg_tables") and not tok.sp.is_control(bos):
+    raise ConfigError(f"data.bos_id={bos} is not a control id of the SentencePiece model "
+                      f"{tok_path} (its BOS is {tok.sp.bos_id()}; parameter-golf's shards: 1)")
+  return tok
+
+
+def check_dtypes(paths: Sequence[str], vocab_size: int, what: str) -> None:
+  """Every shard's token dtype holds the ids of a vocabulary of `vocab_size`; else one line
+  naming the shard and `what` (the key that gave the tokenizer)."""
+  for path in paths:
+    try:
+      check_fits(path, read_header(path)[0], vocab_size)
+    except ShardError as e:
+      raise ShardError(f"{e} ({what})") from None
 
 
 def prepared_spec(folder: str | os.PathLike) -> DataSpec:
@@ -296,7 +327,7 @@ def prepared_spec(folder: str | os.PathLike) -> DataSpec:
     raise ConfigError(f"data.prepared_dir={str(folder)!r}: {why} (prepare it with python -m "
                       "jaxgpt.data.prepare --output DIR; a killed run finishes when rerun)")
   needed = [root / f for m in meta["splits"].values() for f in m["files"]]
-  needed += [root / "tokenizer.json"] if meta["tokenizer"] != "byte" else []
+  needed += [root / saved_file(meta["tokenizer"])] if meta["tokenizer"] != "byte" else []
   missing = [str(p) for p in needed if not p.exists()]
   if missing:
     raise ConfigError(f"data.prepared_dir={str(folder)!r}: {missing[0]} is missing "
@@ -313,11 +344,12 @@ def prepare_source(cfg: Any) -> DataSpec:
            for split, key in (("train", "train_pattern"), ("val", "val_pattern"))}
   tok = _shard_tokenizer(cfg)
   if tok is not None:
+    what = ("data.byte_shards=True" if tok.name == "byte"
+            else f"data.tokenizer={get(cfg, 'tokenizer')!r}")
+    check_dtypes(found["train"] + found["val"], tok.vocab_size, what)
     try:
       check_vocab(found["train"] + found["val"], tok.vocab_size)
     except ShardError as e:
-      what = ("data.byte_shards=True" if tok.name == "byte"
-              else f"data.tokenizer={get(cfg, 'tokenizer')!r}")
       raise ShardError(f"{e} ({what})") from None
   split_tokens = {s: len(TokenStream(f)) for s, f in found.items()}
   lossy = None if tok is None else lossy_reason(tok, PROBE_TEXT)

@@ -51,11 +51,8 @@ def get(cfg: Any, key: str, default: Any = None) -> Any:
 
 def tokenizer_from_meta(root: Path, meta: dict):
   """The tokenizer of a finished preparation in `root`, with its boundary token if any."""
-  boundary = meta.get("bos_id") is not None
-  if meta["tokenizer"] == "byte":
-    return tokenizer_lib.ByteTokenizer(boundary=boundary)
-  tok = tokenizer_lib.HFTokenizer.from_file(root / "tokenizer.json")
-  return tok.with_boundary(meta.get("bos_token")) if boundary else tok
+  return tokenizer_lib.load_saved(root, meta["tokenizer"], meta.get("bos_id") is not None,
+                                 meta.get("bos_token"))
 
 
 def spec_from_meta(root: Path, meta: dict, name: str) -> DataSpec:

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from jaxgpt import checks, registry
-from jaxgpt.data import cache, documents
+from jaxgpt.data import cache, documents, spm
 from jaxgpt.data import tokenizer as tokenizer_lib
 from jaxgpt.data.spec import DataSpec, get
 from jaxgpt.errors import ConfigError
@@ -43,10 +43,15 @@ DEFAULT_VAL_FRACTION = 0.1
 
 
 def check_tokenizer(tok: Any) -> None:
-  """`byte`, `bpe`, or the path of an existing tokenizer.json (also used by `tfds.py`)."""
-  if tok not in tokenizer_lib.NAMES and not str(tok).endswith(".json"):
-    raise ConfigError(f"data.tokenizer={tok!r} must be 'byte', 'bpe' or the path of a "
-                      "tokenizer.json (byte-level, metaspace or WordPiece)")
+  """`byte`, `bpe`, `spm<V>`, or the path of an existing tokenizer.json or SentencePiece
+  .model (also used by `tfds.py`)."""
+  if str(tok).startswith("spm") and not tokenizer_lib.is_tokenizer_file(tok):
+    spm.check_name("data.tokenizer", tok)
+    return
+  if tok not in tokenizer_lib.NAMES and not tokenizer_lib.is_tokenizer_file(tok):
+    raise ConfigError(f"data.tokenizer={tok!r} must be 'byte', 'bpe', 'spm<V>' (e.g. "
+                      "'spm1024') or the path of a tokenizer.json (byte-level, metaspace or "
+                      "WordPiece) or of a SentencePiece .model")
   if tok not in tokenizer_lib.NAMES and not os.path.isfile(os.path.expanduser(str(tok))):
     raise ConfigError(f"data.tokenizer={tok!r}: no such file")
 

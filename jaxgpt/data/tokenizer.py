@@ -369,8 +369,181 @@ def boundary_tokenizer(tok: Tokenizer, bos_token: str | None = None) -> Tokenize
 
 BPETokenizer = HFTokenizer  # its name from when only byte-level BPE files loaded
 
-# The built-in `data.tokenizer` names (the sources that accept a tokenizer.json take its path too).
+
+# ------------------------------------------------------------------------------------------
+# SentencePiece models (a `.model` file), as parameter-golf trains and uses them.
+
+SPM_SUFFIX = ".model"  # a SentencePiece model file
+SPM_INSTALL = "pip install 'jaxgpt[sentencepiece]'"
+
+
+def _sentencepiece():
+  """The `sentencepiece` module (an optional dependency): a one-line error when missing."""
+  try:
+    import sentencepiece
+  except ImportError:
+    raise ValueError(f"SentencePiece tokenizers need the sentencepiece package ({SPM_INSTALL})"
+                     ) from None
+  return sentencepiece
+
+
+def spm_piece_bytes(piece: str, is_byte: bool) -> int:
+  """The bytes of text a normal or byte piece stands for: a byte-fallback piece <0xXX> is one
+  byte, every "\u2581" one byte of space, the rest its UTF-8 length."""
+  return 1 if is_byte else len(piece.replace(SPACE_MARK, " ").encode("utf-8"))
+
+
+class SentencePieceTokenizer:
+  """A SentencePiece model (`.model` file) loaded through the `sentencepiece` package.
+
+  `token_bytes`: control, unknown and unused ids 0; byte-fallback pieces 1; others their
+  UTF-8 length with "\u2581" as one space byte (as the metaspace kind). Trained with
+  add_dummy_prefix=False (parameter-golf's setting, `train_spm`) every "\u2581" is a space of
+  the normalized text; a model with a dummy prefix counts one byte more per encoded text.
+  A model that normalizes (parameter-golf's nmt_nfkc: NFKC, whitespace runs and newlines
+  collapsed to one space, leading and trailing whitespace dropped) is lossy: its tokens
+  stand for the normalized text, and `lossy_reason` says so. `pg_tables` are parameter-golf's
+  own byte tables (`val_bpb_pg`). The boundary token (`with_boundary`) is the model's BOS
+  (id 1 with parameter-golf's settings); text never encodes to a control id.
+  """
+  name = "spm"
+  kind = "sentencepiece"
+
+  def __init__(self, proto: bytes, source: str = "<memory>"):
+    sentencepiece = _sentencepiece()
+    try:
+      sp = sentencepiece.SentencePieceProcessor(model_proto=proto)
+    except (RuntimeError, TypeError):
+      raise ValueError(f"tokenizer {source} is not a SentencePiece model (its bytes do not "
+                       "parse as a SentencePiece ModelProto)") from None
+    self.proto, self.source, self.sp = bytes(proto), source, sp
+    self.vocab_size = int(sp.vocab_size())
+    self.token_bytes = np.zeros(self.vocab_size, dtype=np.int32)
+    for i in range(self.vocab_size):
+      if not (sp.is_control(i) or sp.is_unknown(i) or sp.is_unused(i)):
+        self.token_bytes[i] = spm_piece_bytes(sp.id_to_piece(i), sp.is_byte(i))
+    self.bos_id = None
+
+  def __getstate__(self):  # the processor does not pickle; its model bytes do
+    return {k: v for k, v in self.__dict__.items() if k != "sp"}
+
+  def __setstate__(self, state):
+    self.__dict__.update(state)
+    self.sp = _sentencepiece().SentencePieceProcessor(model_proto=self.proto)
+
+  @classmethod
+  def from_file(cls, path: str | os.PathLike) -> "SentencePieceTokenizer":
+    try:
+      with open(os.path.expanduser(path), "rb") as f:
+        proto = f.read()
+    except OSError as e:
+      raise ValueError(f"cannot read tokenizer {path}: {e.strerror}") from None
+    return cls(proto, str(path))
+
+  def save(self, path: str | os.PathLike) -> None:
+    """Writes the model file (the serialized model proto) atomically."""
+    files.atomic_write(path, self.proto)
+
+  def with_boundary(self, bos_token: str | None = None) -> "SentencePieceTokenizer":
+    """A copy whose `bos_id` is the control piece `bos_token`, else the model's BOS."""
+    sp = self.sp
+    if bos_token is not None:
+      i = sp.piece_to_id(bos_token)
+      if sp.id_to_piece(i) != bos_token or not sp.is_control(i):
+        raise ValueError(f"data.bos_token={bos_token!r} is not a control piece of tokenizer "
+                         f"{self.source} (its BOS is {sp.id_to_piece(max(sp.bos_id(), 0))!r})")
+    elif sp.bos_id() < 0:
+      raise ValueError(f"tokenizer {self.source} has no BOS (trained with bos_id=-1); name a "
+                       "control piece with data.bos_token, or use data.document_separator="
+                       "'newline'")
+    out = copy.copy(self)
+    out.bos_id = int(sp.bos_id() if bos_token is None else sp.piece_to_id(bos_token))
+    out.bos_token = sp.id_to_piece(out.bos_id)
+    return out
+
+  def encode(self, text: str) -> np.ndarray:
+    return np.asarray(self.sp.encode(text, out_type=int), dtype=np.int32)
+
+  def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
+    return [np.asarray(ids, dtype=np.int32)
+            for ids in self.sp.encode(list(texts), out_type=int)]
+
+  def decode(self, ids) -> str:
+    """The text of `ids` (control ids such as the BOS decode to nothing)."""
+    return self.sp.decode([int(i) for i in np.asarray(ids).reshape(-1)])
+
+  def pg_tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """parameter-golf's byte tables (`build_sentencepiece_luts`): per id (base_bytes int16,
+    has_leading_space bool, is_boundary bool). Control, unknown and unused ids are boundaries
+    of 0 bytes; byte pieces 1 byte, no space; a normal piece's leading "\u2581" is the flag
+    and the rest its UTF-8 length."""
+    if getattr(self, "_pg_tables", None) is not None:
+      return self._pg_tables
+    sp, n = self.sp, self.vocab_size
+    base = np.zeros(n, dtype=np.int16)
+    space = np.zeros(n, dtype=bool)
+    boundary = np.ones(n, dtype=bool)
+    for i in range(n):
+      if sp.is_control(i) or sp.is_unknown(i) or sp.is_unused(i):
+        continue
+      boundary[i] = False
+      if sp.is_byte(i):
+        base[i] = 1
+        continue
+      piece = sp.id_to_piece(i)
+      if piece.startswith(SPACE_MARK):
+        space[i], piece = True, piece[1:]
+      base[i] = len(piece.encode("utf-8"))
+    self._pg_tables = (base, space, boundary)
+    return self._pg_tables
+
+
+def pg_bytes(tables, tokens_n: np.ndarray) -> int:
+  """parameter-golf's byte count of the targets tokens_n[1:] (each after tokens_n[k - 1]):
+  base_bytes[y] + (has_leading_space[y] and not is_boundary[x]). Ids past the tables count as
+  boundaries of 0 bytes (its tables' padding to the model's vocabulary)."""
+  base, space, boundary = tables
+  n = len(base)
+  x_n = np.asarray(tokens_n[:-1], dtype=np.int64)
+  y_n = np.asarray(tokens_n[1:], dtype=np.int64)
+  inside_x, inside_y = x_n < n, y_n < n
+  x_n, y_n = np.where(inside_x, x_n, 0), np.where(inside_y, y_n, 0)
+  after_text = inside_x & ~boundary[x_n]
+  counted = base[y_n].astype(np.int64) + (space[y_n] & after_text)
+  return int(np.sum(np.where(inside_y, counted, 0)))
+
+
+SPM_NAME = re.compile(r"spm(\d+)")  # "spm1024": a SentencePiece BPE trained here
+
+
+def is_tokenizer_file(name) -> bool:
+  """Whether `data.tokenizer` names a file: a tokenizer.json or a SentencePiece `.model`."""
+  return str(name).endswith((".json", SPM_SUFFIX))
+
+
+# The built-in `data.tokenizer` names (the sources that accept a tokenizer.json take its path too;
+# those that train their own tokenizer also "spm<V>", `jaxgpt.data.spm`).
 NAMES = (ByteTokenizer.name, HFTokenizer.name)
+# The file a prepared folder keeps its tokenizer in, by `tok.name` (meta.json's "tokenizer").
+SAVED_FILES = {HFTokenizer.name: "tokenizer.json", SentencePieceTokenizer.name: "tokenizer.model"}
+
+
+def saved_file(name: str) -> str | None:
+  """The tokenizer file of a prepared folder whose meta.json says `tokenizer: name` (None for
+  byte: nothing saved)."""
+  return SAVED_FILES.get(name)
+
+
+def load_saved(folder: str | os.PathLike, name: str, boundary: bool = False,
+               bos_token: str | None = None) -> Tokenizer:
+  """The tokenizer a prepared folder saved (`name` as meta.json's "tokenizer"), with its
+  boundary token when `boundary`."""
+  if name == ByteTokenizer.name:
+    return ByteTokenizer(boundary=boundary)
+  path = os.path.join(folder, SAVED_FILES[name])
+  cls = SentencePieceTokenizer if name == SentencePieceTokenizer.name else HFTokenizer
+  tok = cls.from_file(path)
+  return tok.with_boundary(bos_token) if boundary else tok
 
 
 def train_bpe(text: str | Iterable[str], vocab_size: int, boundary: bool = False
@@ -394,9 +567,12 @@ def train_bpe(text: str | Iterable[str], vocab_size: int, boundary: bool = False
 
 
 def load_tokenizer(name_or_path: str) -> Tokenizer:
-  """`"byte"`, or the tokenizer of a `tokenizer.json` path (one of KINDS)."""
+  """`"byte"`, a SentencePiece `.model` path, or the tokenizer of a `tokenizer.json` path
+  (one of KINDS)."""
   if name_or_path == "byte":
     return ByteTokenizer()
+  if str(name_or_path).endswith(SPM_SUFFIX):
+    return SentencePieceTokenizer.from_file(name_or_path)
   return HFTokenizer.from_file(name_or_path)
 
 

@@ -2,7 +2,8 @@
 
 One function serves single runs (params of one model) and vmapped cohorts (params stacked on a
 trial axis, eval step vmapped): the eval step returns sums of shape () or (K,), and the result
-is one summary per trial (`step.summarize_eval`: val_loss, val_acc, val_tokens, val_bpb).
+is one summary per trial (`step.summarize_eval`: val_loss, val_acc, val_tokens, val_bpb; for a
+SentencePiece tokenizer also parameter-golf's count, val_bytes_pg and val_bpb_pg).
 The "val" split of a mixture (`jaxgpt.data.mixture`) is each source's split `val/<name>` on its
 own, combined: `val_loss/<name>`, `val_bpb/<name>`, ... and their weighted average as `val_loss`.
 """
@@ -18,6 +19,7 @@ from tqdm.auto import tqdm
 
 from jaxgpt import data
 from jaxgpt.data import mixture as mixture_lib
+from jaxgpt.data import tokenizer as tokenizer_lib
 from jaxgpt.parallel import rules as rules_lib
 from jaxgpt.train import setup as setup_lib
 from jaxgpt.train import step as step_lib
@@ -56,8 +58,30 @@ def evaluate_trials(spec: Any, config: Any, eval_fn: Callable, params: Any, spli
     for name, v in out.items():
       sums[name] = sums.get(name, 0.0) + np.asarray(v, np.float64)
   k = int(np.size(next(iter(sums.values())))) if sums else 1
-  return [step_lib.summarize_eval({n: np.reshape(v, (-1,))[i] for n, v in sums.items()})
-          for i in range(k)]
+  out = [step_lib.summarize_eval({n: np.reshape(v, (-1,))[i] for n, v in sums.items()})
+         for i in range(k)]
+  return [{**s, **pg_summary(spec, split, s)} for s in out]
+
+
+PG_CHUNK = 1 << 22  # targets per read when counting parameter-golf's bytes
+
+
+def pg_summary(spec: Any, split: str, summary: dict) -> dict:
+  """`val_bytes_pg` and `val_bpb_pg`: parameter-golf's byte count of the scored targets (the
+  first `val_tokens` of the split: target k is token k + 1, `tokenizer.pg_bytes`) and the
+  bits per byte over it, for a SentencePiece tokenizer; {} for any other. The exact
+  `val_bpb` beside it is unchanged."""
+  tok = getattr(spec, "tokenizer", None)
+  num_targets = summary.get("val_tokens", 0)
+  if not hasattr(tok, "pg_tables") or not num_targets:
+    return {}
+  tables = tok.pg_tables()
+  stream = data.TokenStream(spec.files(split))
+  pg = sum(tokenizer_lib.pg_bytes(tables, stream.read(start, min(start + PG_CHUNK,
+                                                                 num_targets) + 1))
+           for start in range(0, num_targets, PG_CHUNK))
+  loss_sum = summary["val_loss"] * num_targets
+  return {"val_bytes_pg": pg, "val_bpb_pg": loss_sum / (np.log(2.0) * pg) if pg else None}
 
 
 def evaluate(run: setup_lib.Run, eval_fn: Callable, params: Any, split: str,
