@@ -337,3 +337,24 @@ def test_shakespeare_spm1024(data_dir):  # noqa: F811 - the fixture
   assert int(data.TokenStream(bos.val_files).read(0, 1)[0]) == 1
   with pytest.raises(ConfigError, match="'spm<V>' with V in"):
     data.prepare(shakespeare_config(data_dir, "spm12"))
+
+
+def test_a_run_on_spm1024_reports_both_byte_counts(data_dir, tmp_path):  # noqa: F811
+  import os
+  import subprocess
+  import sys
+
+  from tests.conftest import ROOT
+  args = ["--config", "configs/gpt.py:test", "--config.data.tokenizer=spm1024",
+          f"--config.data.data_dir={data_dir}", "--config.train.steps=2",
+          "--config.train.eval_every=2", "--workdir", str(tmp_path / "run")]
+  proc = subprocess.run([sys.executable, "-m", "jaxgpt.main", *args], cwd=ROOT,
+                        capture_output=True, text=True, timeout=600,
+                        env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+  # Both divide the same loss by bytes; here the two counts agree (docs/data.md).
+  assert summary["val_bpb_pg"] == pytest.approx(summary["val_bpb"], rel=1e-6)
+  assert summary["tokenizer_lossy"].startswith("decode(encode(text)) != text")
+  rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+  assert "val_bpb_pg" in rows[-1] and "final_val_loss" in rows[-1]

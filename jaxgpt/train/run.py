@@ -125,8 +125,9 @@ def drive(program, workdir: str, *, allow_config_change: bool = False,
   if not interrupted:
     finals, final_s = _final_evaluation(program, loop, clock)
     for w, rec, fin in zip(writers, records, finals):
+      pg = {"val_bpb_pg": fin["val_bpb_pg"]} if "val_bpb_pg" in fin else {}
       w.write(rec["steps"], elapsed_s=timing.train_s, final_val_loss=fin.get("val_loss"),
-              val_bpb=fin.get("val_bpb"), val_acc=fin.get("val_acc"))
+              val_bpb=fin.get("val_bpb"), val_acc=fin.get("val_acc"), **pg)
   for w in writers:
     w.close()
   result = program.summarize(Outcome(loop, compile_s, wall0, interrupted, finals, final_s))
@@ -333,6 +334,8 @@ class SingleRun:
       summary["final_eval_time_s"] = out.final_eval_s
       summary.update(final_val_loss=fin["val_loss"], val_bpb=fin.get("val_bpb"),
                      val_acc=fin["val_acc"], final_val_tokens=fin["val_tokens"])
+      if "val_bpb_pg" in fin:  # a SentencePiece tokenizer: parameter-golf's byte count
+        summary["val_bpb_pg"] = fin["val_bpb_pg"]
       for split in run.spec.extra_val:
         summary.update({k: fin[k] for k in (f"{split}_val_loss", f"{split}_val_bpb")})
       # a mixture's sources, each scored on its own (val_loss/<name>, val_bpb/<name>, ...)
