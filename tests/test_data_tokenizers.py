@@ -5,6 +5,7 @@ decoder's output, and the lossy ones are named."""
 
 import json
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -259,6 +260,27 @@ def test_a_run_on_a_lossy_tokenizer_says_so_in_its_summary(saved, tmp_path):
   summary = json.loads((tmp_path / "run" / "summary.json").read_text())
   assert summary["tokenizer_lossy"].startswith("decode(encode(text)) != text")
   assert "lossy" in proc.stderr and summary["val_bpb"] is not None
+
+
+def test_a_lossy_tokenizer_s_val_bpb_divides_by_the_raw_bytes(saved, tmp_path):
+  from jaxgpt.train import evaluate  # the trainer's evaluation, not a data module
+  spec = data.prepare(_text_config(tmp_path, saved["wordpiece"]))
+  val = split_tokens(spec, "val")
+  token_bytes = int(spec.token_bytes[val].sum())
+  raw = len(EVAL_TEXT.encode())
+  assert spec.lossy and token_bytes < raw == spec.split_bytes["val"]
+  assert evaluate.split_token_bytes(spec, "val") == token_bytes
+  # The whole split scored: exactly the raw bytes; half of its token bytes: half of them.
+  for scored in (token_bytes, token_bytes // 2):
+    s = {"val_loss": 2.0, "val_tokens": 100, "val_bytes": scored, "val_bpb": 200 / (
+        math.log(2) * scored)}
+    out = evaluate.raw_bytes_summary(spec, "val", s)
+    assert out["val_bytes"] == pytest.approx(raw * scored / token_bytes)
+    assert out["val_bpb"] == pytest.approx(200 / (math.log(2) * raw * scored / token_bytes))
+    assert (out["val_bytes_tokens"], out["val_bpb_tokens"]) == (scored, s["val_bpb"])
+  (tmp_path / "b").mkdir()
+  bpe = data.prepare(_text_config(tmp_path / "b", saved["byte_level"]))
+  assert evaluate.raw_bytes_summary(bpe, "val", s) == {}  # exact: nothing to correct
 
 
 def test_shards_source_checks_the_tokenizer_on_a_probe(saved, tmp_path, caplog):

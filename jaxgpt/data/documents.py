@@ -19,8 +19,8 @@ fixed order, plus a `key` (JSON) that identifies everything they depend on. `pre
    tokens stand for and documents per split, the key, and `lossy`: why the tokenizer does not
    stand for the raw text, or null; with "bos" also `document_separator`, `bos_id` and
    `bos_token`), `meta.json` last. A lossy tokenizer is logged as a warning whenever the data
-   is prepared or reused: val_bpb then counts the bytes its tokens stand for, not the raw
-   text's.
+   is prepared or reused: val_bpb then divides by the split's raw bytes (`meta.json`),
+   `val_bpb_tokens` by the bytes its tokens stand for.
 
 Everything lives in `root` = `<cache>/<source>/<hash of the key>`, so a changed input or
 setting is a new folder and a finished folder is reused as is ("newline" adds nothing to the

@@ -355,8 +355,9 @@ def prepare_source(cfg: Any) -> DataSpec:
   lossy = None if tok is None else lossy_reason(tok, PROBE_TEXT)
   if lossy:
     lossy += " (on tokenizer.PROBE_TEXT: no text comes with shards)"
-    logging.warning("data.tokenizer=%r is lossy: %s; val_bpb counts the bytes its tokens "
-                    "stand for, not the raw text's", get(cfg, "tokenizer"), lossy)
+    logging.warning("data.tokenizer=%r is lossy: %s; raw shards carry no raw byte count, so "
+                    "val_bpb counts the bytes its tokens stand for, not the raw text's",
+                    get(cfg, "tokenizer"), lossy)
   return DataSpec(
       name="shards", train_files=found["train"], val_files=found["val"], extra_val={},
       vocab_size=None if tok is None else tok.vocab_size, tokenizer=tok,

@@ -22,7 +22,8 @@ class DataSpec:
   `split_tokens` / `split_bytes` give each split's token count and exact UTF-8 byte count
   where known (the Shakespeare cache records them; raw shards give tokens only). `lossy` says
   why the tokenizer's tokens do not stand for the raw text (`tokenizer.lossy_reason`: val_bpb
-  then counts the bytes the tokens stand for), None when they do or when nothing is known.
+  then scales the tokens' bytes to the split's raw bytes, `train/evaluate.raw_bytes_summary`),
+  None when they do or when nothing is known.
   `bos_id` is the document-boundary token the data put before every document (a prepared
   corpus's meta.json, or `data.document_separator="bos"`), None when there is none: the
   trainer uses it where `data.bos_id` is unset (`data.bos_id(config.data, spec)`).
@@ -60,8 +61,8 @@ def spec_from_meta(root: Path, meta: dict, name: str) -> DataSpec:
   tok = tokenizer_from_meta(root, meta)
   lossy = meta.get("lossy")  # absent from caches made before it was recorded: byte-level, exact
   if lossy:
-    logging.warning("%s data in %s: the tokenizer is lossy: %s; val_bpb counts the bytes its "
-                    "tokens stand for, not the raw text's", name, root, lossy)
+    logging.warning("%s data in %s: the tokenizer is lossy: %s; val_bpb divides by the raw "
+                    "bytes, val_bpb_tokens by the bytes its tokens stand for", name, root, lossy)
   split_files = {s: tuple(str(root / f) for f in m["files"]) for s, m in meta["splits"].items()}
   return DataSpec(
       name=name, train_files=split_files.pop("train"), val_files=split_files.pop("val"),

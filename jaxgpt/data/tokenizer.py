@@ -21,9 +21,10 @@ When `decode(encode(text)) == text` and every token is counted as above, the byt
 the text's UTF-8 bytes exactly (byte-level always; metaspace when its normalizer only marks
 spaces and every character is a piece or falls back to bytes). A tokenizer that normalizes
 (lowercases, NFKC, strips accents), drops whitespace (WordPiece) or maps text to an unknown
-token is *lossy*: its tokens do not stand for the raw text, and val_bpb then counts the bytes
-its tokens stand for. `lossy_reason(tok, sample)` says why on a sample of text (None when
-lossless); the data sources log it and record it (`DataSpec.lossy`, meta.json).
+token is *lossy*: its tokens do not stand for the raw text; val_bpb then scales its tokens'
+bytes to the split's raw bytes where they are known (`val_bpb_tokens` keeps the tokens' own
+count). `lossy_reason(tok, sample)` says why on a sample of text (None when lossless); the
+data sources log it and record it (`DataSpec.lossy`, meta.json).
 
 Document boundary (`boundary_tokenizer`): every kind has a token that starts each document
 when `data.document_separator = "bos"` (modded-nanogpt's and parameter-golf's layout,

@@ -60,7 +60,42 @@ def evaluate_trials(spec: Any, config: Any, eval_fn: Callable, params: Any, spli
   k = int(np.size(next(iter(sums.values())))) if sums else 1
   out = [step_lib.summarize_eval({n: np.reshape(v, (-1,))[i] for n, v in sums.items()})
          for i in range(k)]
-  return [{**s, **pg_summary(spec, split, s)} for s in out]
+  return [{**s, **raw_bytes_summary(spec, split, s), **pg_summary(spec, split, s)}
+          for s in out]
+
+
+_TOKEN_BYTES: dict[tuple, int] = {}  # (split files, token count) -> bytes the tokens stand for
+
+
+def split_token_bytes(spec: Any, split: str) -> int:
+  """The bytes a split's tokens stand for (their per-token counts summed), read once."""
+  files = tuple(spec.files(split))
+  n = spec.split_tokens[split]
+  key = (files, n)
+  if key not in _TOKEN_BYTES:
+    stream = data.TokenStream(files)
+    _TOKEN_BYTES[key] = int(sum(int(spec.token_bytes[stream.read(a, min(a + PG_CHUNK, n))].sum())
+                                for a in range(0, n, PG_CHUNK)))
+  return _TOKEN_BYTES[key]
+
+
+def raw_bytes_summary(spec: Any, split: str, summary: dict) -> dict:
+  """For a lossy tokenizer (`spec.lossy`: its tokens stand for fewer or other bytes than the
+  raw text), val_bpb over the split's raw UTF-8 bytes: the scored targets' token bytes x (raw
+  bytes / token bytes of the whole split), exact when the whole split is scored; the token
+  bytes' figure stays as `val_bpb_tokens` (`val_bytes_tokens`). {} for an exact tokenizer or
+  a split whose raw bytes are unknown."""
+  raw = spec.split_bytes.get(split) if getattr(spec, "lossy", None) else None
+  if not raw or "val_bytes" not in summary or spec.token_bytes is None or \
+     split not in spec.split_tokens:
+    return {}
+  total = split_token_bytes(spec, split)
+  if not total:
+    return {}
+  val_bytes = summary["val_bytes"] * raw / total
+  loss_sum = summary["val_loss"] * summary["val_tokens"]
+  return {"val_bytes": val_bytes, "val_bpb": loss_sum / (np.log(2.0) * val_bytes),
+          "val_bytes_tokens": summary["val_bytes"], "val_bpb_tokens": summary["val_bpb"]}
 
 
 PG_CHUNK = 1 << 22  # targets per read when counting parameter-golf's bytes
