@@ -1,7 +1,9 @@
 """The Shakespeare cut into scenes (jaxgpt.data.scenes) and the document-boundary study's sweep
 config."""
 
-from jaxgpt.data import scenes, shakespeare
+import numpy as np
+
+from jaxgpt.data import pipeline, scenes, shakespeare
 from jaxgpt.sweep import runner, space, spec
 
 PLAY = ("THE TRAGEDY\n\nPersons of the play\n\nSCENE: Rome; and near Philippi.\n\n"
@@ -33,6 +35,21 @@ def test_the_corpus_cuts_into_many_short_documents(tmp_path):
   counts = scenes.write_scenes(tmp_path / "s")
   assert counts == {k: len(v) for k, v in docs.items()}
   assert len(list((tmp_path / "s" / "val").glob("*.txt"))) == counts["val"]
+
+
+def test_boundary_shares_against_a_loop():
+  rng = np.random.default_rng(0)
+  tokens = rng.integers(1, 50, size=2000)
+  bos = np.sort(rng.choice(2000, size=60, replace=False))
+  tokens[bos] = 0
+  tokens[0] = 0
+  seq_len = 16
+  got = scenes.boundary_shares(tokens, 0, seq_len)
+  want = np.mean([np.any(tokens[s + 1:s + seq_len + 1] == 0) for s in range(2000 - seq_len)])
+  assert got["stride"] == want
+  starts = pipeline.aligned_starts(np.flatnonzero(tokens == 0), 2000, seq_len)
+  assert got["aligned"] == np.mean([np.any(tokens[s + 1:s + seq_len + 1] == 0) for s in starts])
+  assert got["aligned_dropped"] == 1 - len(starts) * seq_len / 2000
 
 
 def test_the_study_config_has_five_arms_from_the_newline_baseline():

@@ -22,6 +22,8 @@ import re
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from jaxgpt import files
 from jaxgpt.data import cache, shakespeare
 
@@ -64,6 +66,29 @@ def write_scenes(out_dir: str | Path, data_dir: str | None = None) -> dict[str, 
       if not path.exists() or path.read_text(encoding="utf-8") != text:
         files.atomic_write_text(path, text)
   return {split: len(items) for split, items in docs.items()}
+
+
+def boundary_shares(tokens: np.ndarray, bos_id: int, seq_len: int) -> dict[str, float]:
+  """How often a training window holds a document boundary in a stream whose documents each
+  start with `bos_id`: a window is seq_len + 1 tokens from its start s and crosses one when a
+  boundary token sits after its first position (s, s + seq_len].
+  - `stride`: over every possible start (the stride windows' random offsets make each start
+    equally likely across epochs);
+  - `aligned`: over the document-aligned windows (`pipeline.aligned_starts`; a window that
+    starts at a document can still run into the next one when the document is shorter);
+  - `aligned_dropped`: the share of the stream's tokens the aligned windows leave out."""
+  from jaxgpt.data import pipeline  # imported here: the study's measurement only
+
+  tokens = np.asarray(tokens)
+  n = len(tokens)
+  is_bos = np.concatenate([[0], np.cumsum(tokens == bos_id)])  # boundaries in [0, i)
+
+  def crosses(starts):
+    return (is_bos[starts + seq_len + 1] - is_bos[starts + 1]) > 0
+  stride = crosses(np.arange(n - seq_len))
+  aligned = pipeline.aligned_starts(np.flatnonzero(tokens == bos_id), n, seq_len)
+  return {"stride": float(stride.mean()), "aligned": float(crosses(aligned).mean()),
+          "aligned_dropped": float(1 - len(aligned) * seq_len / n)}
 
 
 def main(argv: list[str]) -> int:
