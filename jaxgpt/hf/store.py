@@ -25,8 +25,6 @@ from typing import Any
 import numpy as np
 from flax import traverse_util
 from ml_collections import config_dict
-from safetensors import safe_open
-from safetensors.numpy import save_file
 
 from jaxgpt import config as config_lib
 from jaxgpt import files, models
@@ -41,6 +39,17 @@ JAXGPT_FORMAT = "jaxgpt-safetensors/1"
 METADATA = {"format": "pt"}
 
 
+def _safetensors():
+  """The safetensors package (imported on first use: training without a folder needs none)."""
+  try:
+    import safetensors
+    import safetensors.numpy
+  except ImportError:
+    raise ConfigError("Hugging Face folders need the safetensors package (pip install "
+                      "safetensors)") from None
+  return safetensors
+
+
 def write_folder(out_dir: str | os.PathLike, tensors: dict[str, np.ndarray],
                  texts: dict[str, str]) -> None:
   """`out_dir` holding model.safetensors (`tensors`) and the text files `texts`, written into a
@@ -51,8 +60,8 @@ def write_folder(out_dir: str | os.PathLike, tensors: dict[str, np.ndarray],
   out.parent.mkdir(parents=True, exist_ok=True)
   tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
   try:
-    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp / WEIGHTS),
-              metadata=METADATA)
+    _safetensors().numpy.save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()},
+                                   str(tmp / WEIGHTS), metadata=METADATA)
     for name, text in texts.items():
       (tmp / name).write_text(text, encoding="utf-8")
     os.chmod(tmp, 0o755)  # mkdtemp makes folders private
@@ -109,7 +118,7 @@ def weight_files(folder: str | os.PathLike) -> list[Path]:
 
 def tensor_shapes(folder: str | os.PathLike) -> dict[str, tuple[int, ...]]:
   """name -> shape of every tensor, read from the headers only."""
-  out = {}
+  out, safe_open = {}, _safetensors().safe_open
   for path in weight_files(folder):
     with safe_open(str(path), "numpy") as f:
       for name in f.keys():
@@ -119,7 +128,7 @@ def tensor_shapes(folder: str | os.PathLike) -> dict[str, tuple[int, ...]]:
 
 def read_tensors(folder: str | os.PathLike) -> dict[str, np.ndarray]:
   """name -> float32 numpy array (bfloat16 / float16 checkpoints are widened exactly)."""
-  out = {}
+  out, safe_open = {}, _safetensors().safe_open
   for path in weight_files(folder):
     with safe_open(str(path), "numpy") as f:
       names = list(f.keys())
