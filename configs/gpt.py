@@ -7,6 +7,10 @@ Muon on the hidden matrices, Adam on the embedding and norm scales, cosine decay
 Variants (combine with commas):
   cpu   a proxy that learns something real in ~3 minutes on 2 CPU cores (byte tokenizer, fp32)
   test  a few steps in seconds on CPU (used by the tests)
+  llama the Llama block (SwiGLU MLP of width 8/3 d, GQA with 4 kv heads, no QK-norm, untied
+        head): exports as a transformers LlamaForCausalLM (`--config.export.format=hf`)
+  qwen3 the same with QK-norm and a tied head: exports as a Qwen3ForCausalLM
+  (llama / qwen3 first, then cpu or test: `configs/gpt.py:llama,test`; docs/interop_hf.md)
 """
 
 from jaxgpt.config import apply_variants, base_config
@@ -34,7 +38,19 @@ def _test(c):
                  eval_batch_size=256, progress_bar=False)
 
 
-VARIANTS = {"cpu": _cpu, "test": _test}
+def _llama(c):
+  # No soft-cap, U-net skips or parallel blocks: the base GPT has none (jaxgpt/hf/arch.py).
+  c.model.update(mlp_act="swiglu", mlp_mult=8 / 3, num_kv_heads=4, qk_norm=False,
+                 tie_embeddings=False, logit_softcap=None, encoder_layers=0,
+                 parallel_block=False)
+
+
+def _qwen3(c):
+  _llama(c)
+  c.model.update(qk_norm=True, tie_embeddings=True)
+
+
+VARIANTS = {"cpu": _cpu, "test": _test, "llama": _llama, "qwen3": _qwen3}
 
 
 def get_config(variants: str = ""):

@@ -19,6 +19,9 @@ from jaxgpt import checks, registry
 from jaxgpt.errors import ConfigError, ConfigFileError
 
 PARTITION_TABLES = ("folded", "full", "off")  # train.partition_table
+# export.format: the int8+zlib artifact (jaxgpt/export/artifact.py), a transformers Llama /
+# Qwen3 folder, or safetensors with jaxgpt's own config (jaxgpt/hf, docs/interop_hf.md).
+EXPORT_FORMATS = ("int8", "hf", "safetensors")
 placeholder = config_dict.placeholder
 
 
@@ -205,6 +208,10 @@ def base_config() -> config_dict.ConfigDict:
       # The optimizer partition table at the start of a single run: "folded" (repeated layers
       # as one row), "full" (every leaf) or "off"; the full table is always in partition.txt.
       partition_table="folded",
+      # A checkpoint folder to start from (jaxgpt/hf/init.py): a transformers Llama / Qwen3
+      # folder or an export.format="safetensors" one; its model keys and tokenizer are built
+      # into the config. Ignored when the workdir holds a checkpoint (that one resumes).
+      init_from=placeholder(str),
   ))
 
   c.mesh = config_dict.ConfigDict(dict(data=-1, fsdp=1, tensor=1, expert=1))
@@ -223,6 +230,8 @@ def base_config() -> config_dict.ConfigDict:
       at_end=False,  # write the int8+zlib artifact and its round-trip eval when a run ends
       fp16_max_numel=65536,  # matrices this small (per layer) and all vectors stay fp16
       budget_bytes=16_000_000,  # parameter-golf: compressed model + code bytes
+      format="int8",  # one of EXPORT_FORMATS: int8 | hf | safetensors
+      out_dir=placeholder(str),  # hf / safetensors: the folder written (None: <workdir>/<format>)
   ))
 
   c.sample = config_dict.ConfigDict(dict(
@@ -421,9 +430,17 @@ def validate(config: config_dict.ConfigDict) -> None:
   checks.integer("train.final_eval_tokens", t.get("final_eval_tokens"), 1, allow_none=True)
   checks.positive("train.keep_checkpoints", t.keep_checkpoints)
   checks.positive("train.keep_best", t.keep_best, allow_zero=True)
+  init_from = t.get("init_from")
+  if init_from is not None and not (isinstance(init_from, str) and init_from):
+    raise ConfigError(f"train.init_from={init_from!r} must be None or the path of a checkpoint "
+                      "folder (config.json + model.safetensors)")
 
   e = config.export
   checks.boolean("export.at_end", e.at_end)
+  checks.one_of("export.format", e.get("format", "int8"), EXPORT_FORMATS)
+  out_dir = e.get("out_dir")
+  if out_dir is not None and not (isinstance(out_dir, str) and out_dir):
+    raise ConfigError(f"export.out_dir={out_dir!r} must be None or a folder path")
   for key in ("fp16_max_numel", "budget_bytes"):
     checks.integer(f"export.{key}", e[key], 0)
 
@@ -470,8 +487,9 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 # Keys that may change between a run and its resume without changing what is computed.
 # A different mesh or process layout computes the same run (up to summation order): a checkpoint
 # restores onto any mesh (jaxgpt/parallel, docs/sharding.md).
-RESUME_FREE_KEYS = ("train.progress_bar", "train.partition_table", "sample.", "export.", "mesh.",
-                    "distributed.")
+# train.init_from only seeds a fresh start: a resume ignores it.
+RESUME_FREE_KEYS = ("train.progress_bar", "train.partition_table", "train.init_from", "sample.",
+                    "export.", "mesh.", "distributed.")
 
 
 def _renamed(flat: dict[str, Any]) -> dict[str, Any]:

@@ -22,7 +22,9 @@ from ml_collections import config_flags  # noqa: E402
 from jaxgpt import cli  # noqa: E402
 from jaxgpt.data import ShardError  # noqa: E402
 from jaxgpt.errors import ConfigError  # noqa: E402
+from jaxgpt.export import folder  # noqa: E402
 from jaxgpt.export.exporter import export_workdir  # noqa: E402
+from jaxgpt.hf import init as hf_init  # noqa: E402
 from jaxgpt.parallel import distributed  # noqa: E402
 from jaxgpt.train.checkpoint import CheckpointError  # noqa: E402
 from jaxgpt.train.inference import evaluate_workdir, sample_workdir  # noqa: E402
@@ -64,6 +66,7 @@ def main(argv):
 def dispatch(config, workdir: str, mode: str) -> int:
   """Runs `mode` on `workdir`; returns the exit code."""
   distributed.initialize(config.distributed)  # multi-host: join the job before devices are used
+  hf_init.apply(config)  # train.init_from: the folder's model keys, before validation
   if mode == "train":
     summary = train_and_evaluate(config, workdir, allow_config_change=_ALLOW.value,
                                  process_start=_PROCESS_START)
@@ -84,6 +87,9 @@ def dispatch(config, workdir: str, mode: str) -> int:
     for text in sample_workdir(config, workdir):
       print(text)
       print("-" * 40)
+    return 0
+  if config.export.format != "int8":  # a transformers (hf) or jaxgpt safetensors folder
+    print(json.dumps(folder.export_workdir(config, workdir), indent=1))
     return 0
   # export: the int8+zlib artifact, its fresh-process round trip and the budget check
   out = export_workdir(config, workdir)

@@ -34,7 +34,7 @@ def test_config_variants_validate_and_build(name, variants):
 
 
 def test_unknown_variant_named():
-  with pytest.raises(ValueError, match="unknown config variant 'gpu'.*cpu, test"):
+  with pytest.raises(ValueError, match="unknown config variant 'gpu'.*cpu, llama, qwen3, test"):
     load("gpt", "gpu")
 
 

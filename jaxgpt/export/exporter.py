@@ -24,7 +24,7 @@ import numpy as np
 import jaxgpt
 from jaxgpt import config as config_lib
 from jaxgpt import data, files, registry
-from jaxgpt.export import artifact
+from jaxgpt.export import artifact, folder
 from jaxgpt.keypath import path_str
 from jaxgpt.optim import partition
 from jaxgpt.train.inference import load_params
@@ -131,7 +131,8 @@ def export_workdir(config, workdir: str, params: Any = None,
 
 
 def _export_at_end(info, carry, summary) -> dict | None:
-  """The run hook: a finished single run with `export.at_end` writes its artifact."""
+  """The run hook: a finished single run with `export.at_end` writes its artifact (or, with
+  `export.format` "hf" / "safetensors", its folder)."""
   cfg = info.configs[0]
   if info.k != 1 or not cfg.export.at_end or summary["stop_reason"] not in FINISHED:
     return None
@@ -139,6 +140,8 @@ def _export_at_end(info, carry, summary) -> dict | None:
     print("[jaxgpt] export.at_end needs a single process; run --mode export on the workdir",
           file=sys.stderr)
     return None
+  if cfg.export.format != "int8":  # a transformers or jaxgpt safetensors folder
+    return folder.export_workdir(cfg, info.workdir, carry.params, info.run)
   return export_workdir(cfg, info.workdir, carry.params, info.run.vocab_size,
                         data.bos_id(cfg.data, info.run.spec))
 

@@ -36,6 +36,7 @@ from absl import logging
 from jaxgpt import config as config_lib
 from jaxgpt import data, files, models, registry
 from jaxgpt.errors import ConfigError
+from jaxgpt.hf import init as hf_init
 from jaxgpt.parallel import mesh as mesh_lib
 from jaxgpt.parallel import rules as rules_lib
 from jaxgpt.train import checkpoint as ckpt_lib
@@ -152,6 +153,10 @@ def _restore_or_init(program, mngr, cfg_dicts, allow: bool, timing: loop_lib.Clo
   if restored.step != meta_only.step:  # fell back past the step checked above
     changed = loop_lib.check_resume(saved_configs(restored.meta), cfg_dicts, allow)
   saved = restored.meta
+  folder = program.configs[0].train.get("init_from")
+  if folder is not None and jax.process_index() == 0:
+    print(f"[jaxgpt] the workdir holds a checkpoint (step {restored.step}): resuming from it; "
+          f"train.init_from={folder} is ignored", file=sys.stderr, flush=True)
   records = loop_lib.resume_records(saved, program.configs, changed)
   timing.train_s, timing.eval_s = float(saved["train_time_s"]), float(saved["eval_time_s"])
   program.batches.set_state(restored.data, strict=not changed)
@@ -358,6 +363,7 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
   `on_eval(0, step, metrics)` is called after each periodic evaluation; True stops the run
   (`pruned`). `clock` is the training clock (tests inject a fake one).
   """
+  hf_init.apply(config)  # train.init_from's model keys first: validation reads them
   config_lib.validate(config)
   if config.export.at_end and "export" not in registry.RUN_HOOKS:
     raise ConfigError("export.at_end=True needs the export hook: import jaxgpt.export.exporter "

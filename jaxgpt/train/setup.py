@@ -6,6 +6,7 @@ Shared by training, evaluation and sampling, so the three always see the same mo
 from __future__ import annotations
 
 import dataclasses
+import sys
 from typing import Any
 
 import flax.linen as nn
@@ -17,6 +18,7 @@ import optax
 from jaxgpt import data, models
 from jaxgpt.data import mixture as mixture_lib
 from jaxgpt.errors import ConfigError
+from jaxgpt.hf import init as hf_init
 from jaxgpt.optim import build_optimizer
 from jaxgpt.parallel import mesh as mesh_lib
 from jaxgpt.parallel import rules as rules_lib
@@ -40,7 +42,19 @@ class Run:
   boxed_params: Any  # abstract params with logical axis names
 
   def init_state(self) -> state_lib.TrainState:
-    """Initial state, created directly in its sharded layout."""
+    """Initial state, created directly in its sharded layout: fresh parameters, or those of
+    `train.init_from` (with a fresh optimizer state)."""
+    folder = self.config.train.get("init_from")
+    if folder is not None:
+      params = hf_init.load_params(folder, self.config.model, self.vocab_size,
+                                   self.abstract_state.params)
+      if jax.process_index() == 0:
+        print(f"[jaxgpt] starting from the weights of train.init_from={folder}",
+              file=sys.stderr, flush=True)
+      with self.context():
+        init = jax.jit(self._init_from_params, in_shardings=(self.state_shardings.params,),
+                       out_shardings=self.state_shardings)
+        return init(params)
     rng = jax.random.PRNGKey(self.config.train.seed)
     with self.context():
       init = jax.jit(self._init_fn, out_shardings=self.state_shardings)
@@ -48,6 +62,10 @@ class Run:
 
   def _init_fn(self, rng):
     return state_lib.create(self.model, self.tx, rng, self.dummy_tokens())[0]
+
+  def _init_from_params(self, params):
+    return state_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                                opt_state=self.tx.init(params))
 
   def dummy_tokens(self) -> jnp.ndarray:
     return jnp.zeros((1, self.config.data.seq_len), jnp.int32)
@@ -103,6 +121,9 @@ def eval_batch_size(config) -> int:
 
 
 def build(config, devices=None) -> Run:
+  """The run's pieces. With `train.init_from`, the folder's model keys and tokenizer are first
+  built into `config` (in place: config.json records them; `jaxgpt.hf.init.apply`)."""
+  hf_init.apply(config)
   spec = mixture_lib.training_spec(data.prepare(config.data), config.data)  # align_to_bos
   if config.model.vocab_size is not None:
     vocab_size = int(config.model.vocab_size)
