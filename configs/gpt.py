@@ -10,7 +10,7 @@ Variants (combine with commas):
   llama the Llama block (SwiGLU MLP of width 8/3 d, GQA with 4 kv heads, no QK-norm, untied
         head): exports as a transformers LlamaForCausalLM (`--config.export.format=hf`)
   qwen3 the same with QK-norm and a tied head: exports as a Qwen3ForCausalLM
-  (llama / qwen3 first, then cpu or test: `configs/gpt.py:llama,test`; docs/interop_hf.md)
+  (llama / qwen3 first, then cpu or test: `configs/gpt.py:llama,test`; docs/interop.md)
 """
 
 from jaxgpt.config import apply_variants, base_config

@@ -20,7 +20,7 @@ from jaxgpt.errors import ConfigError, ConfigFileError
 
 PARTITION_TABLES = ("folded", "full", "off")  # train.partition_table
 # export.format: the int8+zlib artifact (jaxgpt/export/artifact.py), a transformers Llama /
-# Qwen3 folder, or safetensors with jaxgpt's own config (jaxgpt/hf, docs/interop_hf.md).
+# Qwen3 folder, or safetensors with jaxgpt's own config (jaxgpt/hf, docs/interop.md).
 EXPORT_FORMATS = ("int8", "hf", "safetensors")
 placeholder = config_dict.placeholder
 

@@ -110,6 +110,9 @@ def test_sweep_level_errors(tmp_path):
   _sweep(seeds=(0,), **{"report.statistics": False})  # a pilot: allowed
   with pytest.raises(ConfigError, match=r"stage2.knobs='mom'"):
     _sweep(**{"stage2.enabled": True, "stage2.knobs": ("mom",)})
+  s = _sweep(**{"base.overrides": {"train": {"init_from": "hf_folder"}}})
+  with pytest.raises(ValueError, match=r"train.init_from='hf_folder': a sweep's trials start"):
+    _run(s, tmp_path / "w")
   s = _sweep(**{"base.overrides": {"train": {"max_time_s": 0.0}}})
   with pytest.raises(ValueError, match=r"train.max_time_s=0.0"):
     _run(s, tmp_path / "w")

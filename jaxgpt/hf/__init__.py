@@ -10,5 +10,5 @@
                 not at all, the jaxgpt-format folder (`export.format = "safetensors"`)
   init.py       `train.init_from`: the config a folder implies, and its parameters
 
-Needs the `safetensors` package (not torch). docs/interop_hf.md has the commands.
+Needs the `safetensors` package (not torch). docs/interop.md has the commands.
 """

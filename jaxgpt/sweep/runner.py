@@ -438,6 +438,10 @@ def check_space(sweep, base) -> None:
   if sweep.objective == "time_to_target_s" and base.train.target_loss is None:
     raise ValueError("sweep objective='time_to_target_s' needs train.target_loss in the base "
                      "experiment; set --config.base.overrides.train.target_loss=LOSS")
+  if base.train.get("init_from"):
+    raise ValueError(f"train.init_from={base.train.init_from!r}: a sweep's trials start from "
+                     "their seeds' random weights (cohorts build their own initial state); "
+                     "fine-tune from a folder with single runs (python -m jaxgpt.main)")
   dims = space_lib.dims_from_config(sweep.space)
   if sweep.sampler == "groups":
     points, table = space_lib.group_points(sweep.groups.to_dict(), dims)
