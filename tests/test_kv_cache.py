@@ -2,8 +2,8 @@
 references, in float32 on tiny configs:
 
 - greedy cached decoding equals greedy recomputation of the whole window token for token (gpt
-  scanned, gpt unscanned with GQA + U-net skips + a parallel block + soft-cap, and moe), and so
-  do sampled ones (both draw token i with the same key);
+  scanned with GQA and U-net skips, gpt unscanned with MQA, a parallel block and a soft-cap, and
+  moe), and so do sampled ones (both draw token i with the same key);
 - the logits every token was drawn from equal the plain full forward pass over that row alone
   (no padding, no cache) at that position, within LOGIT_TOL x the largest |logit|;
 - a left-padded batch row decodes as the row alone;
@@ -36,11 +36,10 @@ PROMPTS = [[5, 9, 17, 33, 2, 41, 8, 60, 13], [7, 30, 12, 3]]  # lengths 9 and 4:
 # cache slots against a causal one over T): float32 rounding, measured ~1e-6 of max |logit|.
 LOGIT_TOL = 1e-5
 
-CASES = {  # (family, model keys): gpt scanned, gpt unscanned with its attention knobs, moe
-    "gpt_scan": ("gpt", dict(scan_layers=True)),
-    "gpt_unscanned_gqa_skips": ("gpt", dict(scan_layers=False, num_kv_heads=2,
-                                            encoder_layers=1, parallel_block=True,
-                                            logit_softcap=30.0)),
+CASES = {  # (family, model keys): gpt scanned and unscanned with its knobs, moe (no QK-norm)
+    "gpt_scan_gqa_skips": ("gpt", dict(scan_layers=True, num_kv_heads=2, encoder_layers=1)),
+    "gpt_unscanned_parallel": ("gpt", dict(scan_layers=False, num_kv_heads=1,
+                                           parallel_block=True, logit_softcap=30.0)),
     "moe": ("moe", dict(scan_layers=True)),
 }
 
@@ -80,7 +79,7 @@ def test_cached_greedy_equals_recomputation(decoded):
   model, _, (tokens, _), (tokens_ref, _), _ = decoded
   assert gen.uses_cache(model, True) and not gen.uses_cache(model, False)
   assert tokens.shape == (len(PROMPTS), NEW)
-  assert all(len(set(row)) > 3 for row in tokens.tolist())  # not a constant continuation
+  assert len(np.unique(tokens)) > 4  # not a constant continuation (greedy may still cycle)
   np.testing.assert_array_equal(tokens, tokens_ref)
 
 
