@@ -234,8 +234,17 @@ def base_config() -> config_dict.ConfigDict:
       out_dir=placeholder(str),  # hf / safetensors: the folder written (None: <workdir>/<format>)
   ))
 
+  # --mode sample (jaxgpt/train/generate.py checks these): num_samples rows per prompt.
   c.sample = config_dict.ConfigDict(dict(
-      prompt="\n", max_new_tokens=256, temperature=0.8, top_k=40, num_samples=1, seed=0))
+      prompt="\n",
+      prompts=(),  # several prompts, one batch (left padded); empty: sample.prompt
+      max_new_tokens=placeholder(int),  # None: fill the window (seq_len - longest prompt)
+      temperature=0.8,  # 0: greedy
+      top_k=40,  # keep the k most likely tokens; 0: all
+      top_p=1.0,  # nucleus: the most likely tokens holding this mass; 1.0: all
+      kv_cache=True,  # cached generation where the family has it (gpt, moe); False: recompute
+      num_samples=1,
+      seed=0))
   return c
 
 

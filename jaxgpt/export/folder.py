@@ -53,10 +53,11 @@ def flat_params(params: Any) -> dict[str, np.ndarray]:
 def generation_config(config, bos_id: int | None) -> dict:
   """generation_config.json: the boundary token as bos and eos, the run's sampling keys."""
   s = config.sample
-  out = {"bos_token_id": bos_id, "eos_token_id": bos_id, "do_sample": s.temperature > 0,
-         "max_new_tokens": s.max_new_tokens}
+  out = {"bos_token_id": bos_id, "eos_token_id": bos_id, "do_sample": s.temperature > 0}
+  if s.max_new_tokens is not None:  # unset: transformers' own default
+    out["max_new_tokens"] = s.max_new_tokens
   if s.temperature > 0:
-    out.update(temperature=s.temperature, top_k=s.top_k)
+    out.update(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p)
   return out
 
 

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxgpt import registry
-from jaxgpt.models import aux, dims, docmask, layers, moe
+from jaxgpt.models import aux, dims, docmask, kvcache, layers, moe
 from jaxgpt.models.dims import GPTConfig
 
 ACT_AXES = ("batch", "length", "act_embed")  # residual stream x_btd (act_embed: not fsdp)
@@ -134,7 +134,8 @@ def sow_head_diversity(module: nn.Module, weight: float, num_heads: int) -> None
 class Block(nn.Module):
   """Pre-norm residual block, sequential (x + Attn(Norm x), then + MLP(Norm x)) or parallel
   (PaLM: x + Attn(n) + MLP(n), n = Norm(x), one norm). A scan body: (carry, xs, docs) ->
-  (carry, ys), `docs` (the window's `docmask.Documents` or None) broadcast to every layer.
+  (carry, ys), `docs` (the window's `docmask.Documents`, a cached generation's
+  `kvcache.Decode`, or None) broadcast to every layer.
 
   role "plain":   (x, None) -> (x, None)
   role "encoder": (x, None) -> (x, x): the output is also pushed onto the skip stack (ys).
@@ -146,7 +147,8 @@ class Block(nn.Module):
 
   @nn.compact
   def __call__(self, x_btd: jax.Array, skip_btd: Any = None,
-               docs: docmask.Documents | None = None) -> tuple[jax.Array, Any]:
+               docs: docmask.Documents | kvcache.Decode | None = None
+               ) -> tuple[jax.Array, Any]:
     c = self.cfg
     norm = lambda name: layers.RMSNorm("embed", c.norm_eps, c.dtype, name=name)  # noqa: E731
     if self.role == "decoder":
@@ -202,9 +204,11 @@ def block_class(cfg: GPTConfig, block: type[nn.Module] = Block,
     block = nn.remat(block, policy=jax.checkpoint_policies.nothing_saveable,
                      prevent_cse=not cfg.scan_layers)
   if cfg.scan_layers:
-    # Sown loss terms and metrics (models/aux.py) stack over layers like the params; each
-    # layer draws its own router noise.
-    block = nn.scan(block, variable_axes={"params": 0, aux.LOSSES: 0, aux.METRICS: 0},
+    # Sown loss terms and metrics (models/aux.py) and a generation's key/value cache
+    # (models/kvcache.py) stack over layers like the params; each layer draws its own router
+    # noise.
+    block = nn.scan(block, variable_axes={"params": 0, aux.LOSSES: 0, aux.METRICS: 0,
+                                          kvcache.CACHE: 0},
                     split_rngs={"params": True, ROUTER_RNG: True},
                     in_axes=(0, nn.broadcast),
                     length=cfg.num_layers if length is None else length,
@@ -213,10 +217,13 @@ def block_class(cfg: GPTConfig, block: type[nn.Module] = Block,
 
 
 class GPT(nn.Module):
+  """`apply({"params": p}, tokens_bt)`: float32 logits [B, T, V]. Cached generation
+  (`decode_model`) passes a `kvcache.Decode` as `decode` and makes `cache` mutable: the tokens
+  are then the next ones after those already in the cache."""
   cfg: GPTConfig
 
   @nn.compact
-  def __call__(self, tokens_bt: jax.Array) -> jax.Array:
+  def __call__(self, tokens_bt: jax.Array, decode: kvcache.Decode | None = None) -> jax.Array:
     c = self.cfg
     layers.check_tokens_bt(tokens_bt)
     init = layers.initializers(c)
@@ -226,7 +233,7 @@ class GPT(nn.Module):
                      name="embed")
     x_btd = nn.with_logical_constraint(embed(tokens_bt), ACT_AXES)
 
-    x_btd = self._layers(x_btd, window_documents(c, tokens_bt))
+    x_btd = self._layers(x_btd, window_documents(c, tokens_bt) if decode is None else decode)
     if c.head_diversity > 0:  # (a no-op when applied without the collections: evaluation)
       sow_head_diversity(self, c.head_diversity, c.num_heads)
 
@@ -246,7 +253,8 @@ class GPT(nn.Module):
     return nn.with_logical_constraint(logits_btv, LOGIT_AXES)
 
 
-  def _layers(self, x_btd: jax.Array, docs: docmask.Documents | None) -> jax.Array:
+  def _layers(self, x_btd: jax.Array, docs: docmask.Documents | kvcache.Decode | None
+              ) -> jax.Array:
     """The L blocks with the encoder/decoder skips: the encoder's outputs form a stack whose
     last entry feeds the first decoder layer. Scanned: one scan per layer group (the encoder
     scan's ys are the stack, the decoder scan reads it reversed as xs); unscanned: a loop.
@@ -276,6 +284,25 @@ def window_documents(cfg: Any, tokens_bt: jax.Array) -> docmask.Documents | None
   if not cfg.document_mask:
     return None
   return docmask.documents(tokens_bt, cfg.bos_id, cfg.document_positions)
+
+
+def decode_model(model: nn.Module) -> GPT | None:
+  """The module that generates from `model`'s parameters with a key/value cache
+  (`kvcache.Decode`), or None where there is none: families other than gpt and moe (nGPT,
+  gated nGPT and Titans recompute the window), and document-masked models (their masks and
+  positions follow boundary tokens, which the cache does not track).
+
+  An MoE with capacity dispatch decodes with dense dispatch: a capacity buffer is filled over
+  a whole window in token order, so whether a token is dropped depends on the window's length
+  and on the tokens before it, which one token at a time cannot reproduce. Dense is the
+  dropless function (ragged computes it too and is kept). Remat is off (no backward pass):
+  the parameter tree is the same."""
+  if type(model) is not GPT or model.cfg.document_mask:  # Titans subclasses GPT: not it
+    return None
+  cfg = dataclasses.replace(model.cfg, remat=False)
+  if cfg.moe is not None and cfg.moe.dispatch == "capacity":
+    cfg = dataclasses.replace(cfg, moe=dataclasses.replace(cfg.moe, dispatch="dense"))
+  return GPT(cfg)
 
 
 def gpt_config(cfg_model: Any, vocab_size: int | None = None,

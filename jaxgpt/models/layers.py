@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxgpt.models import dims, docmask
+from jaxgpt.models import dims, docmask, kvcache
 from jaxgpt.models.dims import GPTConfig
 
 Initializer = Callable[..., jax.Array]
@@ -168,11 +168,14 @@ def causal_attention(q_bthk: jax.Array, k_bsnk: jax.Array, v_bsnk: jax.Array,
 class Attention(nn.Module):
   """Causal self-attention: q/k/v projections, optional QK-norm, RoPE, GQA, output projection.
   With `docs` (a packed window's `docmask.Documents`) attention stays inside each document and
-  RoPE reads the per-document positions when it has them."""
+  RoPE reads the per-document positions when it has them. With a `kvcache.Decode` instead, the
+  tokens are the next ones of a cached generation: RoPE reads its positions, and k and v go
+  into the `cache` collection, over which the queries attend (`kvcache.attend`)."""
   cfg: GPTConfig
 
   @nn.compact
-  def __call__(self, x_btd: jax.Array, docs: docmask.Documents | None = None) -> jax.Array:
+  def __call__(self, x_btd: jax.Array,
+               docs: docmask.Documents | kvcache.Decode | None = None) -> jax.Array:
     c, init = self.cfg, initializers(self.cfg)
     d, h, n, k = c.d_model, c.num_heads, c.num_kv_heads, c.head_dim
     proj = functools.partial(einsum_proj, dtype=c.dtype)
@@ -186,12 +189,17 @@ class Attention(nn.Module):
       # Unit-RMS q and k bound the attention logits, which keeps high learning rates stable.
       q_bthk = RMSNorm("head_dim", c.norm_eps, c.dtype, name="q_norm")(q_bthk)
       k_btnk = RMSNorm("head_dim", c.norm_eps, c.dtype, name="k_norm")(k_btnk)
-    sin, cos = rope_tables(x_btd.shape[1], k, c.rope_base,
+    cached = isinstance(docs, kvcache.Decode)
+    # A cache of S slots holds positions < S: its RoPE table has S rows.
+    sin, cos = rope_tables(docs.cache_len if cached else x_btd.shape[1], k, c.rope_base,
                            None if docs is None else docs.positions_bt)
     q_bthk = apply_rope(q_bthk, sin, cos)
     k_btnk = apply_rope(k_btnk, sin, cos)
-    o_bthk = causal_attention(q_bthk, k_btnk, v_btnk, c.attention_impl,
-                              None if docs is None else docs.segment_ids_bt)
+    if cached:
+      o_bthk = kvcache.attend(self, q_bthk, k_btnk, v_btnk, docs)
+    else:
+      o_bthk = causal_attention(q_bthk, k_btnk, v_btnk, c.attention_impl,
+                                None if docs is None else docs.segment_ids_bt)
     return proj("o", "bthk,hkd->btd", (h, k, d), ("heads", "head_dim", "embed"),
                 init["attn_out"])(o_bthk)
 

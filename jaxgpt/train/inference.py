@@ -7,10 +7,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxgpt import config as config_lib
 from jaxgpt.train import checkpoint as ckpt_lib
+from jaxgpt.train import generate
 from jaxgpt.train import setup as setup_lib
 from jaxgpt.train import step as step_lib
 from jaxgpt.train.evaluate import evaluate
@@ -50,55 +50,23 @@ def evaluate_workdir(config, workdir: str) -> dict:
   return out
 
 
-def sample_tokens(apply_fn, params, prompt_ids: np.ndarray, *, seq_len: int, max_new_tokens: int,
-                  temperature: float, top_k: int | None, rng: jax.Array, num_samples: int = 1
-                  ) -> np.ndarray:
-  """Autoregressive sampling with a fixed-shape window (one compile; no KV cache).
-
-  The window holds the last `seq_len` tokens; logits are read at the last filled position.
-  """
-  prompt_ids = np.asarray(prompt_ids, np.int32)[-seq_len:]
-  if prompt_ids.size == 0:
-    raise ValueError("sample.prompt encodes to no tokens")
-
-  @jax.jit
-  def next_token(params, window_nt, pos, key):
-    logits_ntv = apply_fn({"params": params}, window_nt)
-    logits_nv = jnp.take(logits_ntv, pos - 1, axis=1).astype(jnp.float32)
-    if temperature <= 0:
-      return jnp.argmax(logits_nv, axis=-1)
-    logits_nv = logits_nv / temperature
-    if top_k:
-      kth = jax.lax.top_k(logits_nv, top_k)[0][:, -1:]
-      logits_nv = jnp.where(logits_nv < kth, -jnp.inf, logits_nv)
-    return jax.random.categorical(key, logits_nv, axis=-1)
-
-  window = np.zeros((num_samples, seq_len), np.int32)
-  window[:, : len(prompt_ids)] = prompt_ids
-  pos = len(prompt_ids)
-  out = [[] for _ in range(num_samples)]
-  for _ in range(max_new_tokens):
-    rng, key = jax.random.split(rng)
-    if pos == seq_len:  # slide the window left by one
-      window = np.roll(window, -1, axis=1)
-      pos -= 1
-    tok = np.asarray(next_token(params, jnp.asarray(window), pos, key))
-    window[:, pos] = tok
-    pos += 1
-    for i in range(num_samples):
-      out[i].append(int(tok[i]))
-  return np.asarray(out, np.int32)
-
-
 def sample_workdir(config, workdir: str) -> list[str]:
+  """Texts continuing `sample.prompts` (or `sample.prompt`), `sample.num_samples` each, from
+  the latest checkpoint; cached generation where the family has it and `sample.kv_cache`
+  (`jaxgpt/train/generate.py`)."""
+  s = config.sample
+  generate.check_sample(s)
   run, params, _ = load_params(config, workdir)
   tok = run.spec.tokenizer
   if tok is None:
     raise ValueError("sampling needs a tokenizer; data.name='shards' has none")
-  s = config.sample
+  texts = [p for p in (s.prompts or (s.prompt,)) for _ in range(s.num_samples)]
+  prompts = [tok.encode(t) for t in texts]
+  # None: as many tokens as the window holds after the longest prompt
+  new = s.max_new_tokens or max(1, config.data.seq_len - max(len(p) for p in prompts))
   with run.context():
-    ids = sample_tokens(run.model.apply, params, tok.encode(s.prompt),
-                        seq_len=config.data.seq_len, max_new_tokens=s.max_new_tokens,
-                        temperature=s.temperature, top_k=s.top_k,
-                        rng=jax.random.PRNGKey(s.seed), num_samples=s.num_samples)
-  return [s.prompt + tok.decode(row) for row in ids]
+    ids, _ = generate.generate(run.model, params, prompts,
+                               seq_len=config.data.seq_len, max_new_tokens=new,
+                               key=jax.random.PRNGKey(s.seed), temperature=s.temperature,
+                               top_k=s.top_k, top_p=s.top_p, kv_cache=s.kv_cache)
+  return [t + tok.decode(row) for t, row in zip(texts, ids)]
