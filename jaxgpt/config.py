@@ -60,6 +60,12 @@ def base_config() -> config_dict.ConfigDict:
       document_positions=False,  # RoPE positions restart per document (needs the mask; under
                                  # RoPE the same function, other rounding: docmask.py)
       vocab_size=placeholder(int),  # None = tokenizer size padded to a multiple of 64
+      # Int6 quantization-aware training (jaxgpt/optim/qat.py): the leaves the int6 artifact
+      # stores int6 are fake-quantized in the training forward (straight-through gradient).
+      qat="none",  # none | int6_quantile (always on) | int6_late (on below qat_threshold)
+      qat_clip_quantile=0.9999984,  # int6_quantile: per-row clip at this quantile of |w|
+      qat_threshold=0.15,  # int6_late: on once the LR schedule's multiplier is below this
+      qat_scale_floor=placeholder(float),  # min scale; None: 1/31 for int6_late, 0 otherwise
       # nGPT family (ngpt, gated_ngpt):
       alpha=0.15,  # gated nGPT: initial residual step size
       logit_scale=15.0,  # gated nGPT: logits = logit_scale * cosine(h, output embedding)
@@ -223,6 +229,12 @@ def base_config() -> config_dict.ConfigDict:
       at_end=False,  # write the int8+zlib artifact and its round-trip eval when a run ends
       fp16_max_numel=65536,  # matrices this small (per layer) and all vectors stay fp16
       budget_bytes=16_000_000,  # parameter-golf: compressed model + code bytes
+      # int8: int8 + zlib 9 | int6: Muon matrices in [-31, 31] (the rest int8), zstd 22 (zlib 9
+      # without the zstandard package); jaxgpt/export/artifact.py
+      format="int8",
+      # int6: each output channel's clip quantile of |w| is the candidate of least squared error
+      int6_clip_quantiles=(0.999, 0.9995, 0.9999, 0.99999, 1.0),
+      int6_scale_floor=0.0,  # int6: min scale (parameter-golf's exports: 1/31)
   ))
 
   c.sample = config_dict.ConfigDict(dict(
@@ -370,6 +382,7 @@ def validate(config: config_dict.ConfigDict) -> None:
   from jaxgpt.data import mixture  # data.align_to_bos, data.mixture
   from jaxgpt.models import dims  # the models own the document keys' rules; loads JAX
   from jaxgpt.models.dims import COMPUTE_DTYPES  # the models own it; loads JAX, as above
+  from jaxgpt.optim import qat  # owns the model.qat and int6 export rules; loads JAX
   from jaxgpt.parallel.mesh import AXES as MESH_AXES  # the mesh owns its axes; loads JAX
   resolve_renamed(config)
   m, d, o, t = config.model, config.data, config.optimizer, config.train
@@ -422,10 +435,13 @@ def validate(config: config_dict.ConfigDict) -> None:
   checks.positive("train.keep_checkpoints", t.keep_checkpoints)
   checks.positive("train.keep_best", t.keep_best, allow_zero=True)
 
+  qat.check(config)
+
   e = config.export
   checks.boolean("export.at_end", e.at_end)
   for key in ("fp16_max_numel", "budget_bytes"):
     checks.integer(f"export.{key}", e[key], 0)
+  qat.check_export(e)
 
   for key in MESH_AXES:
     v = config.mesh[key]
