@@ -507,8 +507,10 @@ def config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tup
   under a renamed key (`RENAMED`) compare as the new key's."""
   a, b = _renamed(flatten(old)), _renamed(flatten(new))
   diff = {}
+  qat_on = any(x.get("model.qat", "none") != "none" for x in (a, b))
   for key in sorted(set(a) | set(b)):
-    if key.startswith(RESUME_FREE_KEYS):
+    # with int6 QAT, export.fp16_max_numel decides which matrices training quantizes
+    if key.startswith(RESUME_FREE_KEYS) and not (qat_on and key == "export.fp16_max_numel"):
       continue
     x, y = a.get(key, "<absent>"), b.get(key, "<absent>")
     if x == "<absent>" and y == _base_defaults().get(key, "<no default>"):

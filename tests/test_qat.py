@@ -5,6 +5,7 @@ errors, and a few training steps of each form (param_golf.py:test)."""
 
 import json
 import os
+import types
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 
 from jaxgpt import config as config_lib
-from jaxgpt import models
+from jaxgpt import models, registry
 from jaxgpt.errors import ConfigError
 from jaxgpt.optim import build_optimizer, qat, schedules
 from jaxgpt.train import run as train_run
@@ -264,3 +265,26 @@ def test_a_few_steps_of_each_form_train(form, tmp_path):
     assert on == [float(float(mult(s / 6)) < 0.9) for s in range(6)]
     assert on[0] == 0.0 and on[-1] == 1.0
   assert all(0.0 <= r["metric/qat_floor_share"] <= 1.0 for r in logs)
+
+
+def test_resume_check_counts_fp16_max_numel_under_qat():
+  """export.* is free on resume, except fp16_max_numel when QAT reads it."""
+  old = {"model": {"qat": "int6_late"}, "export": {"fp16_max_numel": 0, "format": "int8"}}
+  new = {"model": {"qat": "int6_late"}, "export": {"fp16_max_numel": 1024, "format": "int6"}}
+  assert config_lib.config_diff(old, new) == {"export.fp16_max_numel": (0, 1024)}
+  old["model"]["qat"] = new["model"]["qat"] = "none"
+  assert config_lib.config_diff(old, new) == {}
+
+
+def test_a_cohort_of_qat_trials_is_refused():
+  """The sweep's vmapped step does not apply QAT: the run hook refuses such a cohort."""
+  cfg = load_config("param_golf", "test")
+  info = types.SimpleNamespace(k=1, configs=[cfg])
+  registry_hook = registry.RUN_HOOKS.get("qat").on_start
+  cfg.model.qat = "int6_late"
+  registry_hook(info)  # a single run: fine
+  info = types.SimpleNamespace(k=2, configs=[cfg, cfg])
+  with pytest.raises(ConfigError, match=r"^model.qat='int6_late' is not applied in vmapped"):
+    registry_hook(info)
+  cfg.model.qat = "none"
+  registry_hook(info)

@@ -1,5 +1,7 @@
 """Checkpoint -> artifact -> fresh-process round trip -> summary.json (`--mode export`, and the
-end of a run when `export.at_end`).
+end of a run when `export.at_end`). `export.format`: "int8" (int8 + zlib) or "int6" (the Muon
+matrices int6, zstd 22 or zlib 9; `artifact.py`). Which leaves are quantized is the plan of
+`jaxgpt.optim.qat` (`int8_axes`, `int6_axes`), the same one int6 QAT trains with.
 
 artifact_bytes = the compressed model file's size on disk + the raw bytes of the Python files
 that loading and running it imports (`artifact_code_files`, listed by the fresh process itself),
