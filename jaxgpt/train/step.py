@@ -81,7 +81,8 @@ def make_train_step(apply_fn: Callable, tx: optax.GradientTransformationExtraArg
   always-on form trains on the fake-quantized weights; the late form is a `lax.cond` on the
   schedule's multiplier at (progress, step) between that step and the plain one, whole steps
   apart, so that off it computes exactly what the plain step computes (bitwise; a switch
-  inside the loss alone changes how XLA fuses the optimizer update). Logged:
+  inside the loss alone changes how XLA fuses the optimizer update; the price: both steps are
+  compiled). Logged:
   `metric/qat_on`, `metric/qat_floor_share`.
   Metrics: `train_loss` (cross entropy), `grad_norm`, and any `loss/...`, `metric/...`.
   """
