@@ -1,4 +1,5 @@
-"""parameter-golf: the smallest model that scores well, judged as an int8+zlib artifact.
+"""parameter-golf: the smallest model that scores well, judged as an int8+zlib artifact (or,
+with the `int6` variants, an int6 one).
 
 Default: the parameter-golf baseline shape (its naive baseline: 9 layers x 512, 8 query heads,
 4 KV heads, MLP x2 with ReLU^2, tied embeddings, logit soft-cap 30, RoPE base 10000, encoder /
@@ -26,6 +27,16 @@ Variants (combine with commas, e.g. `:best_proxy,cpu`):
               in the PR a no-op, see models/gpt.py)
   warmdown    parameter-golf's own warm-down: linear to 0 over the last WARMDOWN_ITERS = 1,200
               iterations, converted to time by the step time under the cap (decay_steps)
+  int6        always-on int6 QAT (model.qat = "int6_quantile": every Muon matrix fake-quantized
+              per row at the 0.9999984 quantile of |w| / 31, straight-through gradient) and the
+              int6 artifact (export.format = "int6": the Muon matrices in [-31, 31], the
+              embedding int8, zstd 22), as parameter-golf's MixedQuant record trains and exports
+              (its export floors the scale at 1/31; this one does not, as its QAT does not)
+  int6_late   late int6 QAT (model.qat = "int6_late": on once the LR multiplier is below 0.15,
+              per-row max|w| / 31 with the scale floored at 1/31) and the int6 artifact with the
+              same floor (export.int6_scale_floor = 1/31), as parameter-golf's QAT015 record does
+              (its run warms down over 3,500 iterations; combine with `warmdown` for
+              parameter-golf's warm-down). metric/qat_floor_share logs how often the floor binds
   cpu         a proxy that learns something real in ~3 minutes on 2 CPU cores: 5 x 128 (8
               heads of 16), sequence 64, batch 32, training time capped at 120 s (the schedule
               runs on the time clock, so the decay completes whatever the machine's speed;
@@ -55,6 +66,16 @@ def _warmdown(c):
   c.optimizer.update(schedule="wsd", warmup_frac=0.0, final_lr_frac=0.0, decay_steps=1200)
 
 
+def _int6(c):
+  c.model.update(qat="int6_quantile")
+  c.export.update(format="int6")
+
+
+def _int6_late(c):
+  c.model.update(qat="int6_late", qat_threshold=0.15, qat_scale_floor=1.0 / 31)
+  c.export.update(format="int6", int6_scale_floor=1.0 / 31)
+
+
 def _shrink(c, num_layers, d_model):
   c.model.update(num_layers=num_layers, d_model=d_model, compute_dtype="float32",
                  encoder_layers=min(c.model.encoder_layers, num_layers // 2))
@@ -79,8 +100,8 @@ def _test(c):
                  eval_batch_size=256, progress_bar=False)
 
 
-VARIANTS = {"best_proxy": _best_proxy, "pr1434": _pr1434, "warmdown": _warmdown, "cpu": _cpu,
-            "test": _test}
+VARIANTS = {"best_proxy": _best_proxy, "pr1434": _pr1434, "warmdown": _warmdown, "int6": _int6,
+            "int6_late": _int6_late, "cpu": _cpu, "test": _test}
 
 
 def get_config(variants: str = ""):

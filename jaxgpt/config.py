@@ -21,7 +21,7 @@ from jaxgpt.errors import ConfigError, ConfigFileError
 PARTITION_TABLES = ("folded", "full", "off")  # train.partition_table
 # export.format: the int8+zlib artifact (jaxgpt/export/artifact.py), a transformers Llama /
 # Qwen3 folder, or safetensors with jaxgpt's own config (jaxgpt/hf, docs/interop.md).
-EXPORT_FORMATS = ("int8", "hf", "safetensors")
+EXPORT_FORMATS = ("int8", "int6", "hf", "safetensors")
 placeholder = config_dict.placeholder
 
 
@@ -63,6 +63,12 @@ def base_config() -> config_dict.ConfigDict:
       document_positions=False,  # RoPE positions restart per document (needs the mask; under
                                  # RoPE the same function, other rounding: docmask.py)
       vocab_size=placeholder(int),  # None = tokenizer size padded to a multiple of 64
+      # Int6 quantization-aware training (jaxgpt/optim/qat.py): the leaves the int6 artifact
+      # stores int6 are fake-quantized in the training forward (straight-through gradient).
+      qat="none",  # none | int6_quantile (always on) | int6_late (on below qat_threshold)
+      qat_clip_quantile=0.9999984,  # int6_quantile: per-row clip at this quantile of |w|
+      qat_threshold=0.15,  # int6_late: on once the LR schedule's multiplier is below this
+      qat_scale_floor=placeholder(float),  # min scale; None: 1/31 for int6_late, 0 otherwise
       # nGPT family (ngpt, gated_ngpt):
       alpha=0.15,  # gated nGPT: initial residual step size
       logit_scale=15.0,  # gated nGPT: logits = logit_scale * cosine(h, output embedding)
@@ -230,8 +236,14 @@ def base_config() -> config_dict.ConfigDict:
       at_end=False,  # write the int8+zlib artifact and its round-trip eval when a run ends
       fp16_max_numel=65536,  # matrices this small (per layer) and all vectors stay fp16
       budget_bytes=16_000_000,  # parameter-golf: compressed model + code bytes
-      format="int8",  # one of EXPORT_FORMATS: int8 | hf | safetensors
+      # int8: int8 + zlib 9 | int6: Muon matrices in [-31, 31] (the rest int8), zstd 22 (zlib 9
+      # without the zstandard package; jaxgpt/export/artifact.py) | hf: a Llama / Qwen3 folder |
+      # safetensors: jaxgpt's own names and config (jaxgpt/hf); EXPORT_FORMATS
+      format="int8",
       out_dir=placeholder(str),  # hf / safetensors: the folder written (None: <workdir>/<format>)
+      # int6: each output channel's clip quantile of |w| is the candidate of least squared error
+      int6_clip_quantiles=(0.999, 0.9995, 0.9999, 0.99999, 1.0),
+      int6_scale_floor=0.0,  # int6: min scale (parameter-golf's exports: 1/31)
   ))
 
   # --mode sample (jaxgpt/train/generate.py checks these): num_samples rows per prompt.
@@ -388,6 +400,7 @@ def validate(config: config_dict.ConfigDict) -> None:
   from jaxgpt.data import mixture  # data.align_to_bos, data.mixture
   from jaxgpt.models import dims  # the models own the document keys' rules; loads JAX
   from jaxgpt.models.dims import COMPUTE_DTYPES  # the models own it; loads JAX, as above
+  from jaxgpt.optim import qat  # owns the model.qat and int6 export rules; loads JAX
   from jaxgpt.parallel.mesh import AXES as MESH_AXES  # the mesh owns its axes; loads JAX
   resolve_renamed(config)
   m, d, o, t = config.model, config.data, config.optimizer, config.train
@@ -444,6 +457,8 @@ def validate(config: config_dict.ConfigDict) -> None:
     raise ConfigError(f"train.init_from={init_from!r} must be None or the path of a checkpoint "
                       "folder (config.json + model.safetensors)")
 
+  qat.check(config)
+
   e = config.export
   checks.boolean("export.at_end", e.at_end)
   checks.one_of("export.format", e.get("format", "int8"), EXPORT_FORMATS)
@@ -452,6 +467,7 @@ def validate(config: config_dict.ConfigDict) -> None:
     raise ConfigError(f"export.out_dir={out_dir!r} must be None or a folder path")
   for key in ("fp16_max_numel", "budget_bytes"):
     checks.integer(f"export.{key}", e[key], 0)
+  qat.check_export(e)
 
   for key in MESH_AXES:
     v = config.mesh[key]
@@ -518,8 +534,10 @@ def config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tup
   under a renamed key (`RENAMED`) compare as the new key's."""
   a, b = _renamed(flatten(old)), _renamed(flatten(new))
   diff = {}
+  qat_on = any(x.get("model.qat", "none") != "none" for x in (a, b))
   for key in sorted(set(a) | set(b)):
-    if key.startswith(RESUME_FREE_KEYS):
+    # with int6 QAT, export.fp16_max_numel decides which matrices training quantizes
+    if key.startswith(RESUME_FREE_KEYS) and not (qat_on and key == "export.fp16_max_numel"):
       continue
     x, y = a.get(key, "<absent>"), b.get(key, "<absent>")
     if x == "<absent>" and y == _base_defaults().get(key, "<no default>"):

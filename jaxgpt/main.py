@@ -88,7 +88,7 @@ def dispatch(config, workdir: str, mode: str) -> int:
       print(text)
       print("-" * 40)
     return 0
-  if config.export.format != "int8":  # a transformers (hf) or jaxgpt safetensors folder
+  if config.export.format in folder.FORMATS:  # a transformers or jaxgpt safetensors folder
     print(json.dumps(folder.export_workdir(config, workdir), indent=1))
     return 0
   # export: the int8+zlib artifact, its fresh-process round trip and the budget check

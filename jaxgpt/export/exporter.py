@@ -1,5 +1,7 @@
 """Checkpoint -> artifact -> fresh-process round trip -> summary.json (`--mode export`, and the
-end of a run when `export.at_end`).
+end of a run when `export.at_end`). `export.format`: "int8" (int8 + zlib) or "int6" (the Muon
+matrices int6, zstd 22 or zlib 9; `artifact.py`). Which leaves are quantized is the plan of
+`jaxgpt.optim.qat` (`int8_axes`, `int6_axes`), the same one int6 QAT trains with.
 
 artifact_bytes = the compressed model file's size on disk + the raw bytes of the Python files
 that loading and running it imports (`artifact_code_files`, listed by the fresh process itself),
@@ -9,9 +11,7 @@ checked against `export.budget_bytes` (16,000,000, parameter-golf's budget).
 from __future__ import annotations
 
 import json
-import math
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -26,37 +26,17 @@ from jaxgpt import config as config_lib
 from jaxgpt import data, files, registry
 from jaxgpt.export import artifact, folder
 from jaxgpt.keypath import path_str
-from jaxgpt.optim import partition
+from jaxgpt.optim import qat
 from jaxgpt.train.inference import load_params
 from jaxgpt.train.loop import FINISHED
 
 SUMMARY = "summary.json"
 
 
-def reduce_axes(path: str, shape: tuple[int, ...]) -> tuple[int, ...]:
-  """The axes one int8 scale spans (the fan_in side), so every output channel has a scale.
-
-  Muon matrices: partition's fan_in axes (layers axes stay per-layer). Other kernels (Dense
-  (in, out), e.g. the untied LM head): the axis before the last. Tables (vocab, d_model): the
-  last axis, one scale per row."""
-  try:
-    info = partition.classify(path, shape)
-  except ValueError:
-    info = None
-  if info is not None and info.fan_in_axes:
-    return info.fan_in_axes
-  return (len(shape) - 2,) if path.endswith("kernel") else (len(shape) - 1,)
-
-
-def int8_axes(path: str, shape: tuple[int, ...], fp16_max_numel: int) -> tuple[int, ...] | None:
-  """The reduce axes if the leaf is stored int8, None if fp16: int8 when one layer's matrix
-  (the shape without stacked axes such as scanned layers) has at least 2 axes and more than
-  `fp16_max_numel` elements."""
-  stacked = sum(n for pattern, n in partition.DEFAULT.stacked if re.search(pattern, path))
-  core = tuple(shape)[stacked:]
-  if len(core) < 2 or math.prod(core) <= fp16_max_numel:
-    return None
-  return reduce_axes(path, shape)
+# The plan lives with QAT (train may not import export): the artifact quantizes what QAT
+# fake-quantizes. Kept here under their old names for callers of the exporter.
+reduce_axes = qat.reduce_axes
+int8_axes = qat.int8_axes
 
 
 def flat_params(params: Any) -> dict[str, np.ndarray]:
@@ -66,13 +46,24 @@ def flat_params(params: Any) -> dict[str, np.ndarray]:
 
 def write_artifact(config, params: Any, vocab_size: int, path: str,
                    bos_id: int | None = None) -> None:
-  """`bos_id`: the boundary token the model masks documents at (data.bos_id, else the
-  data's own), recorded so that the artifact's model is built the same way."""
+  """The artifact of `config.export.format` ("int8": int8 + zlib; "int6": the Muon matrices
+  int6, the other planned leaves int8, zstd 22 or zlib 9). `bos_id`: the boundary token the
+  model masks documents at (data.bos_id, else the data's own), recorded so that the artifact's
+  model is built the same way."""
+  e = config.export
+  qat.check_export(e)
   flat = flat_params(params)
-  plan = {p: int8_axes(p, w.shape, config.export.fp16_max_numel) for p, w in flat.items()}
+  plan = {p: int8_axes(p, w.shape, e.fp16_max_numel) for p, w in flat.items()}
+  int8 = {p: a for p, a in plan.items() if a}
   meta = {"config": config_lib.to_dict(config), "vocab_size": int(vocab_size),
           "bos_id": config.data.bos_id if bos_id is None else int(bos_id)}
-  artifact.write(path, artifact.encode(flat, {p: a for p, a in plan.items() if a}, meta))
+  if e.format == "int8":
+    artifact.write(path, artifact.encode(flat, int8, meta))
+    return
+  int6 = {p: a for p, a in int8.items() if qat.is_int6(p, flat[p].shape)}
+  artifact.write(path, artifact.encode(
+      flat, int8, meta, int6, clip_quantiles=tuple(e.int6_clip_quantiles),
+      scale_floor=float(e.int6_scale_floor)))
 
 
 def roundtrip_in_fresh_process(path: str) -> dict:
@@ -101,14 +92,16 @@ def budget_message(total: int, model: int, code: int, budget: int) -> str:
 
 def export_workdir(config, workdir: str, params: Any = None,
                    vocab_size: int | None = None, bos_id: int | None = None) -> dict:
-  """Writes `workdir/model.int8.zlib` from `params` (default: the latest checkpoint's), runs the
-  round-trip evaluation in a fresh process, merges the export keys into summary.json and
-  returns them."""
+  """Writes the artifact (`workdir/model.int8.zlib`, or `model.int6.zstd` / `.zlib` with
+  export.format "int6") from `params` (default: the latest checkpoint's), runs the round-trip
+  evaluation in a fresh process, merges the export keys into summary.json and returns them."""
   t0 = time.perf_counter()
+  qat.check_export(config.export)
   if params is None:
     run, params, _ = load_params(config, workdir)
     vocab_size, bos_id = run.vocab_size, data.bos_id(config.data, run.spec)
-  path = os.path.join(workdir, artifact.FILENAME)
+  compressor = None if config.export.format == "int8" else artifact.default_compressor()
+  path = os.path.join(workdir, artifact.filename(config.export.format, compressor))
   write_artifact(config, params, vocab_size, path, bos_id)
   rt = roundtrip_in_fresh_process(path)
   root = os.path.dirname(os.path.dirname(os.path.abspath(jaxgpt.__file__)))
@@ -116,7 +109,9 @@ def export_workdir(config, workdir: str, params: Any = None,
   model_bytes = os.path.getsize(path)
   code_bytes = sum(os.path.getsize(os.path.join(root, f)) for f in code_files)
   budget = config.export.budget_bytes
-  out = {"artifact_path": path, "artifact_bytes": model_bytes + code_bytes,
+  out = {"artifact_path": path, "artifact_format": config.export.format,
+         "artifact_compression": "zlib-9" if compressor in (None, "zlib") else "zstd-22",
+         "artifact_bytes": model_bytes + code_bytes,
          "artifact_model_bytes": model_bytes, "artifact_code_bytes": code_bytes,
          "artifact_code_files": code_files, "artifact_budget_bytes": budget,
          "artifact_within_budget": model_bytes + code_bytes <= budget, **rt,
@@ -140,7 +135,7 @@ def _export_at_end(info, carry, summary) -> dict | None:
     print("[jaxgpt] export.at_end needs a single process; run --mode export on the workdir",
           file=sys.stderr)
     return None
-  if cfg.export.format != "int8":  # a transformers or jaxgpt safetensors folder
+  if cfg.export.format in folder.FORMATS:  # a transformers or jaxgpt safetensors folder
     return folder.export_workdir(cfg, info.workdir, carry.params, info.run)
   return export_workdir(cfg, info.workdir, carry.params, info.run.vocab_size,
                         data.bos_id(cfg.data, info.run.spec))

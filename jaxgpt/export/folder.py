@@ -31,6 +31,8 @@ from jaxgpt.train.inference import load_params
 
 SUMMARY = "summary.json"
 
+FORMATS = ("hf", "safetensors")  # export.format values written as a folder
+
 
 def out_dir(config, workdir: str) -> str:
   return config.export.get("out_dir") or os.path.join(workdir, config.export.format)

@@ -37,6 +37,7 @@ from jaxgpt import config as config_lib
 from jaxgpt import data, files, models, registry
 from jaxgpt.errors import ConfigError
 from jaxgpt.hf import init as hf_init
+from jaxgpt.optim import qat as qat_lib
 from jaxgpt.parallel import mesh as mesh_lib
 from jaxgpt.parallel import rules as rules_lib
 from jaxgpt.train import checkpoint as ckpt_lib
@@ -236,6 +237,9 @@ class SingleRun:
         run.spec, seq_len=config.data.seq_len, global_batch_size=config.train.batch_size,
         seed=loop_lib.data_seed(config.train), process_index=jax.process_index(),
         process_count=jax.process_count(), worker_count=config.data.worker_count)
+    # int6 QAT (None when model.qat="none"); a model with nothing to quantize fails here,
+    # before any file is written
+    self.qat = qat_lib.from_config(config, run.abstract_state.params)
     self._train = self._eval = None
 
   # -- the driver's interface
@@ -274,7 +278,7 @@ class SingleRun:
     train_batch, eval_batch = loop_lib.abstract_batches(cfg, batch_sh)
     train_step = step_lib.make_train_step(run.model.apply, run.tx, cfg.train.grad_accum,
                                           self.family.collections, self.family.rng_streams,
-                                          cfg.train.seed)
+                                          cfg.train.seed, qat=self.qat)
     tb = setup_lib.token_bytes_array(run.spec, run.vocab_size)
     eval_step = step_lib.make_eval_step(run.model.apply, None if tb is None else jnp.asarray(tb))
     with run.context():

@@ -10,6 +10,7 @@ import optax
 
 from jaxgpt.models import aux
 from jaxgpt.optim.logged import state_metrics
+from jaxgpt.optim.qat import QAT
 from jaxgpt.train.state import TrainState
 
 
@@ -57,9 +58,16 @@ def step_rngs(streams: Sequence[str], seed: Any, step: jnp.ndarray, micro: Any =
   return {name: jax.random.fold_in(base, 1 + i) for i, name in enumerate(streams)}
 
 
+def _with_qat(loss_fn: Callable, qat: QAT) -> Callable:
+  """`loss_fn` on the fake-quantized parameters (straight-through: the gradient is the one at
+  the fake-quantized weights, passed to the float ones)."""
+  return lambda params, *args: loss_fn(qat.quantized(params), *args)
+
+
 def make_train_step(apply_fn: Callable, tx: optax.GradientTransformationExtraArgs,
                     grad_accum: int, collections: Sequence[str] = (),
-                    rng_streams: Sequence[str] = (), seed: Any = 0) -> Callable:
+                    rng_streams: Sequence[str] = (), seed: Any = 0,
+                    qat: QAT | None = None) -> Callable:
   """train_step(state, batch, progress) -> (state, metrics).
 
   `batch` holds the whole optimizer step's sequences [B, T]; with `grad_accum` A > 1 they are
@@ -69,9 +77,38 @@ def make_train_step(apply_fn: Callable, tx: optax.GradientTransformationExtraArg
   the model sows loss terms and metrics into (its family's `collections`; () = none).
   `rng_streams`: the family's rng names, keyed by `step_rngs(seed, step, micro-batch)`; `seed`
   is `train.seed` (a traced per-trial scalar in a cohort).
+  `qat`: int6 quantization-aware training (`jaxgpt.optim.qat.from_config`; None: off). The
+  always-on form trains on the fake-quantized weights; the late form is a `lax.cond` on the
+  schedule's multiplier at (progress, step) between that step and the plain one, whole steps
+  apart, so that off it computes exactly what the plain step computes (bitwise; a switch
+  inside the loss alone changes how XLA fuses the optimizer update; the price: both steps are
+  compiled). Logged:
+  `metric/qat_on`, `metric/qat_floor_share`.
   Metrics: `train_loss` (cross entropy), `grad_norm`, and any `loss/...`, `metric/...`.
   """
-  grad_fn = jax.value_and_grad(_loss_fn(apply_fn, collections), has_aux=True)
+  loss_fn = _loss_fn(apply_fn, collections)
+  plain_step = _step_on(jax.value_and_grad(loss_fn, has_aux=True), tx, grad_accum,
+                        rng_streams, seed)
+  if qat is None:
+    return plain_step
+  qat_step = _step_on(jax.value_and_grad(_with_qat(loss_fn, qat), has_aux=True), tx,
+                      grad_accum, rng_streams, seed)
+
+  def train_step(state: TrainState, batch: dict, progress: jnp.ndarray):
+    on = qat.active(progress, state.step)
+    if qat.form == "int6_quantile":
+      new, metrics = qat_step(state, batch, progress)
+    else:
+      new, metrics = jax.lax.cond(on, qat_step, plain_step, state, batch, progress)
+    return new, {**metrics, **qat.metrics(state.params, on)}
+
+  return train_step
+
+
+def _step_on(grad_fn: Callable, tx: optax.GradientTransformationExtraArgs, grad_accum: int,
+             rng_streams: Sequence[str], seed: Any) -> Callable:
+  """The train step (make_train_step's docstring) with `grad_fn`, the value and gradient of
+  a loss (params, inputs_bt, targets_bt, rngs) -> (loss, (cross entropy, extra metrics))."""
   rngs_at = ((lambda step, micro: step_rngs(rng_streams, seed, step, micro)) if rng_streams
              else (lambda step, micro: {}))
 
