@@ -37,6 +37,15 @@ Variants (combine with commas, e.g. `:best_proxy,cpu`):
               same floor (export.int6_scale_floor = 1/31), as parameter-golf's QAT015 record does
               (its run warms down over 3,500 iterations; combine with `warmdown` for
               parameter-golf's warm-down). metric/qat_floor_share logs how often the floor binds
+  systematic_search
+              PR #141's hyperparameters (its code changes nothing else): Muon matrix lr 0.02,
+              momentum 0.99, warm-down over WARMDOWN_ITERS = 3,000 iterations (decay_steps, on
+              the time clock under the cap), RoPE base 200,000, sequence 4,096 with the batch
+              cut 4x (the same tokens per step). Applied after `cpu` / `test`, it scales what
+              is a length or a step count: the sequence 4x the proxy's with the batch / 4, and
+              the warm-down 3,000 / 1,200 = 2.5x the proxy's share (0.2 -> 0.5 of the clock),
+              since the proxy's 0.2 stands for parameter-golf's default 1,200 iterations; the
+              LR, momentum and RoPE base are kept as the PR set them
   cpu         a proxy that learns something real in ~3 minutes on 2 CPU cores: 5 x 128 (8
               heads of 16), sequence 64, batch 32, training time capped at 120 s (the schedule
               runs on the time clock, so the decay completes whatever the machine's speed;
@@ -76,6 +85,18 @@ def _int6_late(c):
   c.export.update(format="int6", int6_scale_floor=1.0 / 31)
 
 
+def _systematic_search(c):
+  shrunk = c.data.seq_len < 1024  # after `cpu` / `test` (ORDER): scale lengths and steps
+  c.model.update(rope_base=200_000.0)
+  c.optimizer.update(lr=0.02, momentum=0.99, schedule="wsd", warmup_frac=0.0, final_lr_frac=0.0)
+  if shrunk:
+    c.optimizer.update(decay_frac=c.optimizer.decay_frac * 3000 / 1200)
+  else:
+    c.optimizer.update(decay_steps=3000)
+  c.data.update(seq_len=4 * c.data.seq_len)
+  c.train.update(batch_size=max(1, c.train.batch_size // 4))
+
+
 def _shrink(c, num_layers, d_model):
   c.model.update(num_layers=num_layers, d_model=d_model, compute_dtype="float32",
                  encoder_layers=min(c.model.encoder_layers, num_layers // 2))
@@ -101,7 +122,11 @@ def _test(c):
 
 
 VARIANTS = {"best_proxy": _best_proxy, "pr1434": _pr1434, "warmdown": _warmdown, "int6": _int6,
-            "int6_late": _int6_late, "cpu": _cpu, "test": _test}
+            "int6_late": _int6_late, "systematic_search": _systematic_search, "cpu": _cpu,
+            "test": _test}
+# systematic_search scales what cpu / test shrank, so it runs after them
+ORDER = ("best_proxy", "pr1434", "warmdown", "int6", "int6_late", "cpu", "test",
+         "systematic_search")
 
 
 def get_config(variants: str = ""):
@@ -119,4 +144,4 @@ def get_config(variants: str = ""):
   c.train.update(steps=20_000, batch_size=512, eval_every=1000, eval_tokens=1 << 20,
                  max_time_s=600.0)
   c.export.update(at_end=True)
-  return apply_variants(c, variants, VARIANTS)
+  return apply_variants(c, variants, VARIANTS, order=ORDER)

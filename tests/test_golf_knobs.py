@@ -449,3 +449,20 @@ def test_param_golf_variants(variants):
     assert c.model.head_diversity == 1e-4 and c.model.parallel_block
   else:
     assert (o.schedule, o.warmup_frac, o.final_lr_frac, o.decay_steps) == ("wsd", 0.0, 0.0, 1200)
+
+
+def test_systematic_search_is_pr141_scaled_for_the_proxy():
+  from jaxgpt import config as config_lib  # the config loader, for the variant under test
+  gpu = config_lib.load_file("configs/param_golf.py", "systematic_search")
+  base = config_lib.load_file("configs/param_golf.py", "")
+  assert (gpu.optimizer.lr, gpu.optimizer.momentum, gpu.model.rope_base) == (0.02, 0.99, 2e5)
+  assert (gpu.optimizer.schedule, gpu.optimizer.decay_steps) == ("wsd", 3000)
+  assert gpu.data.seq_len == 4096
+  assert gpu.data.seq_len * gpu.train.batch_size == base.data.seq_len * base.train.batch_size
+  # On the proxy, in either order: 4x its sequence, 1/4 its batch, 2.5x its warm-down share.
+  for variants in ("systematic_search,cpu", "cpu,systematic_search"):
+    cpu = config_lib.load_file("configs/param_golf.py", variants)
+    config_lib.validate(cpu)
+    assert (cpu.data.seq_len, cpu.train.batch_size) == (256, 8)
+    assert cpu.optimizer.decay_steps is None and cpu.optimizer.decay_frac == 0.5
+    assert (cpu.optimizer.lr, cpu.optimizer.momentum, cpu.model.rope_base) == (0.02, 0.99, 2e5)
