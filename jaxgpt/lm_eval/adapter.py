@@ -237,8 +237,8 @@ def flat_scores(results: dict) -> dict[str, float]:
   filter is kept where it is not "none": `acc,strict`)."""
   out = {}
   for task, metrics in results.get("results", {}).items():
-    for key, value in metrics.items():
-      if isinstance(value, bool) or not isinstance(value, (int, float)):
+    for key, value in metrics.items():  # metrics are "name,filter"; others (sample_len) not
+      if "," not in key or isinstance(value, bool) or not isinstance(value, (int, float)):
         continue
       metric, _, filt = key.partition(",")
       name = metric if filt in ("", "none") else f"{metric},{filt}"

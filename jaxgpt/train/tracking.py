@@ -88,7 +88,8 @@ def open_wandb(log_cfg, cfg_dict: Mapping[str, Any], directory: str, *, name: st
         project=log_cfg.wandb_project, entity=log_cfg.wandb_entity,
         group=log_cfg.wandb_group or group, name=log_cfg.wandb_name or name,
         config=config_lib.flatten(cfg_dict), id=run_id, resume="allow" if run_id else None,
-        dir=None if os.environ.get("WANDB_DIR") else directory, reinit="create_new")
+        # read here, not once per process by wandb: each run sees the WANDB_DIR of its time
+        dir=os.environ.get("WANDB_DIR") or directory, reinit="create_new")
   except Exception as e:  # noqa: BLE001 - wandb raises its own errors (UsageError, CommError)
     text = " ".join(str(e).split()) or type(e).__name__
     raise ConfigError(f"log.wandb=True: wandb.init failed: {text} (run `wandb login`, or set "
