@@ -208,6 +208,8 @@ def test_eval_tasks_put_their_scores_in_the_summary(trained, lm):
     lls = [_direct(lm, doc["context"], c)[0] for c in doc["choices"]]
     correct.append(int(np.argmax(lls)) == doc["label"])
   assert acc == pytest.approx(np.mean(correct))
+  # lm-eval's parts used here run without PyTorch (nor transformers)
+  assert not {m.split(".")[0] for m in sys.modules} & {"torch", "transformers"}
 
 
 def _cli(*args):
