@@ -10,6 +10,7 @@ import pathlib
 import struct
 import subprocess
 import sys
+import time
 import types
 import zlib
 
@@ -55,9 +56,25 @@ def wandb_records(path: str) -> list:
   return out
 
 
+def complete_records(path: str, timeout_s: float = 60.0) -> list:
+  """The records of a finished offline run: wandb's service may still be writing the file when
+  `finish()` returns, so read until every chunk checks out and the exit record is there."""
+  deadline = time.time() + timeout_s
+  while True:
+    try:
+      recs = wandb_records(path)
+      if any(r.WhichOneof("record_type") == "exit" for r in recs):
+        return recs
+    except AssertionError:
+      if time.time() > deadline:
+        raise
+    assert time.time() < deadline, f"{path} has no exit record"
+    time.sleep(0.2)
+
+
 def offline_run(path: str) -> dict:
   """One offline run's run record, config, history rows (by step) and summary."""
-  recs = wandb_records(path)
+  recs = complete_records(path)
   run = next(r.run for r in recs if r.WhichOneof("record_type") == "run")
   history = {}
   for r in recs:
