@@ -218,6 +218,28 @@ def base_config() -> config_dict.ConfigDict:
       # folder or an export.format="safetensors" one; its model keys and tokenizer are built
       # into the config. Ignored when the workdir holds a checkpoint (that one resumes).
       init_from=placeholder(str),
+      # A jax.profiler trace of the steps that take the run from `start` to `stop` steps done
+      # (metrics.jsonl rows start+1 .. stop), written to <workdir>/profile: (start, stop) with
+      # 0 <= start < stop <= steps. None: no trace (jaxgpt/train/profile.py).
+      profile_steps=placeholder(tuple),
+  ))
+
+  # Where a run's metrics go besides metrics.jsonl and TensorBoard (jaxgpt/train/tracking.py).
+  c.log = config_dict.ConfigDict(dict(
+      wandb=False,  # also log to Weights & Biases (the `wandb` extra; WANDB_MODE=offline works)
+      wandb_project="jaxgpt",
+      wandb_entity=placeholder(str),  # None: the account's default entity
+      wandb_group=placeholder(str),  # None: none for a run; a sweep's trials: the study name
+      wandb_name=placeholder(str),  # None: the workdir's name; a sweep's trial: study-t<number>
+  ))
+
+  # Benchmarks of lm-evaluation-harness run on the final parameters of a finished single run
+  # (the `lm_eval` extra; jaxgpt/lm_eval): their scores go into summary.json as
+  # lm_eval/<task>/<metric>.
+  c.eval = config_dict.ConfigDict(dict(
+      tasks=(),  # task names, task YAML paths or folders of task YAMLs; () = none
+      limit=placeholder(int),  # examples per task (None: all)
+      num_fewshot=placeholder(int),  # None: each task's default
   ))
 
   c.mesh = config_dict.ConfigDict(dict(data=-1, fsdp=1, tensor=1, expert=1))
@@ -459,6 +481,10 @@ def validate(config: config_dict.ConfigDict) -> None:
 
   qat.check(config)
 
+  check_profile_steps(t.profile_steps, t.steps)
+  validate_log(config.log)
+  validate_eval(config.eval)
+
   e = config.export
   checks.boolean("export.at_end", e.at_end)
   checks.one_of("export.format", e.get("format", "int8"), EXPORT_FORMATS)
@@ -474,6 +500,42 @@ def validate(config: config_dict.ConfigDict) -> None:
     if not (checks.is_integer(v) and (v >= 1 or v == -1)):
       raise ConfigError(f"mesh.{key}={v!r} must be a positive integer or -1 (take the rest)")
   validate_distributed(config.distributed)
+
+
+def check_profile_steps(window: Any, steps: int) -> None:
+  """`train.profile_steps`: None, or (start, stop) with 0 <= start < stop <= train.steps."""
+  if window is None:
+    return
+  ok = (isinstance(window, (tuple, list)) and len(window) == 2
+        and all(checks.is_integer(v) for v in window)
+        and 0 <= window[0] < window[1] <= steps)
+  if not ok:
+    raise ConfigError(f"train.profile_steps={window!r} must be (start, stop) with 0 <= start < "
+                      f"stop <= train.steps={steps} (it traces metrics rows start+1 .. stop), "
+                      "or None")
+
+
+def validate_log(log: config_dict.ConfigDict) -> None:
+  """The `log.*` keys; `log.wandb` needs the wandb package (checked without importing it)."""
+  checks.boolean("log.wandb", log.wandb)
+  for key in ("wandb_project", "wandb_entity", "wandb_group", "wandb_name"):
+    value = log[key]
+    if value is not None and not (isinstance(value, str) and value):
+      raise ConfigError(f"log.{key}={value!r} must be a non-empty string"
+                        + ("" if key == "wandb_project" else " or None"))
+  if log.wandb and importlib.util.find_spec("wandb") is None:
+    raise ConfigError("log.wandb=True needs the wandb package, which is not installed: "
+                      "pip install 'jaxgpt[wandb]'")
+
+
+def validate_eval(ev: config_dict.ConfigDict) -> None:
+  """The `eval.*` keys (the tasks themselves are resolved by the lm_eval run hook's check)."""
+  tasks = ev.tasks
+  if not (isinstance(tasks, (tuple, list)) and all(isinstance(t, str) and t for t in tasks)):
+    raise ConfigError(f"eval.tasks={tasks!r} must be a tuple of lm-eval task names or task "
+                      "YAML paths, e.g. ('lambada_openai',); () = none")
+  checks.integer("eval.limit", ev.limit, 1, allow_none=True)
+  checks.integer("eval.num_fewshot", ev.num_fewshot, 0, allow_none=True)
 
 
 def validate_distributed(dist: config_dict.ConfigDict) -> None:
@@ -513,8 +575,9 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 # A different mesh or process layout computes the same run (up to summation order): a checkpoint
 # restores onto any mesh (jaxgpt/parallel, docs/sharding.md).
 # train.init_from only seeds a fresh start: a resume ignores it.
-RESUME_FREE_KEYS = ("train.progress_bar", "train.partition_table", "train.init_from", "sample.",
-                    "export.", "mesh.", "distributed.")
+RESUME_FREE_KEYS = ("train.progress_bar", "train.partition_table", "train.init_from",
+                    "train.profile_steps", "sample.", "export.", "mesh.", "distributed.", "log.",
+                    "eval.")
 
 
 def _renamed(flat: dict[str, Any]) -> dict[str, Any]:
@@ -527,6 +590,20 @@ def _renamed(flat: dict[str, Any]) -> dict[str, Any]:
 
 def _base_defaults() -> dict[str, Any]:
   return flatten(to_dict(base_config()))
+
+
+def from_saved(saved: Mapping[str, Any]) -> config_dict.ConfigDict:
+  """The locked config of a run's config.json (`to_dict`'s output): `base_config()` with every
+  saved value written over it; a key unknown to this version is an error naming it."""
+  config = base_config()
+  for key, value in _renamed(flatten(saved)).items():
+    try:
+      get_key(config, key)
+    except KeyError:
+      raise ConfigError(f"saved config key {key!r} is unknown to this version of jaxgpt") from None
+    set_key(config, key, tuple(value) if isinstance(value, list) else value)
+  config.lock()
+  return config
 
 
 def config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:

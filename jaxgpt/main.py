@@ -25,6 +25,7 @@ from jaxgpt.errors import ConfigError  # noqa: E402
 from jaxgpt.export import folder  # noqa: E402
 from jaxgpt.export.exporter import export_workdir  # noqa: E402
 from jaxgpt.hf import init as hf_init  # noqa: E402
+from jaxgpt.lm_eval import hook as _lm_eval_hook  # noqa: E402, F401  (the "lm_eval" run hook)
 from jaxgpt.parallel import distributed  # noqa: E402
 from jaxgpt.train.checkpoint import CheckpointError  # noqa: E402
 from jaxgpt.train.inference import evaluate_workdir, sample_workdir  # noqa: E402

@@ -149,9 +149,12 @@ class RunHook:
   on_end(info, carry, result) -> dict | None: after the summaries are written (`result`: a
     single run's summary dict, or a cohort's list of trial summaries); a returned dict is merged
     into a single run's summary.
+  check(config): before a single run builds anything (`train_and_evaluate`); raises ConfigError
+    for keys the hook reads (e.g. the lm_eval hook's unknown task names).
   """
   on_start: Callable[[Any], None] | None = None
   on_end: Callable[[Any, Any, Any], dict | None] | None = None
+  check: Check | None = None
 
 
 MODELS: Registry[ModelFamily] = Registry("model.name")

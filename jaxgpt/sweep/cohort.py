@@ -59,6 +59,7 @@ from jaxgpt.train import run as run_lib
 from jaxgpt.train import setup as setup_lib
 from jaxgpt.train import state as state_lib
 from jaxgpt.train import step as step_lib
+from jaxgpt.train import tracking
 from jaxgpt.train.workdir import WorkdirLock
 
 # Config keys that may differ inside one cohort: the optimizer's traceable numbers, each model
@@ -69,7 +70,7 @@ TRACED_KEYS: tuple[str, ...] = (
     "train.seed", "train.data_seed", "train.target_loss")
 # Keys that name or display a run and change nothing it computes.
 _FREE_KEYS = ("name", "variants", "train.progress_bar", "train.partition_table", "sample.",
-              "export.")
+              "export.", "log.", "eval.", "train.profile_steps")
 _LR_KEYS = ("embed_lr", "head_lr", "scalar_lr")
 SEED = "train.seed"
 
@@ -370,10 +371,13 @@ class _CohortRun:
   def open_writers(self, workdir: str, cfg_dicts: list[dict], step: int) -> list:
     self.workdir = workdir
     writers = []
+    cohort_name = os.path.basename(os.path.abspath(workdir))
     for i, cfg_dict in enumerate(cfg_dicts):
       d = self.trial_dir(i)
       files.atomic_write_json(os.path.join(d, "config.json"), cfg_dict)
-      w = metrics_lib.MetricsWriter(d, tensorboard=False)
+      sinks = tracking.sinks(self.configs[i], cfg_dict, d, name=f"{cohort_name}-trial_{i}",
+                             group=cohort_name, enabled=jax.process_index() == 0)
+      w = metrics_lib.MetricsWriter(d, tensorboard=False, sinks=sinks)
       w.truncate_after(step)
       writers.append(w)
     return writers

@@ -284,6 +284,15 @@ def tell(stage: Stage, member: Claimed, summary: dict, sweep, run_dir: str, work
     stage.study.tell(trial, objective_value(summary, sweep.objective, refs))
 
 
+def name_trials(configs, members: Sequence[Claimed], study: str, stage: str) -> None:
+  """Each trial's W&B run (`log.wandb`): grouped by the study's name, named
+  `<stage study>-t<trial number>`, where the config does not name them itself."""
+  for c, m in zip(configs, members):
+    if c.log.wandb:
+      c.log.wandb_group = c.log.wandb_group or study
+      c.log.wandb_name = c.log.wandb_name or f"{stage}-t{m.trial.number:04d}"
+
+
 def run_cohorts(stage: Stage, claimed: list[Claimed], base, sweep, workdir: str, storage,
                 train_fn: Callable, group_fn: Callable, clock: "Clock | None" = None,
                 refs: tuple | None = None) -> None:
@@ -297,6 +306,7 @@ def run_cohorts(stage: Stage, claimed: list[Claimed], base, sweep, workdir: str,
       fail(stage.study, m.trial, f"invalid trial config: {e}", False, 0)
   if clock is not None:
     clock.apply(configs, [m.params for m in ok], during_sweep=True)
+  name_trials(configs, ok, sweep.name, stage.name)
   for group in group_fn(configs):
     members = [ok[i] for i in group]
     run_dir = cohort_dir(workdir, stage.name, members)

@@ -172,6 +172,7 @@ class Loop:
   show: bool = False
   desc: str = "train"
   step_time_s: float | None = None  # the trials' clock counts steps x this; None: measured
+  profiler: Any = None  # a `train.profile.Window` (train.profile_steps), or None
   _saved: int | None = None  # the step of the last checkpoint this loop wrote
 
   def meta(self) -> dict:
@@ -206,8 +207,14 @@ class Loop:
           p = clock_progress(self.step, tcfg.steps,
                              self.clock_s(self.clock.train_s + self.time_fn() - seg_start),
                              tcfg.max_time_s)
-          self.carry, m = self.program.step(self.carry, next(self.batches), p)
+          batch = next(self.batches)
+          if self.profiler is not None and self.profiler.starts_before(self.step):
+            seg_start += self._untimed(self.profiler.start)  # not training time
+          self.carry, m = self.program.step(self.carry, batch, p)
           self.step += 1
+          if self.profiler is not None and self.profiler.stops_after(self.step):
+            jax.block_until_ready((self.carry, m))  # the trace holds the steps' device work
+            seg_start += self._untimed(self.profiler.close)  # writing the trace: not training
           seg_steps += 1
           bar.update(1)
           do_eval = self.step % tcfg.eval_every == 0 or self.step == tcfg.steps
@@ -234,8 +241,17 @@ class Loop:
           self.clock.close_segment(self.time_fn() - seg_start, seg_steps)
     finally:
       bar.close()
+      if self.profiler is not None:
+        self.profiler.close()
     if STOP_INTERRUPT in [r["stop_reason"] for r in self.records] and self._saved != self.step:
       self._save()  # (an interrupt right after a checkpoint: that one stands)
+
+  def _untimed(self, fn: Callable[[], None]) -> float:
+    """Runs `fn()`; returns the seconds it took on the loop's clock (kept off the training
+    clock: the segment's start moves forward by as much)."""
+    t0 = self.time_fn()
+    fn()
+    return self.time_fn() - t0
 
   def _save(self) -> None:
     self.save(self)

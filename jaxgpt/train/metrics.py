@@ -1,5 +1,9 @@
 """Metrics writers: metrics.jsonl (one JSON object per event), TensorBoard events, curves.png.
 
+A writer also hands each row to its sinks (`sinks=`: objects with `log(step, values)`,
+`summarize(summary, images)` and `close(failed)`; `jaxgpt.train.tracking`'s W&B run with
+`log.wandb`), and at the end of the run the run's summary and pictures (`summarize`).
+
 Only process 0 writes. Each JSON line is flushed as it is written, so a crash loses nothing
 logged before it; on resume, lines logged after the restored step are dropped first, so the
 file reads as if the run had never been interrupted.
@@ -9,17 +13,21 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from jaxgpt import checks, files
+
+CURVES = "curves.png"
 
 
 class MetricsWriter:
   """Appends events to `workdir/metrics.jsonl` and TensorBoard event files."""
 
-  def __init__(self, workdir: str, *, enabled: bool = True, tensorboard: bool = True):
+  def __init__(self, workdir: str, *, enabled: bool = True, tensorboard: bool = True,
+               sinks: Sequence[Any] = ()):
     self.enabled = enabled
     self.path = os.path.join(workdir, "metrics.jsonl")
+    self.sinks = list(sinks) if enabled else []
     self._file = None
     self._tb = None
     if not enabled:
@@ -49,8 +57,20 @@ class MetricsWriter:
       for k, v in values.items():
         if checks.is_number(v) and k != "step":
           self._tb.add_scalar(k, v, int(step))
+    for sink in self.sinks:
+      sink.log(int(step), record)
 
-  def close(self) -> None:
+  def summarize(self, summary: dict) -> None:
+    """Hands the run's (or trial's) summary and curves.png, where drawn, to the sinks."""
+    images = {"curves": os.path.join(os.path.dirname(self.path), CURVES)}
+    for sink in self.sinks:
+      sink.summarize(summary, images)
+
+  def close(self, failed: bool = False) -> None:
+    """Closes the files and the sinks (`failed`: the run ended by an exception)."""
+    for sink in self.sinks:
+      sink.close(failed)
+    self.sinks = []
     if self._file is not None:
       self._file.close()
       self._file = None

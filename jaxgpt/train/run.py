@@ -44,8 +44,10 @@ from jaxgpt.train import checkpoint as ckpt_lib
 from jaxgpt.train import evaluate as eval_lib
 from jaxgpt.train import loop as loop_lib
 from jaxgpt.train import metrics as metrics_lib
+from jaxgpt.train import profile as profile_lib
 from jaxgpt.train import setup as setup_lib
 from jaxgpt.train import step as step_lib
+from jaxgpt.train import tracking
 from jaxgpt.train.workdir import WorkdirLock
 
 PARTITION_FILE = "partition.txt"
@@ -77,6 +79,14 @@ class Outcome:
   final_eval_s: float | None
 
 
+def check_hooks(config) -> None:
+  """Every registered hook's `check(config)`: a ConfigError before anything is built."""
+  for name in registry.RUN_HOOKS:
+    check = registry.RUN_HOOKS.get(name).check
+    if check is not None:
+      check(config)
+
+
 def run_hooks(stage: str, *args) -> list[dict]:
   """Calls every registered hook's `stage` ("on_start" | "on_end"); returns their results."""
   out = []
@@ -91,12 +101,12 @@ def drive(program, workdir: str, *, allow_config_change: bool = False,
           on_eval: loop_lib.OnEval | None = None, clock: Callable[[], float] = time.perf_counter,
           wall0: float | None = None, show: bool = False, desc: str = "train") -> Any:
   """Trains `program` in `workdir` (resuming from its newest good checkpoint); returns
-  `program.summarize(outcome)` after the end hooks have run."""
+  `program.summarize(outcome)` after the end hooks have run. The metrics writers stay open to
+  the end, so their sinks (W&B) also get each trial's summary, end hooks' keys included."""
   wall0 = time.time() if wall0 is None else wall0
   is_main = jax.process_index() == 0
-  configs = program.configs
-  tcfg = configs[0].train
-  cfg_dicts = [config_lib.to_dict(c) for c in configs]
+  tcfg = program.configs[0].train
+  cfg_dicts = [config_lib.to_dict(c) for c in program.configs]
   os.makedirs(workdir, exist_ok=True)
   mngr = ckpt_lib.manager(os.path.join(workdir, "checkpoints"),
                           keep_latest=tcfg.keep_checkpoints, keep_best=program.keep_best)
@@ -104,6 +114,22 @@ def drive(program, workdir: str, *, allow_config_change: bool = False,
   carry, records, step = _restore_or_init(program, mngr, cfg_dicts, allow_config_change, timing)
   carry = program.freeze(carry, [r["stop_reason"] is None for r in records])
   writers = program.open_writers(workdir, cfg_dicts, step)
+  finished = False
+  try:
+    result = _drive_open(program, workdir, writers, mngr, timing, carry, records, step, cfg_dicts,
+                         is_main, on_eval=on_eval, clock=clock, wall0=wall0, show=show, desc=desc)
+    finished = True
+  finally:  # the sinks (W&B) learn whether the run ended by an exception
+    for w in writers:
+      w.close(failed=not finished)
+  return result
+
+
+def _drive_open(program, workdir, writers, mngr, timing, carry, records, step, cfg_dicts,
+                is_main, *, on_eval, clock, wall0, show, desc) -> Any:
+  """`drive` from compilation on, while the metrics writers are open: the loop, the final
+  evaluation, the summaries, the end hooks, then each trial's summary to its writer's sinks."""
+  configs = program.configs
   compile_s = program.compile()
   info = RunInfo(list(configs), workdir, program.run, is_main, step, compile_s)
   run_hooks("on_start", info)
@@ -115,7 +141,8 @@ def drive(program, workdir: str, *, allow_config_change: bool = False,
 
   loop = loop_lib.Loop(program, carry, program.batches, records, timing, step, writers, save,
                        on_eval=on_eval, time_fn=clock, show=show, desc=desc,
-                       step_time_s=program.step_time_s())
+                       step_time_s=program.step_time_s(),
+                       profiler=profile_lib.Window.from_config(configs[0].train, workdir))
   try:
     loop.run()
   finally:  # a crash or an interrupt still completes (or reports) the save in flight
@@ -130,12 +157,12 @@ def drive(program, workdir: str, *, allow_config_change: bool = False,
       pg = {"val_bpb_pg": fin["val_bpb_pg"]} if "val_bpb_pg" in fin else {}
       w.write(rec["steps"], elapsed_s=timing.train_s, final_val_loss=fin.get("val_loss"),
               val_bpb=fin.get("val_bpb"), val_acc=fin.get("val_acc"), **pg)
-  for w in writers:
-    w.close()
   result = program.summarize(Outcome(loop, compile_s, wall0, interrupted, finals, final_s))
   for extra in run_hooks("on_end", info, loop.carry, result):
     if extra and isinstance(result, dict):
       result.update(extra)
+  for w, summary in zip(writers, result if isinstance(result, list) else [result]):
+    w.summarize(summary)
   return result
 
 
@@ -253,7 +280,9 @@ class SingleRun:
     is_main = jax.process_index() == 0
     if is_main:
       files.atomic_write_json(os.path.join(workdir, "config.json"), cfg_dicts[0])
-    writer = metrics_lib.MetricsWriter(workdir, enabled=is_main)
+    sinks = tracking.sinks(self.config, cfg_dicts[0], workdir, enabled=is_main,
+                           name=os.path.basename(os.path.abspath(workdir)))
+    writer = metrics_lib.MetricsWriter(workdir, enabled=is_main, sinks=sinks)
     writer.truncate_after(step)
     self.workdir, self.writer = workdir, writer
     return [writer]
@@ -354,7 +383,7 @@ class SingleRun:
       files.atomic_write_json(os.path.join(self.workdir, "summary.json"), summary)
       with contextlib.suppress(Exception):
         metrics_lib.plot_curves(metrics_lib.read_jsonl(self.writer.path),
-                                os.path.join(self.workdir, "curves.png"), title=cfg.name)
+                                os.path.join(self.workdir, metrics_lib.CURVES), title=cfg.name)
     return summary
 
 
@@ -372,6 +401,10 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
   if config.export.at_end and "export" not in registry.RUN_HOOKS:
     raise ConfigError("export.at_end=True needs the export hook: import jaxgpt.export.exporter "
                       "before training (python -m jaxgpt.main does)")
+  if config.eval.tasks and "lm_eval" not in registry.RUN_HOOKS:
+    raise ConfigError(f"eval.tasks={tuple(config.eval.tasks)!r} needs the lm_eval hook: import "
+                      "jaxgpt.lm_eval.hook before training (python -m jaxgpt.main does)")
+  check_hooks(config)
   # One process per workdir (multi-host: the coordinator holds it for the job).
   with WorkdirLock(workdir, enabled=jax.process_index() == 0):
     program = SingleRun(config, setup_lib.build(config))
@@ -380,5 +413,5 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
                  show=bool(config.train.progress_bar) and jax.process_index() == 0)
 
 
-__all__ = ["Outcome", "PARTITION_FILE", "RunInfo", "SingleRun", "drive", "run_hooks",
-           "train_and_evaluate"]
+__all__ = ["Outcome", "PARTITION_FILE", "RunInfo", "SingleRun", "check_hooks", "drive",
+           "run_hooks", "train_and_evaluate"]
