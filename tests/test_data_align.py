@@ -3,6 +3,7 @@ k x seq_len inside one, the window starts match a token-by-token Python referenc
 covers every token at most once and drops only what pipeline.py documents, the order is a pure
 function of (seed, step) and a restored iterator continues exactly."""
 
+import dataclasses
 import json
 import pickle
 
@@ -210,3 +211,13 @@ def test_align_without_bos_id_is_one_line_naming_both_keys():
   with pytest.raises(ConfigError, match="data.align_to_bos='yes' must be True or False"):
     mixture.check_train_keys(dict(align_to_bos="yes", bos_id=1))
   mixture.check_train_keys(config_dict.ConfigDict(dict(align_to_bos=True, bos_id=1)))
+  # The data's own boundary token will do: data.document_separator="bos" or a prepared folder.
+  mixture.check_train_keys(dict(align_to_bos=True, document_separator="bos"))
+  mixture.check_train_keys(dict(align_to_bos=True, prepared_dir="corpus"))
+
+
+def test_align_reads_the_data_s_own_boundary_token(tmp_path):
+  spec = dataclasses.replace(write_spec(tmp_path, np.arange(1, 200), ()), bos_id=BOS)
+  assert mixture.training_spec(spec, dict(align_to_bos=True)).align_bos == BOS
+  with pytest.raises(ConfigError, match="has no token that starts each document"):
+    mixture.training_spec(dataclasses.replace(spec, bos_id=None), dict(align_to_bos=True))

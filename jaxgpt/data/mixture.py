@@ -227,12 +227,15 @@ def sources(cfg: Any) -> list[dict]:
 
 
 def check_train_keys(cfg: Any) -> None:
-  """data.align_to_bos (needs data.bos_id) and data.mixture (needs data.name='mixture'), for
+  """data.align_to_bos (needs a boundary token) and data.mixture (needs data.name='mixture'), for
   every source."""
   align = checks.boolean("data.align_to_bos", get(cfg, "align_to_bos", False))
-  if align and get(cfg, "bos_id") is None:
-    raise ConfigError("data.align_to_bos=True needs data.bos_id, the id of the token that "
-                      "starts each document; got data.bos_id=None")
+  provides = (get(cfg, "document_separator", "newline") == "bos" or get(cfg, "prepared_dir")
+              or get(cfg, "bos_id") is not None)
+  if align and not provides:
+    raise ConfigError("data.align_to_bos=True needs a token that starts each document: set "
+                      "data.bos_id, data.document_separator='bos' or data.prepared_dir; got "
+                      "data.bos_id=None")
   name = get(cfg, "name", "shakespeare")
   if get(cfg, "mixture", ()) and name != "mixture":
     raise ConfigError(f"data.mixture is set but data.name={name!r}: a mixture needs "
@@ -305,9 +308,14 @@ def _check_lengths(cfg: Any, prepared: Sequence[DataSpec], entries: Sequence[dic
 
 def training_spec(spec: DataSpec, cfg: Any) -> DataSpec:
   """`spec` with the training settings of `cfg` = config.data: a MixtureSpec whose `align_bos`
-  is data.bos_id under data.align_to_bos; `spec` itself when it is a plain DataSpec and there is
-  nothing to add."""
-  bos = get(cfg, "bos_id") if get(cfg, "align_to_bos", False) else None
+  is the boundary token under data.align_to_bos (data.bos_id, else the data's `spec.bos_id`);
+  `spec` itself when it is a plain DataSpec and there is nothing to add."""
+  bos = None
+  if get(cfg, "align_to_bos", False):  # data.bos_id, else the data's own boundary token
+    bos = get(cfg, "bos_id") if get(cfg, "bos_id") is not None else spec.bos_id
+    if bos is None:
+      raise ConfigError(f"data.align_to_bos=True but the {spec.name} data has no token that "
+                        "starts each document; set data.bos_id")
   if isinstance(spec, MixtureSpec):
     return dataclasses.replace(spec, align_bos=bos)
   if bos is None:
