@@ -8,7 +8,11 @@ import random
 import subprocess
 import sys
 
+import pytest
+
 from jaxgpt.bench import prepare
+
+pytest.importorskip("pyarrow")  # the corpora extra: the benchmark writes a parquet corpus
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -124,6 +124,8 @@ def test_encode_decode_int6_names_its_compressor(compressor, monkeypatch):
   int6 = {"blocks_0/mlp/fc/kernel": (0,)}
   if compressor == "zlib":  # as without the zstandard package
     monkeypatch.setattr(artifact, "zstandard_module", lambda: None)
+  else:
+    pytest.importorskip("zstandard")  # the corpora extra
   assert artifact.default_compressor() == compressor
   raw = artifact.encode(flat, int8, {"note": "x"}, int6, clip_quantiles=QUANTILES)
   head = artifact.INT6_MAGIC + compressor.encode() + b"\n"

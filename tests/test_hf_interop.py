@@ -19,16 +19,18 @@ import numpy as np
 import pytest
 import tokenizers
 
-from jaxgpt import config as config_lib
-from jaxgpt import data
-from jaxgpt.errors import ConfigError
-from jaxgpt.export import folder as export_folder
-from jaxgpt.hf import arch, store, weights
-from jaxgpt.hf import init as hf_init
-from jaxgpt.hf import tokenizer as hf_tokenizer
-from jaxgpt.models import build_model, gpt, layers
-from jaxgpt.train import run as train_run
-from jaxgpt.train import setup
+pytest.importorskip("safetensors")  # the hf extra
+
+from jaxgpt import config as config_lib  # noqa: E402
+from jaxgpt import data  # noqa: E402
+from jaxgpt.errors import ConfigError  # noqa: E402
+from jaxgpt.export import folder as export_folder  # noqa: E402
+from jaxgpt.hf import arch, store, weights  # noqa: E402
+from jaxgpt.hf import init as hf_init  # noqa: E402
+from jaxgpt.hf import tokenizer as hf_tokenizer  # noqa: E402
+from jaxgpt.models import build_model, gpt, layers  # noqa: E402
+from jaxgpt.train import run as train_run  # noqa: E402
+from jaxgpt.train import setup  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "hf"
