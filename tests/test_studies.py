@@ -9,10 +9,14 @@ import pytest
 from jaxgpt import report
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-STUDIES = sorted(p.parent for p in (ROOT / "docs" / "studies").glob("*/trials.json"))
+# a study's folder, or each arm's folder of a study run as several sweeps (nested_vs_muon/...)
+STUDIES = sorted(p.parent for p in (ROOT / "docs" / "studies").glob("**/trials.json"))
 
 
-@pytest.mark.parametrize("study", STUDIES, ids=[p.name for p in STUDIES])
+IDS = [str(p.relative_to(ROOT / "docs" / "studies")) for p in STUDIES]
+
+
+@pytest.mark.parametrize("study", STUDIES, ids=IDS)
 def test_study_report_rebuilds_from_its_json(study, tmp_path):
   out = report.rebuild(str(study / "trials.json"), str(tmp_path / "report.md"))
   assert pathlib.Path(out).read_text() == (study / "report.md").read_text(), (
