@@ -127,8 +127,8 @@ def test_prepare_reuses_the_cache(byte_spec, data_dir):
 
 
 def test_config_errors_name_the_key(data_dir):
-  with pytest.raises(ValueError,
-                     match=r"data.tokenizer='foo' is not allowed; choose one of \('byte', 'bpe'\)"):
+  with pytest.raises(ValueError, match=r"data.tokenizer='foo' is not allowed; choose one of "
+                                       r"\('byte', 'bpe', 'spm<V>'\)"):
     data.prepare(shakespeare_config(data_dir, "foo"))
   with pytest.raises(ValueError, match="data.name='tfds'"):
     data.prepare(shakespeare_config(data_dir, name="tfds"))

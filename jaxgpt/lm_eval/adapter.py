@@ -11,7 +11,8 @@ and the data's own tokenizer. Its three request types:
 - `loglikelihood_rolling(text)`: the text's summed log-probability in lm-eval's disjoint
   rolling windows of `data.seq_len` tokens, the first conditioned on the prefix token.
 - `generate_until(context, gen_kwargs)`: greedy (or, with `do_sample`, sampled) tokens from
-  `train.inference.sample_tokens`, cut at the first of the `until` strings.
+  `train.generate.generate` (the key/value cache where context + max_gen_toks fit the window,
+  else the sliding window), cut at the first of the `until` strings.
 
 Scoring runs in fixed-shape batches ([batch_size, seq_len], padded: one compilation) through
 `train.step.token_losses`, the loss the trainer minimises; sums are taken on the host in
@@ -39,7 +40,7 @@ from lm_eval.api.registry import register_model
 from jaxgpt import config as config_lib
 from jaxgpt import files
 from jaxgpt.errors import ConfigError
-from jaxgpt.train import inference
+from jaxgpt.train import generate, inference
 from jaxgpt.train import setup as setup_lib
 from jaxgpt.train import step as step_lib
 
@@ -150,13 +151,14 @@ class JaxgptLM(LM):
       until = [until] if isinstance(until, str) else list(until)
       sample = bool(kwargs.get("do_sample", False))
       temperature = float(kwargs.get("temperature", 1.0)) if sample else 0.0  # 0: greedy
-      ids = np.asarray(self.tok.encode(context) if context else self.prefix, np.int32)
-      with self.run.context():
-        new = inference.sample_tokens(
-            self.run.model.apply, self.params, ids, seq_len=self.seq_len,
-            max_new_tokens=int(kwargs.get("max_gen_toks", MAX_GEN_TOKS)),
-            temperature=temperature, top_k=kwargs.get("top_k"),
-            rng=jax.random.PRNGKey(self.seed + i))
+      ids = [int(t) for t in (self.tok.encode(context) if context else self.prefix)]
+      ids = ids[-self.seq_len:]  # the window holds the context's tail
+      n = int(kwargs.get("max_gen_toks", MAX_GEN_TOKS))
+      with self.run.context():  # cached where it fits the window, else the sliding window
+        new, _ = generate.generate(
+            self.run.model, self.params, [ids], seq_len=self.seq_len, max_new_tokens=n,
+            key=jax.random.PRNGKey(self.seed + i), temperature=temperature,
+            top_k=kwargs.get("top_k"), kv_cache=len(ids) + n <= self.seq_len)
       text = cut_at(self.tok.decode(new[0]), until)
       self.cache_hook.add_partial("generate_until", req.args, text)
       out.append(text)
