@@ -32,3 +32,21 @@ def assert_same_batches(batches_a, batches_b):
   for a, b in zip(batches_a, batches_b):
     for k in ("inputs", "targets"):
       np.testing.assert_array_equal(a[k], b[k])
+
+
+# Hamlet III.1 (public domain): a text the tokenizer tests encode.
+HAMLET = """To be, or not to be, that is the question:
+Whether 'tis nobler in the mind to suffer
+The slings and arrows of outrageous fortune,
+Or to take arms against a sea of troubles
+And by opposing end them. To die-to sleep,
+No more; and by a sleep to say we end
+The heart-ache and the thousand natural shocks
+That flesh is heir to: 'tis a consummation
+Devoutly to be wish'd. To die, to sleep;
+To sleep, perchance to dream-ay, there's the rub:
+For in that sleep of death what dreams may come,
+When we have shuffled off this mortal coil,
+Must give us pause-there's the respect
+That makes calamity of so long life.
+"""

@@ -19,24 +19,11 @@ from jaxgpt.data import tokenizer as tokenizer_lib
 from jaxgpt.errors import ConfigError
 from jaxgpt.train import evaluate
 from tests.conftest_data import data_dir, shakespeare_config  # noqa: F401 - fixture
+from tests.helpers import HAMLET
 
 pytest.importorskip("sentencepiece")
 
-TEXT = """To be, or not to be, that is the question:
-Whether 'tis nobler in the mind to suffer
-The slings and arrows of outrageous fortune,
-Or to take arms against a sea of troubles
-And by opposing end them. To die-to sleep,
-No more; and by a sleep to say we end
-The heart-ache and the thousand natural shocks
-That flesh is heir to: 'tis a consummation
-Devoutly to be wish'd. To die, to sleep;
-To sleep, perchance to dream-ay, there's the rub:
-For in that sleep of death what dreams may come,
-When we have shuffled off this mortal coil,
-Must give us pause-there's the respect
-That makes calamity of so long life.
-"""
+TEXT = HAMLET
 DOCS = [TEXT[i:i + 180] for i in range(0, len(TEXT), 180)] + [
     "Caf\u00e9 \u2014 \u03a9\u03bc\u03ad\u03b3\u03b1 in 1603, 42%", "  two  spaces\tand a tab"]
 
