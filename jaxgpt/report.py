@@ -68,13 +68,16 @@ METRICS = ("final_val_loss", "val_acc", "val_ppl")
 # What the statistics compare: the sweep's objective where it is a per-trial value other than the
 # final val loss (val_bpb compares runs whose tokens stand for different bytes, e.g. with and
 # without a boundary token), else the final val loss.
-COMPARED = {"final_val_loss": "val loss", "best_val_loss": "best val loss", "val_bpb": "val bpb"}
+COMPARED = {"final_val_loss": "val loss", "best_val_loss": "best val loss", "val_bpb": "val bpb",
+            "val_bpb_roundtrip": "round-trip bpb"}
 
 
 def compared_metric(meta: Mapping) -> str:
   """The summary key the report's comparisons and seed statistics use (`COMPARED`)."""
   objective = meta.get("objective") or "final_val_loss"
   return objective if objective in COMPARED else "final_val_loss"
+
+
 FORMAT = "jaxgpt.report/1"  # the `format` field of trials.json
 MIN_VERDICT_SEEDS = 3  # a group table states a verdict only with this many seeds per arm
 # A trial's time and the efficiency score come from the sweep's objectives (the one definition
@@ -634,6 +637,7 @@ RANKING = {
     "final_val_loss": "mean final val loss over seeds, lowest first",
     "best_val_loss": "mean best val loss over seeds, lowest first",
     "val_bpb": "mean val bpb over seeds, lowest first",
+    "val_bpb_roundtrip": "mean round-trip val bpb of the artifacts over seeds, lowest first",
     "efficiency": "mean efficiency over seeds, highest first",
     "time_to_target_s": ("the share of seeds that reached the target, highest first, then the "
                          "censored median time to target, lowest first"),
@@ -671,7 +675,7 @@ def top_configurations(records: Sequence[Mapping], meta: Mapping, k: int, loss_r
   if not stats:
     return "No finished trial yet."
   stats.sort(key=lambda c: rank_key(c, objective))
-  extra = objective in ("best_val_loss", "val_bpb")
+  extra = objective in ("best_val_loss", "val_bpb", "val_bpb_roundtrip")
   rows = []
   for c in stats[:k]:
     label, gs = labels_of(c.params, groups)

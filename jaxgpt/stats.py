@@ -11,6 +11,8 @@
   When one arm ran more seeds than the other and its seeds include all of the other's (a study
   that ran 5 seeds where 3 did not resolve, against 3-seed arms), the test is paired over the
   seeds both ran; the extra seeds enter the means and spreads the report lists, not this test.
+- `interaction(a11, a10, a01, a00)`: a 2 x 2's interaction, (a11 - a10) - (a01 - a00), tested
+  the same way (paired over the seeds all four arms ran, else Welch-Satterthwaite).
 - `holm(pvalues)`: Holm's step-down adjustment over the comparisons one table makes.
 - `verdict(...)`: "better", "worse", or "not resolved with n seeds" — never "no effect": a
   difference the seeds do not resolve may still be there.
@@ -151,6 +153,44 @@ def compare(arm: Values, baseline: Values, *, paired: bool | None = None,
     dof, test = welch_dof(va, a.size, vb, b.size), "welch"
   ci, t, p = _t_result(diff, se, float(dof), tol, confidence)
   return Comparison(diff, ci, t, float(dof), p, test, int(a.size), int(b.size))
+
+
+def interaction(a11: Values, a10: Values, a01: Values, a00: Values, *,
+                names: Sequence[str] = ("a11", "a10", "a01", "a00"),
+                confidence: float = 0.95) -> Comparison:
+  """The interaction of a 2 x 2: (a11 - a10) - (a01 - a00), how much the second factor's
+  effect changes when the first factor is on (e.g. a11 Muon + STE, a10 Muon, a01 Adam + STE,
+  a00 Adam: > 0 means STE costs more under Muon). Paired when the four arms share at least 2
+  seeds (the t-test of the per-seed contrast over the seeds all four ran); otherwise each
+  arm's mean, the variance sum_i var_i / n_i and Satterthwaite's degrees of freedom
+  (sum_i q_i)^2 / sum_i q_i^2 / (n_i - 1), q_i = var_i / n_i (Welch's test for 4 arms).
+  `Comparison.n_arm` / `n_base`: the fewest / most seeds of an arm."""
+  arms = [_arm(n, v) for n, v in zip(names, (a11, a10, a01, a00))]
+  if not 0 < confidence < 1:
+    raise StatsError(f"confidence={confidence!r} must be in (0, 1)")
+  signs = np.asarray([1.0, -1.0, -1.0, 1.0])
+  seeds = [s for s, _ in arms]
+  common = None
+  if all(x is not None for x in seeds):
+    common = sorted(set.intersection(*map(set, seeds)), key=str)
+    common = common if len(common) >= 2 else None
+  values = (a11, a10, a01, a00)
+  tol = _tolerance(*(a for _, a in arms))
+  if common is not None:
+    d = sum(sg * np.asarray([v[x] for x in common], np.float64)
+            for sg, v in zip(signs, values))
+    diff, se, dof, test = float(d.mean()), float(d.std(ddof=1)) / math.sqrt(d.size), \
+        d.size - 1, "paired"
+    ns = [d.size] * 4
+  else:
+    q = [float(a.var(ddof=1)) / a.size for _, a in arms]
+    ns = [a.size for _, a in arms]
+    diff = float(sum(sg * a.mean() for sg, (_, a) in zip(signs, arms)))
+    se = math.sqrt(sum(q))
+    den = sum(qi * qi / (n - 1) for qi, n in zip(q, ns))
+    dof, test = (sum(q) ** 2 / den if den > 0 else float(sum(ns) - 4)), "welch"
+  ci, t, p = _t_result(diff, se, float(dof), tol, confidence)
+  return Comparison(diff, ci, t, float(dof), p, test, int(min(ns)), int(max(ns)))
 
 
 def holm(pvalues: Sequence[float], alpha: float = 0.05) -> tuple[list[float], list[bool]]:

@@ -5,7 +5,6 @@ errors, and a few training steps of each form (param_golf.py:test)."""
 
 import json
 import os
-import types
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +12,7 @@ import numpy as np
 import pytest
 
 from jaxgpt import config as config_lib
-from jaxgpt import models, registry
+from jaxgpt import models
 from jaxgpt.errors import ConfigError
 from jaxgpt.optim import build_optimizer, qat, schedules
 from jaxgpt.train import run as train_run
@@ -276,15 +275,46 @@ def test_resume_check_counts_fp16_max_numel_under_qat():
   assert config_lib.config_diff(old, new) == {}
 
 
-def test_a_cohort_of_qat_trials_is_refused():
-  """The sweep's vmapped step does not apply QAT: the run hook refuses such a cohort."""
-  cfg = load_config("param_golf", "test")
-  info = types.SimpleNamespace(k=1, configs=[cfg])
-  registry_hook = registry.RUN_HOOKS.get("qat").on_start
-  cfg.model.qat = "int6_late"
-  registry_hook(info)  # a single run: fine
-  info = types.SimpleNamespace(k=2, configs=[cfg, cfg])
-  with pytest.raises(ConfigError, match=r"^model.qat='int6_late' is not applied in vmapped"):
-    registry_hook(info)
-  cfg.model.qat = "none"
-  registry_hook(info)
+def test_a_cohort_trains_qat_as_single_runs_and_exports_each_trial(tmp_path):
+  """A vmapped cohort of two int6_late trials whose schedules differ (decay_frac is traced per
+  trial, so QAT switches on at different steps) reproduces each trial's single run: the train
+  losses and the switch step by step. With export.at_end each finished trial gets its own
+  artifact and round trip (trial_<i>/), merged into its summary; trial 0's round trip matches
+  the single run's."""
+  from jaxgpt.sweep import cohort  # loads the sweep's trainer (and its export hook)
+
+  def config(seed, decay_frac, at_end):
+    c = load_config("param_golf", "test", export__fp16_max_numel=0, train__steps=6,
+                    train__log_every=1, train__eval_every=6, export__at_end=at_end,
+                    export__format="int6", train__max_time_s=None)
+    c.model.update(qat="int6_late", qat_threshold=0.9)
+    c.optimizer.update(schedule="wsd", decay_frac=decay_frac)
+    c.train.seed = seed
+    return c
+
+  trials = [(0, 0.2), (1, 0.6)]
+  out = cohort.train_cohort([config(s, f, True) for s, f in trials], str(tmp_path / "cohort"),
+                            solo_steps=0)
+  for i, (seed, frac) in enumerate(trials):
+    single = train_run.train_and_evaluate(config(seed, frac, i == 0),
+                                          str(tmp_path / f"single_{i}"))
+    rows = [json.loads(line) for line in open(tmp_path / "cohort" / f"trial_{i}" /
+                                              "metrics.jsonl")]
+    ref = [json.loads(line) for line in open(tmp_path / f"single_{i}" / "metrics.jsonl")]
+    mine = [(r["step"], r["train_loss"], r["metric/qat_on"]) for r in rows if "train_loss" in r]
+    theirs = [(r["step"], r["train_loss"], r["metric/qat_on"]) for r in ref if "train_loss" in r]
+    assert [m[2] for m in mine] == [t[2] for t in theirs]
+    np.testing.assert_allclose([m[1] for m in mine], [t[1] for t in theirs], rtol=2e-4)
+    assert out[i]["metric/qat_on"] == 1.0 and 0 <= out[i]["metric/qat_floor_share"] <= 1
+    art = out[i]["artifact_path"]
+    assert os.path.dirname(art) == str(tmp_path / "cohort" / f"trial_{i}")
+    assert os.path.exists(art) and out[i]["artifact_format"] == "int6"
+    on_disk = json.load(open(tmp_path / "cohort" / f"trial_{i}" / "summary.json"))
+    assert on_disk["val_bpb_roundtrip"] == out[i]["val_bpb_roundtrip"]
+    if i == 0:
+      assert out[0]["val_bpb_roundtrip"] == pytest.approx(single["val_bpb_roundtrip"], rel=1e-3)
+  # the two schedules switched QAT on at different steps
+  first_on = [next(r["step"] for r in map(json.loads, open(
+      tmp_path / "cohort" / f"trial_{i}" / "metrics.jsonl")) if r.get("metric/qat_on") == 1.0)
+      for i in range(2)]
+  assert first_on[0] > first_on[1]

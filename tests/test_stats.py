@@ -123,6 +123,39 @@ def test_welch_unequal_variances_and_counts():
                              [ref.statistic, ref.df, ref.pvalue, ci.low, ci.high], rtol=1e-9)
 
 
+def test_interaction_paired_hand_worked():
+  """Per-seed contrasts a11 - a10 - a01 + a00: 0.01, 0.03, 0.00; mean 0.013333, sd 0.0152753,
+  t = 1.51186 on 2 dof; with 2 dof the t tail has a closed form, P(T > t) = (1 - t /
+  sqrt(t^2 + 2)) / 2 = 0.134852, so p = 0.269703."""
+  a11 = {0: 1.50, 1: 1.52, 2: 1.49}
+  a10 = {0: 1.48, 1: 1.49, 2: 1.47}
+  a01 = {0: 1.60, 1: 1.61, 2: 1.60}
+  a00 = {0: 1.59, 1: 1.61, 2: 1.58, 3: 1.70}  # seed 3: not in every arm, left out
+  c = stats.interaction(a11, a10, a01, a00)
+  assert c.test == "paired" and c.dof == 2 and (c.n_arm, c.n_base) == (3, 3)
+  assert c.diff == pytest.approx(0.0133333, abs=1e-6)
+  assert c.t == pytest.approx(1.51186, abs=1e-4)
+  assert c.p == pytest.approx(0.269703, abs=1e-5)
+  half = 4.302653 * 0.0152753 / math.sqrt(3)  # t_{0.975, 2} = 4.302653
+  assert c.ci == pytest.approx((0.0133333 - half, 0.0133333 + half), abs=1e-5)
+  # the interaction is antisymmetric in the first factor
+  flipped = stats.interaction(a01, a00, a11, a10)
+  assert flipped.diff == pytest.approx(-c.diff) and flipped.p == pytest.approx(c.p)
+
+
+def test_interaction_welch_hand_worked():
+  """No seeds: means 2, 2, 2, 1 (diff 2 - 2 - 2 + 1 = -1), q = var / n = 1/3, 1, 0, 1, se =
+  sqrt(7/3) = 1.527525, dof = (7/3)^2 / ((1/3)^2 / 2 + 1 + 0 + 1) = 2.648649."""
+  c = stats.interaction([1.0, 2.0, 3.0], [1.0, 3.0], [2.0, 2.0, 2.0], [0.0, 2.0])
+  assert c.test == "welch" and (c.n_arm, c.n_base) == (2, 3)
+  assert c.diff == pytest.approx(-1.0)
+  assert c.t == pytest.approx(-1.0 / 1.527525, rel=1e-6)
+  assert c.dof == pytest.approx(2.648649, rel=1e-6)
+  assert c.p == pytest.approx(2 * sps.t.sf(1.0 / 1.527525, 2.648649), rel=1e-6)
+  with pytest.raises(StatsError, match="^a01 has 1 seed"):
+    stats.interaction([1.0, 2.0], [1.0, 2.0], [1.0], [1.0, 2.0])
+
+
 def test_holm_hand_worked():
   # p = (0.01, 0.04, 0.03, 0.005), m = 4. Sorted: 0.005 (#3), 0.01 (#0), 0.03 (#2), 0.04 (#1);
   # times (4, 3, 2, 1): 0.02, 0.03, 0.06, 0.04; running maximum: 0.02, 0.03, 0.06, 0.06.

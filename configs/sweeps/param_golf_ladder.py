@@ -16,6 +16,9 @@ Groups (3 seeds each; every point is the PR's baseline with the overrides listed
            the leave-one-out arms of the four shape-dependent findings the PR's reviewer
            doubted (matrix LR 0.11, Tidal's 38.2% warm-up, RoPE 5000, no encoder layers)
 
+Data: the Shakespeare in parameter-golf's form (PG_DATA): its tokenizer kind, SentencePiece
+BPE 1024 trained with its settings on the train split, and a BOS before each work; every
+trial logs both bits per byte (val_bpb on the raw bytes, val_bpb_pg by parameter-golf's count).
 Budgets are steps, not a wall-clock cap (a cohort shares one clock, and a time cap gives each
 seed its own step count): STEPS = 360, the steps the `cpu` proxy's baseline fits in its 120 s
 cap on the quiet 2-core machine (docs/benchmarks.md, 360 and 390 for two seeds). The PR's
@@ -39,6 +42,9 @@ Variants:
 from jaxgpt.config import apply_variants
 from jaxgpt.sweep.spec import base_sweep
 
+# parameter-golf's tokenizer kind and its BOS-prefixed documents: a SentencePiece BPE of 1024
+# ids trained with its settings on the Shakespeare's train split, a BOS before each work.
+PG_DATA = {"tokenizer": "spm1024", "document_separator": "bos"}
 STEPS = 360
 TIDAL_HORIZON = round(STEPS * 400 / 276)
 
@@ -128,7 +134,7 @@ def _space(c, steps: int):
 
 def _test(c):
   c.base.variants = "test"
-  c.base.overrides = {"train": {"max_time_s": None, "eval_every": 4},
+  c.base.overrides = {"train": {"max_time_s": None, "eval_every": 4}, "export": {"at_end": False},
                       "optimizer": {"warmup_frac": 0.0, "head_lr": 0.008},
                       "model": {"num_layers": 4}}
   _space(c, 8)
@@ -150,7 +156,9 @@ def get_config(variants: str = ""):
   c.base.variants = "cpu"
   # step budgets: no time cap; the baseline's cosine has no warm-up (the PR's baseline)
   c.base.overrides = {"train": {"max_time_s": None},
-                      "optimizer": {"warmup_frac": 0.0, "head_lr": 0.008}}
+                      "optimizer": {"warmup_frac": 0.0, "head_lr": 0.008},
+                      "data": PG_DATA,
+                      "export": {"at_end": False}}  # no artifact per trial (as the study ran)
   _space(c, STEPS)
   c.sampler = "groups"
   c.groups = {"ladder": tuple(ladder_points()), "loo": tuple(loo_points()),

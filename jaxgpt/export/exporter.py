@@ -125,11 +125,39 @@ def export_workdir(config, workdir: str, params: Any = None,
   return out
 
 
+def export_trials(info, carry, summaries: list[dict]) -> None:
+  """A sweep cohort with `export.at_end`: each finished trial's artifact in its `trial_<i>`
+  folder, scored by the fresh-process round trip; the keys are merged into that trial's
+  summary (the dict, which the sweep records, and trial_<i>/summary.json)."""
+  cfg = info.configs[0]
+  if cfg.export.format in folder.FORMATS:
+    print(f"[jaxgpt] export.format={cfg.export.format!r} is not written for sweep trials "
+          "(a folder per trial); train the configuration as a single run to export it",
+          file=sys.stderr)
+    return
+  bos = data.bos_id(cfg.data, info.run.spec)
+  for i, (trial_cfg, s) in enumerate(zip(info.configs, summaries)):
+    if s["stop_reason"] not in FINISHED:
+      continue
+    params = jax.tree.map(lambda x, i=i: x[i], carry["state"].params)
+    s.update(export_workdir(trial_cfg, os.path.join(info.workdir, f"trial_{i}"), params,
+                            info.run.vocab_size, bos))
+
+
 def _export_at_end(info, carry, summary) -> dict | None:
   """The run hook: a finished single run with `export.at_end` writes its artifact (or, with
-  `export.format` "hf" / "safetensors", its folder)."""
+  `export.format` "hf" / "safetensors", its folder); a sweep cohort, each trial's artifact."""
   cfg = info.configs[0]
-  if info.k != 1 or not cfg.export.at_end or summary["stop_reason"] not in FINISHED:
+  if not cfg.export.at_end:
+    return None
+  if isinstance(summary, list):
+    if jax.process_count() > 1:
+      print("[jaxgpt] export.at_end: sweep trials are exported by single-process sweeps only",
+            file=sys.stderr)
+    else:
+      export_trials(info, carry, summary)
+    return None
+  if summary["stop_reason"] not in FINISHED:
     return None
   if jax.process_count() > 1:
     print("[jaxgpt] export.at_end needs a single process; run --mode export on the workdir",

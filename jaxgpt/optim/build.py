@@ -81,6 +81,17 @@ class _Overlay:
     return getattr(self, key)
 
 
+def traced_config(opt_cfg, hparams: dict):
+  """`config.optimizer` as an attribute view whose `hparams` (keys of TRACED_OPTIMIZER_KEYS,
+  values possibly tracers) replace the config's values: what a cohort trial's optimizer and
+  schedule read."""
+  unknown = sorted(set(hparams) - set(TRACED_OPTIMIZER_KEYS))
+  if unknown:
+    raise ValueError(f"hparams {unknown} are not traceable optimizer keys; allowed: "
+                     f"{TRACED_OPTIMIZER_KEYS}")
+  return _Overlay(opt_cfg, hparams)
+
+
 def build_optimizer(opt_cfg, hparams: dict | None = None,
                     projection: Callable[[Any], Any] | None = None
                     ) -> optax.GradientTransformationExtraArgs:
@@ -92,11 +103,7 @@ def build_optimizer(opt_cfg, hparams: dict | None = None,
   `optimizer.lazy_proj_freq` steps as the chain's last transform; None for none.
   """
   if hparams:
-    unknown = sorted(set(hparams) - set(TRACED_OPTIMIZER_KEYS))
-    if unknown:
-      raise ValueError(f"hparams {unknown} are not traceable optimizer keys; allowed: "
-                       f"{TRACED_OPTIMIZER_KEYS}")
-    opt_cfg = _Overlay(opt_cfg, hparams)
+    opt_cfg = traced_config(opt_cfg, hparams)
   parts = []
   if opt_cfg.grad_clip and opt_cfg.grad_clip > 0:
     parts.append(optax.clip_by_global_norm(opt_cfg.grad_clip))

@@ -38,7 +38,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from jaxgpt import checks, registry
+from jaxgpt import checks
 from jaxgpt.errors import ConfigError
 from jaxgpt.keypath import path_str
 from jaxgpt.optim import partition, schedules
@@ -253,14 +253,3 @@ def from_config(config, params: Any) -> QAT | None:
   clip_q = float(m.qat_clip_quantile) if m.qat == "int6_quantile" else 1.0
   return QAT(m.qat, axes, clip_q, floor_of(m), float(m.qat_threshold),
              schedules.from_config(config.optimizer))
-
-
-def _refuse_cohorts(info) -> None:
-  """The run hook: a vmapped cohort does not apply QAT (its step is built in jaxgpt.sweep),
-  so a cohort of QAT trials is refused rather than trained without it."""
-  if info.k > 1 and any(c.model.qat != "none" for c in info.configs):
-    raise ConfigError(f"model.qat={info.configs[0].model.qat!r} is not applied in vmapped "
-                      "cohorts yet; train these trials as single runs or set model.qat='none'")
-
-
-registry.RUN_HOOKS.register("qat", registry.RunHook(on_start=_refuse_cohorts))

@@ -5,8 +5,9 @@ steps, batch size, ...: `static_key`). Their numeric hyperparameters (`TRACED_KE
 array per key with a leading cohort axis; K models are initialised (one PRNG key per
 `train.seed`), parameters and optimizer state are stacked on that axis, and one jitted
 `jax.vmap` of the single-run train step (`train.step.make_train_step`, with the optax chain built
-inside the vmap from each trial's values by `optim.build_optimizer(..., hparams=...)`) trains
-all K at once. The cohort axis is sharded over as many devices as divide K (all of them when
+inside the vmap from each trial's values by `optim.build_optimizer(..., hparams=...)`, and int6
+QAT when `model.qat` is set, its late form switched by each trial's own schedule) trains all K
+at once. The cohort axis is sharded over as many devices as divide K (all of them when
 their number divides K): trials data-parallel across devices, each trial on one device.
 
 Data: the order is `train.data_seed` (unset: `train.seed`), exactly as in a single run. Trials
@@ -31,11 +32,14 @@ cohort checkpoints (state, alive mask, data iterators, host records) with Orbax 
 `workdir/checkpoints` and resumes from it.
 
 Files: `workdir/cohort.json` (the cohort's times and per-trial summaries),
-`workdir/trial_<i>/{config.json, metrics.jsonl, summary.json}`.
+`workdir/trial_<i>/{config.json, metrics.jsonl, summary.json}`; with `export.at_end`, each
+finished trial's artifact in `trial_<i>/` and its round-trip keys in its summary (the export
+run hook, `jaxgpt.export.exporter.export_trials`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -51,7 +55,10 @@ from jax.sharding import PartitionSpec as P
 
 from jaxgpt import config as config_lib
 from jaxgpt import data, files, models, registry
+from jaxgpt.export import exporter  # noqa: F401  registers the run hook that exports trials
 from jaxgpt.optim import build as build_lib
+from jaxgpt.optim import qat as qat_lib
+from jaxgpt.optim import schedules
 from jaxgpt.train import evaluate as eval_lib
 from jaxgpt.train import loop as loop_lib
 from jaxgpt.train import metrics as metrics_lib
@@ -148,10 +155,27 @@ def _tx_builder(config) -> Callable[[dict], optax.GradientTransformationExtraArg
   projection = models.projection(config.model)
 
   def tx_for(hp):
-    return build_lib.build_optimizer(
-        config.optimizer, {k: hp[k] for k in build_lib.TRACED_OPTIMIZER_KEYS}, projection)
+    return build_lib.build_optimizer(config.optimizer, _opt_hparams(hp), projection)
 
   return tx_for
+
+
+def _opt_hparams(hp: dict) -> dict:
+  return {k: hp[k] for k in build_lib.TRACED_OPTIMIZER_KEYS}
+
+
+def _qat_builder(config, params) -> Callable[[dict], qat_lib.QAT | None]:
+  """hparams -> the trial's int6 QAT (None for model.qat="none"): the single run's, its late
+  form switched by the trial's own schedule (whose fractions may be traced per trial)."""
+  qat = qat_lib.from_config(config, params)
+
+  def qat_for(hp):
+    if qat is None:
+      return None
+    opt = build_lib.traced_config(config.optimizer, _opt_hparams(hp))
+    return dataclasses.replace(qat, schedule=schedules.from_config(opt))
+
+  return qat_for
 
 
 def _data_seed(config) -> int:
@@ -172,6 +196,7 @@ class CohortProgram:
     self.repl = NamedSharding(self.mesh, P())
     self.shared_batch = shared_batch
     tx_for = _tx_builder(config)
+    qat_for = _qat_builder(config, run.abstract_state.params)
     model = run.model
     tokens = np.zeros((1, config.data.seq_len), np.int32)
     grad_accum = config.train.grad_accum
@@ -186,7 +211,7 @@ class CohortProgram:
 
     def train_one(state, hp, alive, batch, progress):
       step_fn = step_lib.make_train_step(model.apply, tx_for(hp), grad_accum, family.collections,
-                                         family.rng_streams, hp[SEED])
+                                         family.rng_streams, hp[SEED], qat=qat_for(hp))
       new, m = step_fn(state, batch, progress)
       ok = alive & jnp.isfinite(m["train_loss"]) & jnp.isfinite(m["grad_norm"])
       new = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, state)
@@ -448,7 +473,8 @@ class _CohortRun:
           "tokens_per_step": self.tokens_per_step,
           "steps": rec["steps"], "stop_reason": rec["stop_reason"] or STOP_STEPS,
           "final_val_loss": val_loss, "best_val_loss": rec["best_val_loss"],
-          "val_bpb": fin.get("val_bpb"), "val_acc": fin.get("val_acc"),
+          "val_bpb": fin.get("val_bpb"), "val_bpb_pg": fin.get("val_bpb_pg"),
+          "val_acc": fin.get("val_acc"),
           "val_ppl": math.exp(val_loss) if val_loss is not None else None,
           "target_loss": rec["target_loss"], "reached_target": rec["step_to_target"] is not None,
           "step_to_target": rec["step_to_target"],
@@ -461,6 +487,7 @@ class _CohortRun:
           "compile_time_s": out.compile_s, "cohort_wall_time_s": time.time() - out.wall0,
           "cohort_devices": self.prog.mesh.size, "shared_batches": self.batches.shared,
           "backend": jax.default_backend(), "curve": rec["curve"],
+          **rec["last_metrics"],  # the model's and QAT's metric/* at the last log step
       }
       files.atomic_write_json(os.path.join(self.trial_dir(i), "summary.json"), s)
       summaries.append(s)

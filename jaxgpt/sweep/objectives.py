@@ -5,6 +5,8 @@ A trial's time is its solo-equivalent training time (`train_time_s` in its summa
 never the cohort's wall time, so a score does not depend on how many trials shared a program or
 on what else the machine ran. Objectives (sweep `objective`, all minimised):
 - `final_val_loss`, `best_val_loss`, `val_bpb`: the summary's value;
+- `val_bpb_roundtrip`: the val_bpb of the trial's artifact, read back in a fresh process
+  (`export.at_end`; the export run hook writes each finished trial's artifact);
 - `time_to_target_s`: the time at the first evaluation at or below `train.target_loss`; a trial
   that never reaches it scores +inf (time to target is censored: reports give reached k/n and a
   median, never a mean);
@@ -18,7 +20,8 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping
 
-OBJECTIVES = ("final_val_loss", "best_val_loss", "val_bpb", "time_to_target_s", "efficiency")
+OBJECTIVES = ("final_val_loss", "best_val_loss", "val_bpb", "val_bpb_roundtrip",
+              "time_to_target_s", "efficiency")
 
 
 def _finite(v: Any) -> bool:

@@ -45,7 +45,9 @@ from jaxgpt.sweep import study as study_lib
 SUMMARY_KEYS = ("final_val_loss", "best_val_loss", "val_bpb", "val_acc", "val_ppl", "steps",
                 "stop_reason", "reached_target", "step_to_target", "time_to_target_s",
                 "train_time_s", "step_time_s", "solo_step_time_s", "cohort_train_time_s",
-                "cohort_wall_time_s", "compile_time_s", "tokens_per_s", "num_params")
+                "cohort_wall_time_s", "compile_time_s", "tokens_per_s", "num_params",
+                "val_bpb_pg", "val_loss_roundtrip", "val_bpb_roundtrip", "val_bpb_pg_roundtrip",
+                "artifact_bytes", "artifact_model_bytes", "artifact_format")
 
 
 @dataclasses.dataclass
@@ -260,7 +262,8 @@ def objective_value(summary: dict, objective: str, refs: tuple | None = None) ->
 
 def _scalars(summary: dict) -> dict:
   out = {}
-  for k in SUMMARY_KEYS:
+  keys = [*SUMMARY_KEYS, *sorted(k for k in summary if k.startswith("metric/"))]
+  for k in keys:
     v = summary.get(k)
     out[k] = v.item() if hasattr(v, "item") else v
   return out

@@ -110,7 +110,7 @@ def new_record(config) -> dict:
   """The host-side record of one trial (saved in the checkpoint meta)."""
   return {"stop_reason": None, "best_val_loss": None, "last_val_loss": None,
           "step_to_target": None, "time_to_target_s": None, "steps": 0, "curve": [],
-          "target_loss": config.train.target_loss}
+          "target_loss": config.train.target_loss, "last_metrics": {}}
 
 
 def aot_compile(fn: Callable, abstract_args: Sequence[Any], *, in_shardings=None,
@@ -301,6 +301,8 @@ class Loop:
             i, self.step, dict(evals[i], train_loss=row["train_loss"])):
           rec["stop_reason"] = STOP_PRUNED
       rec["curve"].append(point)
+      rec["last_metrics"] = {k: files.finite_or_none(v) for k, v in row.items()
+                             if k.startswith("metric/")}
       self.writers[i].write(self.step, **row)
     if evals is not None:
       self.carry = self.program.host_update(self.carry, self.step, evals)
