@@ -58,6 +58,7 @@ def base_config() -> config_dict.ConfigDict:
       # gpt / moe: weight of the mean squared off-diagonal cosine between the heads' slices of
       # each attention output projection, added to the loss (models/gpt.py); 0 = off.
       head_diversity=0.0,
+      log_head_cos=False,  # log metric/head_cos (and head_cos_sq) even at head_diversity 0
       # Packed windows (jaxgpt/models/docmask.py): a document starts at each data.bos_id token.
       document_mask=False,  # attention is causal AND within one document (needs data.bos_id)
       document_positions=False,  # RoPE positions restart per document (needs the mask; under

@@ -222,12 +222,28 @@ def test_train_step_logs_the_penalty_and_adds_it():
                              0.5 * float(metrics["metric/head_cos_sq"]), rtol=1e-6)
 
 
+def test_log_head_cos_logs_the_cosine_and_changes_nothing():
+  """model.log_head_cos at weight 0: the cosine is logged (the same value a weighted run logs at
+  these parameters) and the step is bit for bit the plain one."""
+  plain_state, plain = _one_step(model_cfg(head_diversity=0.0), ())
+  state, logged = _one_step(model_cfg(head_diversity=0.0, log_head_cos=True),
+                            models.family("gpt").collections)
+  _, weighted = _one_step(model_cfg(head_diversity=0.5), models.family("gpt").collections)
+  assert "loss/head_diversity" not in logged
+  assert float(logged["train_loss"]) == float(plain["train_loss"])
+  np.testing.assert_allclose(float(logged["metric/head_cos"]), float(weighted["metric/head_cos"]),
+                             rtol=1e-6)
+  for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(plain_state.params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
 @pytest.mark.parametrize("name, overrides, pattern", [
     ("gpt", dict(head_diversity=-0.1), r"^model.head_diversity=-0.1 must be a number >= 0$"),
     ("gpt", dict(head_diversity=0.1, num_heads=1, num_kv_heads=1),
      r"^model.head_diversity=0.1 needs model.num_heads >= 2"),
     ("ngpt", dict(head_diversity=0.1), r"^model.head_diversity=0.1 .*model.name='ngpt'"),
     ("titans", dict(head_diversity=0.1), r"^model.head_diversity=0.1 .*model.name='titans'"),
+    ("gpt", dict(log_head_cos=1), r"^model.log_head_cos=1 must be True or False$"),
 ])
 def test_head_diversity_config_errors(name, overrides, pattern):
   c = load_config(name, "test")

@@ -36,6 +36,9 @@ The report judges by val_bpb (the objective), paired over seeds against the PR's
 Holm per group; the ladder's steps are compared each with the one before in
 docs/studies/param_golf.md from the same JSON.
 Variants:
+  head_div  the head-diversity scan instead: the final configuration at head_diversity 0, 1e-4,
+            1e-3, 0.01, 0.1 and 1 (HEAD_DIV_WEIGHTS), 3 seeds, every trial logging the heads'
+            mean off-diagonal cosine (`metric/head_cos` in its summary)
   test  two ladder steps and one leave-one-out arm on the `test` shape, 2 seeds (the tests)
 """
 
@@ -146,7 +149,24 @@ def _test(c):
   c.cohort_size = 2
 
 
-VARIANTS = {"test": _test}
+# The head-diversity scan: the final configuration at each weight, the heads' cosine logged at
+# every weight (model.log_head_cos), so the table shows where the cosine drops.
+HEAD_DIV_WEIGHTS = (0.0, 1e-4, 1e-3, 1e-2, 0.1, 1.0)
+
+
+def head_div_points() -> list[dict]:
+  return [dict(label=f"HD_{w:g}", **{**final_point(), "head_div": w}) for w in HEAD_DIV_WEIGHTS]
+
+
+def _head_div(c):
+  c.name = "param_golf_head_div"
+  o = c.base.overrides
+  o = o.to_dict() if hasattr(o, "to_dict") else dict(o)
+  c.base.overrides = {**o, "model": {**o.get("model", {}), "log_head_cos": True}}
+  c.groups = {"head_div": tuple(head_div_points())}
+
+
+VARIANTS = {"test": _test, "head_div": _head_div}
 
 
 def get_config(variants: str = ""):

@@ -64,6 +64,7 @@ class GPTConfig:
   document_positions: bool = False  # RoPE positions restart at each document (needs the mask)
   bos_id: int | None = None  # the boundary token starting each document (document_mask only)
   head_diversity: float = 0.0  # weight of the heads' output-projection cosine penalty; 0 = off
+  log_head_cos: bool = False  # log the heads' cosine (metric/head_cos) whatever the weight
 
   @property
   def dtype(self) -> jnp.dtype:
@@ -122,7 +123,8 @@ class GPTConfig:
                parallel_block=parallel_block, encoder_layers=encoder_layers,
                document_mask=document_mask, document_positions=document_positions,
                bos_id=bos_id if document_mask else None,
-               head_diversity=float(head_diversity))
+               head_diversity=float(head_diversity),
+               log_head_cos=checks.boolean("model.log_head_cos", m.get("log_head_cos", False)))
 
 
 def document_flags(m: Any) -> tuple[bool, bool]:
@@ -188,7 +190,7 @@ def check_head_diversity(m: Any) -> float:
   """model.head_diversity: a weight >= 0; nonzero needs a family built from the GPT attention
   (`BLOCK_FAMILIES`) and at least two query heads (a cosine between heads needs two)."""
   weight = checks.positive("model.head_diversity", m.get("head_diversity", 0.0), allow_zero=True)
-  if weight == 0:
+  if weight == 0 and not m.get("log_head_cos", False):
     return weight
   name = m.get("name", "gpt")
   if name not in BLOCK_FAMILIES:

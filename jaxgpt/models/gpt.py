@@ -123,7 +123,8 @@ def sow_head_diversity(module: nn.Module, weight: float, num_heads: int) -> None
   the H (H - 1) off-diagonal pairs used here."""
   kernels = attention_out_kernels(nn.unbox(module.variables["params"]), num_heads)
   cos_sq, cos = off_diagonal_means(head_cosines(kernels))
-  aux.add_loss(module, "head_diversity", weight * cos_sq)
+  if weight > 0:  # weight 0 (model.log_head_cos): the metrics alone
+    aux.add_loss(module, "head_diversity", weight * cos_sq)
   aux.add_metric(module, "head_cos_sq", cos_sq)
   aux.add_metric(module, "head_cos", cos)
 
@@ -234,7 +235,7 @@ class GPT(nn.Module):
     x_btd = nn.with_logical_constraint(embed(tokens_bt), ACT_AXES)
 
     x_btd = self._layers(x_btd, window_documents(c, tokens_bt) if decode is None else decode)
-    if c.head_diversity > 0:  # (a no-op when applied without the collections: evaluation)
+    if c.head_diversity > 0 or c.log_head_cos:  # (a no-op without the collections: evaluation)
       sow_head_diversity(self, c.head_diversity, c.num_heads)
 
     x_btd = layers.RMSNorm("embed", c.norm_eps, c.dtype, name="final_norm")(x_btd)

@@ -1,0 +1,284 @@
+"""The tables of docs/studies/param_golf.md, from the studies' committed per-trial JSON alone.
+
+Folders under docs/studies/param_golf/ (each a report's trials.json, `python -m jaxgpt.report
+DIR --json ...`): `./` the ladder study (`param_golf_ladder.py`: groups ladder, loo, horizon),
+`head_div/` (`param_golf_ladder.py:head_div`), `int6_tune/` (`param_golf_int6.py:tune`),
+`int6/` (`param_golf_int6.py`). A folder not there yet leaves its tables out with one line
+saying so. Every comparison is `jaxgpt.stats.compare` (paired over the seeds both arms ran,
+Welch otherwise), Holm over the comparisons one table makes; an arm with fewer than 2 finished
+seeds is listed without a test.
+
+`render(folder)` returns the markdown; `update_page(page, folder)` writes it between the page's
+BEGIN / END markers (`scripts/param_golf_study.py`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from jaxgpt import report
+from jaxgpt import stats as stats_lib
+
+BEGIN = "<!-- tables: python scripts/param_golf_study.py (do not edit below) -->"
+END = "<!-- end of tables -->"
+PUBLISHED = {  # PR #1434's ladder on its RTX 4000 Ada proxy (val_bpb after each step)
+    "L00_baseline": 1.6117, "L01_tidal": 1.5906, "L02_softcap20_rope5000": 1.5744,
+    "L03_parallel": 1.5600, "L04_silu2": 1.5527, "L05_encoder1": 1.5377,
+    "L06_softcap15_lr0.10": 1.5354, "L07_lr0.11": 1.5341, "L08_kv2": 1.5329,
+    "L09_untied": 1.5211, "L10_decoder_final": 1.5207}
+HORIZON_LOO = {"baseline": None, "lr": "LOO_lr", "tidal": "LOO_tidal", "rope": "LOO_rope",
+               "decoder": "LOO_decoder"}  # horizon arm -> its 1x counterpart (LOO label)
+
+
+# ------------------------------------------------------------------------------------------
+# Reading.
+
+class Study:
+  """One study's trials by label: {label: {seed: summary}} of the finished trials."""
+
+  def __init__(self, path: str):
+    records, meta = report.read_trials_json(path)
+    self.meta = meta
+    self.groups = report.group_points(meta)
+    self.by_label: dict[str, dict[int, dict]] = {}
+    done = report.finished(records)
+    for g, points in self.groups.items():
+      for label, params in points:
+        runs = [r for r in done if report.matches(r["params"], params)]
+        self.by_label[label] = {int(r["seed"]): r["summary"] for r in runs}
+
+  def labels(self, group: str) -> list[str]:
+    return [label for label, _ in self.groups.get(group, [])]
+
+  def values(self, label: str, metric: str) -> dict[int, float]:
+    return {s: float(v[metric]) for s, v in self.by_label.get(label, {}).items()
+            if _finite(v.get(metric))}
+
+
+def load(folder: str, name: str) -> Study | None:
+  path = os.path.join(folder, name, "trials.json") if name else os.path.join(folder,
+                                                                               "trials.json")
+  return Study(path) if os.path.isfile(path) else None
+
+
+# ------------------------------------------------------------------------------------------
+# Cells.
+
+def _finite(v: Any) -> bool:
+  return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _f(v: Any, digits: int = 4) -> str:
+  return f"{v:.{digits}f}" if _finite(v) else "-"
+
+
+def mean_cell(values: Mapping[int, float], digits: int = 4) -> str:
+  xs = list(values.values())
+  if not xs:
+    return "-"
+  if len(xs) == 1:
+    return f"{xs[0]:.{digits}f} (1 seed)"
+  return f"{np.mean(xs):.{digits}f} ± {np.std(xs, ddof=1):.{digits}f}"
+
+
+def judge_all(pairs: Sequence[tuple[str, Mapping, Mapping]]
+              ) -> dict[str, tuple[stats_lib.Comparison, float, str] | None]:
+  """{name: (comparison, Holm p, verdict)} of (name, arm, baseline) pairs, Holm over those with
+  2+ seeds in both arms; None where a test cannot be made."""
+  comps = {name: stats_lib.compare(a, b) for name, a, b in pairs
+           if len(a) >= 2 and len(b) >= 2}
+  adjusted, _ = stats_lib.holm([c.p for c in comps.values()])
+  out: dict[str, Any] = {name: None for name, _, _ in pairs}
+  for (name, c), p in zip(comps.items(), adjusted):
+    out[name] = (c, p, stats_lib.verdict(c, p))
+  return out
+
+
+def diff_cells(j: tuple | None, digits: int = 4) -> list[str]:
+  if j is None:
+    return ["-", "-", "-", "fewer than 2 seeds"]
+  c, p, words = j
+  return [f"{c.diff:+.{digits}f} [{c.ci[0]:+.{digits}f}, {c.ci[1]:+.{digits}f}]", f"{c.p:.3g}",
+          f"{p:.3g}", words]
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+  lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+  lines += ["| " + " | ".join(str(x) for x in row) + " |" for row in rows]
+  return "\n".join(lines)
+
+
+DIFF = ["difference [95% interval]", "p", "Holm p", "verdict"]
+
+
+# ------------------------------------------------------------------------------------------
+# Tables.
+
+def ladder_table(s: Study, metric: str = "val_bpb") -> str:
+  """Each ladder step against the step before it (the published progression beside it)."""
+  labels = s.labels("ladder")
+  pairs = [(cur, s.values(cur, metric), s.values(prev, metric))
+           for prev, cur in zip(labels, labels[1:])]
+  judged = judge_all(pairs)
+  rows = []
+  for i, label in enumerate(labels):
+    pub = PUBLISHED.get(label)
+    prev_pub = PUBLISHED.get(labels[i - 1]) if i else None
+    pub_step = f"{pub - prev_pub:+.4f}" if i and pub and prev_pub else "-"
+    cells = diff_cells(judged[label]) if i else ["(the baseline)", "", "", ""]
+    rows.append([label, _f(pub), pub_step, mean_cell(s.values(label, metric)),
+                 mean_cell(s.values(label, "val_bpb_pg")), *cells])
+  return table(["step", "published bpb", "published step", f"{metric} (mean ± std)",
+                "val_bpb_pg", "step vs the one before: " + DIFF[0], *DIFF[1:]], rows)
+
+
+def against_table(s: Study, group: str, base_label: str, metric: str = "val_bpb",
+                  extra: Sequence[str] = ()) -> str:
+  """Every arm of `group` against `base_label` (leave-one-out: against the final one)."""
+  base = s.values(base_label, metric)
+  arms = [label for label in s.labels(group) if label != base_label]
+  judged = judge_all([(a, s.values(a, metric), base) for a in arms])
+  rows = [[base_label, mean_cell(base), *[mean_cell(s.values(base_label, e)) for e in extra],
+           "(compared with)", "", "", ""]]
+  rows += [[a, mean_cell(s.values(a, metric)), *[mean_cell(s.values(a, e), 4) for e in extra],
+            *diff_cells(judged[a])] for a in arms]
+  return table(["arm", metric, *extra, *DIFF], rows)
+
+
+def horizon_table(s: Study, metric: str = "val_bpb") -> str:
+  """Each doubted finding's leave-one-out difference from the final configuration at 1x and at
+  4x the steps: does it keep its sign?"""
+  one = {"baseline": s.values("L00_baseline", metric)}
+  one.update({k: s.values(v, metric) for k, v in HORIZON_LOO.items() if v})
+  final1, final4 = s.values("L10_decoder_final", metric), s.values("H4_final", metric)
+  pairs1 = [(k, one[k], final1) for k in HORIZON_LOO]
+  pairs4 = [(k, s.values(f"H4_{k}", metric), final4) for k in HORIZON_LOO]
+  j1, j4 = judge_all(pairs1), judge_all(pairs4)
+  rows = []
+  for k in HORIZON_LOO:
+    a, b = j1[k], j4[k]
+    keeps = "-" if a is None or b is None else (
+        "same sign" if np.sign(a[0].diff) == np.sign(b[0].diff) else "sign flips")
+    rows.append([k, *diff_cells(a)[0:1], diff_cells(a)[3], *diff_cells(b)[0:1],
+                 diff_cells(b)[3], keeps])
+  rows.append(["(final configuration)", mean_cell(final1), "", mean_cell(final4), "", ""])
+  return table(["arm (the final configuration without it)", "1x: arm - final", "1x verdict",
+                "4x: arm - final", "4x verdict", "sign"], rows)
+
+
+def head_div_table(s: Study, metric: str = "val_bpb") -> str:
+  labels = s.labels("head_div")
+  base = labels[0]
+  judged = judge_all([(a, s.values(a, metric), s.values(base, metric)) for a in labels[1:]])
+  rows = []
+  for a in labels:
+    cells = diff_cells(judged[a]) if a != base else ["(compared with)", "", "", ""]
+    rows.append([a, mean_cell(s.values(a, "metric/head_cos"), 4),
+                 mean_cell(s.values(a, "metric/head_cos_sq"), 5), mean_cell(s.values(a, metric)),
+                 *cells])
+  return table(["weight", "mean off-diagonal cosine", "mean squared cosine", metric, *DIFF], rows)
+
+
+def tune_table(s: Study, metric: str = "val_bpb") -> str:
+  rows = []
+  for group in s.groups:
+    for label, params in s.groups[group]:
+      rows.append([group, params.get("opt"), params.get("lr"), mean_cell(s.values(label, metric)),
+                   len(s.values(label, metric))])
+  return table(["group", "optimizer", "lr", metric, "seeds"], rows)
+
+
+def int6_tables(s: Study) -> str:
+  """Per form: each arm's float and round-trip bpb, the artifact, STE's effect under each
+  optimizer, and the interaction."""
+  out = []
+  inter = {}
+  for form in s.groups:
+    labels = dict(zip(("muon", "muon_ste", "adamw", "adamw_ste"), s.labels(form)))
+    rows = []
+    for name, label in labels.items():
+      rt, fl = s.values(label, "val_bpb_roundtrip"), s.values(label, "val_bpb")
+      gap = {k: rt[k] - fl[k] for k in rt if k in fl}
+      rows.append([label, mean_cell(fl), mean_cell(rt), mean_cell(gap),
+                   mean_cell(s.values(label, "artifact_bytes"), 0),
+                   mean_cell(s.values(label, "metric/qat_floor_share"), 3)])
+    out.append(f"**{form}** (round trip: the int6 artifact read back in a fresh process)\n\n" +
+               table(["arm", "val_bpb (float)", "val_bpb_roundtrip", "round trip - float",
+                      "artifact bytes", "QAT floor share"], rows))
+    v = {n: s.values(lab, "val_bpb_roundtrip") for n, lab in labels.items()}
+    effects = judge_all([("STE under Muon", v["muon_ste"], v["muon"]),
+                         ("STE under AdamW", v["adamw_ste"], v["adamw"])])
+    out.append(table(["round-trip bpb", *DIFF], [[k, *diff_cells(j)]
+                                                 for k, j in effects.items()]))
+    if all(len(x) >= 2 for x in v.values()):
+      inter[form] = stats_lib.interaction(v["muon_ste"], v["muon"], v["adamw_ste"], v["adamw"])
+  if inter:
+    adjusted, _ = stats_lib.holm([c.p for c in inter.values()])
+    rows = [[form, *diff_cells((c, p, stats_lib.verdict(c, p)))]
+            for (form, c), p in zip(inter.items(), adjusted)]
+    out.append("The interaction, (Muon + STE - Muon) - (AdamW + STE - AdamW) in round-trip bpb "
+               "(above 0: STE costs Muon more), Holm over the two forms:\n\n" +
+               table(["form", *DIFF], rows))
+  return "\n\n".join(out)
+
+
+def systematic_table(ladder: Study, int6: Study) -> str:
+  """PR #141's settings (the int6 study's Muon no-STE arm) beside the ladder's two ends, Welch
+  (another sequence length: seed s reads other batches)."""
+  ss = int6.values(int6.labels("quantile")[0], "val_bpb")
+  rows = []
+  pairs = [(name, ss, ladder.values(label, "val_bpb"))
+           for name, label in (("vs the ladder's baseline", "L00_baseline"),
+                               ("vs the ladder's final configuration", "L10_decoder_final"))]
+  comps = {n: stats_lib.compare(a, b, paired=False) for n, a, b in pairs
+           if len(a) >= 2 and len(b) >= 2}
+  adjusted, _ = stats_lib.holm([c.p for c in comps.values()])
+  for (n, c), p in zip(comps.items(), adjusted):
+    rows.append([n, *diff_cells((c, p, stats_lib.verdict(c, p)))])
+  head = f"PR #141's settings (Muon, no QAT): val_bpb {mean_cell(ss)}\n\n"
+  return head + table(["PR #141 - arm", *DIFF], rows)
+
+
+# ------------------------------------------------------------------------------------------
+# The page.
+
+def render(folder: str) -> str:
+  ladder, hd = load(folder, ""), load(folder, "head_div")
+  tune, int6 = load(folder, "int6_tune"), load(folder, "int6")
+  parts = []
+
+  def section(title: str, study: Study | None, fn, where: str):
+    body = fn() if study is not None else f"Not run yet (no {where}/trials.json)."
+    parts.append(f"### {title}\n\n{body}")
+
+  section("The ladder, each step against the one before", ladder,
+          lambda: ladder_table(ladder), "param_golf")
+  section("Leave-one-out from the final configuration", ladder,
+          lambda: against_table(ladder, "loo", "L10_decoder_final", extra=("val_bpb_pg",)),
+          "param_golf")
+  section("4x the horizon", ladder, lambda: horizon_table(ladder), "param_golf")
+  section("Head diversity: the weight scan", hd, lambda: head_div_table(hd), "head_div")
+  section("Each optimizer's LR (no QAT)", tune, lambda: tune_table(tune), "int6_tune")
+  section("PR #141's systematic search", int6 if ladder is not None else None,
+          lambda: systematic_table(ladder, int6), "int6")
+  section("int6 QAT: STE x optimizer, per form", int6, lambda: int6_tables(int6), "int6")
+  return "\n\n".join(parts) + "\n"
+
+
+def update_page(page: str, folder: str) -> bool:
+  """Rewrites the tables between BEGIN and END in `page`; True if the page changed."""
+  with open(page, encoding="utf-8") as f:
+    text = f.read()
+  if BEGIN not in text or END not in text:
+    raise ValueError(f"{page} has no {BEGIN!r} ... {END!r} markers")
+  head, rest = text.split(BEGIN, 1)
+  _, tail = rest.split(END, 1)
+  new = head + BEGIN + "\n\n" + render(folder) + "\n" + END + tail
+  if new != text:
+    with open(page, "w", encoding="utf-8") as f:
+      f.write(new)
+  return new != text
