@@ -49,7 +49,7 @@ def test_each_form_is_a_two_by_two():
   assert len(points) == 8  # the two forms' no-STE arms differ in the export floor
   for c in configs:
     assert c.train.max_time_s is None and c.train.steps == int6.STEPS
-    assert c.export.at_end and c.export.format == "int6"
+    assert c.export.at_end and c.export.format == "int6" and c.export.fp16_max_numel == 4096
     assert c.data.tokenizer == "spm1024" and c.data.seq_len == 256  # systematic_search's 4x
     assert c.export.int6_scale_floor == (c.model.qat_scale_floor or 0.0)
     assert c.optimizer.momentum == 0.99 and c.model.rope_base == 200_000.0

@@ -20,7 +20,7 @@ Variants (combine with commas):
 """
 
 from jaxgpt.config import apply_variants
-from jaxgpt.sweep.spec import base_sweep
+from jaxgpt.sweep.spec import base_sweep, overrides_of
 
 # The nested grid's fixed settings (its winning_hyperparameters.md), as config overrides.
 SEED_SETTINGS = {
@@ -46,7 +46,7 @@ CPU_TRAIN_TITANS = {"batch_size": 4, "eval_tokens": 4096, "final_eval_tokens": 6
 
 def _cpu(c):
   c.base.variants = "cpu"
-  o = c.base.overrides.to_dict() if hasattr(c.base.overrides, "to_dict") else dict(c.base.overrides)
+  o = overrides_of(c)
   size = CPU_TRAIN_TITANS if c.base.config == "configs/titans.py" else CPU_TRAIN
   o["train"] = {**o.get("train", {}), **size}
   c.base.overrides = o

@@ -18,10 +18,8 @@ Variants (combine with commas):
   test    both knobs tiny on the `test` GPT config, used by the tests
 """
 
-import copy
-
 from jaxgpt.config import apply_variants
-from jaxgpt.sweep.spec import base_sweep
+from jaxgpt.sweep.spec import base_sweep, overrides_of
 
 NESTED = {
     "optimizer": {
@@ -35,11 +33,6 @@ NESTED = {
 }
 
 
-def _overrides(c) -> dict:
-  return copy.deepcopy(dict(c.base.overrides.to_dict() if hasattr(c.base.overrides, "to_dict")
-                            else c.base.overrides))
-
-
 # The `cpu` run sizes of configs/sweeps/nested_grid.py (MoE 8 x 64, TitanMAC 4 x 64 tokens per
 # step), so the grid's winners are compared at the size they were picked at. The MoE's final
 # evaluation reads the whole validation split; TitanMAC's, the grid's first 65,536 tokens (its
@@ -51,7 +44,7 @@ CPU_TRAIN_TITANS = {"batch_size": 4, "eval_tokens": 4096, "final_eval_tokens": 6
 def _cpu(c):
   c.base.variants = "cpu"
   c.space.budget["values"] = (1000,) if c.space.budget["key"] == "train.steps" else (600.0,)
-  o = _overrides(c)
+  o = overrides_of(c)
   size = CPU_TRAIN_TITANS if c.base.config == "configs/titans.py" else CPU_TRAIN
   o["train"] = {**o.get("train", {}), **size}
   c.base.overrides = o
@@ -60,7 +53,7 @@ def _cpu(c):
 def _titans(c):
   c.name = c.name + "-titans"
   c.base.config = "configs/titans.py"
-  o = _overrides(c)
+  o = overrides_of(c)
   if "optimizer" in o:
     o["optimizer"]["nested"].update(momentum_layers=4, controller_layers=5)
   c.base.overrides = o
@@ -68,14 +61,14 @@ def _titans(c):
 
 def _muon(c):
   c.name = c.name + "-muon"
-  o = _overrides(c)
+  o = overrides_of(c)
   o.pop("optimizer", None)
   c.base.overrides = o
 
 
 def _time(c):
   c.name = c.name + "-time"
-  o = _overrides(c)
+  o = overrides_of(c)
   o.setdefault("train", {})["steps"] = 1_000_000
   c.base.overrides = o
   c.space.budget = dict(key="train.max_time_s", values=(3600.0,))
@@ -85,7 +78,7 @@ def _time(c):
 def _test(c):
   c.base.config = "configs/gpt.py"
   c.base.variants = "test"
-  o = _overrides(c)
+  o = overrides_of(c)
   o.setdefault("train", {})["eval_every"] = 2
   if "optimizer" in o:
     o["optimizer"]["nested"]["meta_every"] = 2

@@ -19,7 +19,8 @@ the two forms' no-STE arms train the same model and differ in the export alone. 
 (`jaxgpt.stats.interaction`): above 0, STE costs Muon more than it costs AdamW.
 
 The base is `configs/param_golf.py:cpu,systematic_search` (PR #141's hyperparameters on the `cpu`
-proxy: sequence 256 with batch 8, RoPE base 200,000, warm-down over the last half), on the
+proxy: sequence 256 with batch 8, RoPE base 200,000, warm-down over the last half; the fp16
+limit scaled to the proxy's width, FP16_MAX_NUMEL, so that its block matrices are int6), on the
 Shakespeare in parameter-golf's form (SentencePiece 1024, a BOS per work; every trial logs both
 bits per byte), for STEPS steps as the ladder (`param_golf_ladder.py`), no time cap. Muon's
 no-STE arm is PR #141's systematic search itself.
@@ -36,7 +37,7 @@ Variants:
 
 from jaxgpt.config import apply_variants
 from jaxgpt.errors import ConfigError
-from jaxgpt.sweep.spec import base_sweep
+from jaxgpt.sweep.spec import base_sweep, overrides_of
 
 PG_DATA = {"tokenizer": "spm1024", "document_separator": "bos"}  # as param_golf_ladder.py
 STEPS = 360  # the ladder's step budget (param_golf_ladder.py)
@@ -45,6 +46,11 @@ MUON_LR = 0.02  # PR #141's
 # that study has run, and the 2 x 2 refuses to start without it.
 ADAM_LR = None
 LATE_FLOOR = 1.0 / 31
+# Which matrices QAT and the artifact quantize: those above export.fp16_max_numel elements.
+# parameter-golf's 65,536 at width 512 quantizes every block matrix; at the proxy's width 128 no
+# block matrix is that large (128 x 256 at most), so the limit is scaled with the width squared,
+# 65,536 x (128 / 512)^2, and every block matrix is int6 as at full size.
+FP16_MAX_NUMEL = 65_536 * 128 * 128 // (512 * 512)
 
 KNOBS = {
     "opt": ("optimizer.name", "muon"),
@@ -78,9 +84,7 @@ def _space(c):
 
 def _tune(c):
   c.name = "param_golf_int6_tune"
-  o = c.base.overrides
-  o = o.to_dict() if hasattr(o, "to_dict") else dict(o)
-  c.base.overrides = {**o, "export": {"at_end": False}}
+  c.base.overrides = {**overrides_of(c), "export": {"at_end": False}}
   c.groups = {"muon_lr": ({"grid": {"lr": (0.01, 0.02, 0.04)}},),
               "adamw_lr": tuple(dict(opt="adamw", lr=lr) for lr in (0.001, 0.002, 0.004, 0.008))}
   c.objective = "val_bpb"
@@ -107,7 +111,8 @@ def get_config(variants: str = ""):
   c.base.config = "configs/param_golf.py"
   c.base.variants = "cpu,systematic_search"
   c.base.overrides = {"train": {"max_time_s": None, "steps": STEPS}, "data": PG_DATA,
-                      "export": {"at_end": True, "format": "int6"}}
+                      "export": {"at_end": True, "format": "int6",
+                                 "fp16_max_numel": FP16_MAX_NUMEL}}
   _space(c)
   c.sampler = "groups"
   c.objective = "val_bpb_roundtrip"

@@ -43,7 +43,7 @@ Variants:
 """
 
 from jaxgpt.config import apply_variants
-from jaxgpt.sweep.spec import base_sweep
+from jaxgpt.sweep.spec import base_sweep, overrides_of
 
 # parameter-golf's tokenizer kind and its BOS-prefixed documents: a SentencePiece BPE of 1024
 # ids trained with its settings on the Shakespeare's train split, a BOS before each work.
@@ -160,8 +160,7 @@ def head_div_points() -> list[dict]:
 
 def _head_div(c):
   c.name = "param_golf_head_div"
-  o = c.base.overrides
-  o = o.to_dict() if hasattr(o, "to_dict") else dict(o)
+  o = overrides_of(c)
   c.base.overrides = {**o, "model": {**o.get("model", {}), "log_head_cos": True}}
   c.groups = {"head_div": tuple(head_div_points())}
 

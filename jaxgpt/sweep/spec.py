@@ -35,6 +35,13 @@ LR_RULES = ("none", "linear", "sqrt")
 LR_KEYS = ("optimizer.lr", "optimizer.embed_lr", "optimizer.head_lr", "optimizer.scalar_lr")
 
 
+def overrides_of(sweep) -> dict:
+  """The sweep's `base.overrides` as a plain dict (a deep copy), for a variant that extends
+  it: `c.base.overrides = {**overrides_of(c), "model": {...}}`."""
+  o = sweep.base.overrides
+  return copy.deepcopy(o.to_dict() if hasattr(o, "to_dict") else dict(o))
+
+
 def base_sweep() -> config_dict.ConfigDict:
   """Defaults shared by every sweep config; sweep files override them."""
   c = config_dict.ConfigDict()
