@@ -18,6 +18,8 @@
   difference the seeds do not resolve may still be there.
 - `compare_all(arms, baseline)`: every arm against the baseline, Holm over the lot, a verdict
   each (what a report table shows).
+- `pooled_std`, `resolvable_difference`: a plan's smallest difference a pilot's seed spread
+  lets n seeds resolve (`python -m jaxgpt.sweep ... --plan --pilot trials.json`).
 - `censored_median(times, n)`: time to target is censored (a run that did not reach the target
   has no time), so it gets k/n and this median only, never a mean or a t-test.
 
@@ -243,6 +245,50 @@ def compare_all(arms: Mapping[str, Values], baseline: Values, *, alpha: float = 
   for (name, c), p in zip(comps.items(), adjusted):
     out[name] = Judged(c, p, verdict(c, p, alpha, lower_is_better))
   return {name: out[name] for name in arms}
+
+
+def pooled_std(groups: Sequence[Sequence[float]]) -> tuple[float, int]:
+  """(sqrt(sum_i (n_i - 1) s_i^2 / sum_i (n_i - 1)), sum_i (n_i - 1)): the seed spread pooled
+  over configurations (s_i the sample std of configuration i's n_i seed values); groups with
+  fewer than 2 values add nothing. A StatsError when no group has 2."""
+  ss, dof = 0.0, 0
+  for g in groups:
+    a = np.asarray(list(g), np.float64)
+    if a.size >= 2:
+      ss += float(((a - a.mean()) ** 2).sum())
+      dof += a.size - 1
+  if dof == 0:
+    raise StatsError("a pooled spread needs a configuration with at least 2 seeds")
+  return math.sqrt(ss / dof), dof
+
+
+def resolvable_difference(sigma: float, n: int, confidence: float = 0.95) -> float:
+  """The smallest mean difference a paired test over n seeds resolves before any correction
+  (its interval excludes 0) when each arm's seed values spread by sigma and the two arms' draws
+  are independent (the per-seed difference then spreads by sqrt(2) sigma):
+  t_{(1 + confidence) / 2, n - 1} x sqrt(2) sigma / sqrt(n). Pairing that correlates the arms
+  resolves less; Holm over m comparisons asks for more."""
+  if n < 2:
+    raise StatsError(f"n={n} seeds: a comparison needs at least 2")
+  return float(sps.t.ppf(0.5 + confidence / 2, n - 1)) * math.sqrt(2.0) * sigma / math.sqrt(n)
+
+
+def pilot_groups(path: str, metric: str) -> list[list[float]]:
+  """Each configuration's seed values of `metric` in a report's trials.json (its completed
+  trials, grouped by knobs): what `pooled_std` reads for a plan."""
+  import json  # the pilot's reader
+
+  try:
+    with open(path, encoding="utf-8") as f:
+      trials = json.load(f)["trials"]
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise StatsError(f"pilot {path!r} is not a report's trials.json ({e})") from None
+  groups: dict[str, list[float]] = {}
+  for t in trials:
+    v = (t.get("summary") or {}).get(metric)
+    if t.get("state") == "COMPLETE" and isinstance(v, (int, float)) and math.isfinite(v):
+      groups.setdefault(json.dumps(t.get("params"), sort_keys=True), []).append(float(v))
+  return list(groups.values())
 
 
 def censored_median(times: Sequence[float], n: int) -> float:

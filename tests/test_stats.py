@@ -156,6 +156,19 @@ def test_interaction_welch_hand_worked():
     stats.interaction([1.0, 2.0], [1.0, 2.0], [1.0], [1.0, 2.0])
 
 
+def test_pooled_std_and_resolvable_difference_hand_worked():
+  """Groups (1, 2, 3) and (2, 4): squares about the means 2 and 2 + 2 = 4 on 2 + 1 dof, so
+  sigma = sqrt(4 / 3) = 1.154701; a lone value adds nothing. With 3 seeds and sigma = 1 the
+  paired test resolves t_{0.975, 2} sqrt(2) / sqrt(3) = 4.302653 x 0.816497 = 3.513101."""
+  sigma, dof = stats.pooled_std([[1.0, 2.0, 3.0], [2.0, 4.0], [7.0]])
+  assert dof == 3 and sigma == pytest.approx(1.154701, abs=1e-6)
+  assert stats.resolvable_difference(1.0, 3) == pytest.approx(3.513101, abs=1e-5)
+  assert stats.resolvable_difference(0.01, 5) == pytest.approx(
+      2.776445 * math.sqrt(2) * 0.01 / math.sqrt(5), rel=1e-6)
+  with pytest.raises(StatsError, match="needs a configuration with at least 2 seeds"):
+    stats.pooled_std([[1.0], [2.0]])
+
+
 def test_holm_hand_worked():
   # p = (0.01, 0.04, 0.03, 0.005), m = 4. Sorted: 0.005 (#3), 0.01 (#0), 0.03 (#2), 0.04 (#1);
   # times (4, 3, 2, 1): 0.02, 0.03, 0.06, 0.04; running maximum: 0.02, 0.03, 0.06, 0.06.

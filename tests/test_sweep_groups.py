@@ -251,8 +251,15 @@ def test_group_seeds_give_one_group_more_seeds(tmp_path, monkeypatch):
   _run(_sweep(), tmp_path)  # seeds 0, 1: 8 trials
   # Group F (its point and the baseline it lists) gets seeds 2 and 3 on resume; D's others not.
   s = _sweep(group_seeds={"F": (2, 3)})
-  assert "runs" in runner.plan(s, str(tmp_path / "plan"), traced_keys=(), measure=_measure,
-                               static_key_fn=_static_key, progress=False)
+  pilot = tmp_path / "pilot.json"  # two configurations' seeds: (1.0, 1.2), (2.0, 2.2, 2.1)
+  pilot.write_text(json.dumps({"trials": [
+      {"state": "COMPLETE", "params": {"lr": lr}, "summary": {"final_val_loss": v}}
+      for lr, vs in ((0.1, (1.0, 1.2)), (0.2, (2.0, 2.2, 2.1))) for v in vs]}))
+  text = runner.plan(s, str(tmp_path / "plan"), traced_keys=(), measure=_measure,
+                     static_key_fn=_static_key, progress=False, pilot=str(pilot))
+  # pooled: (0.02 + 0.02) / 3 -> sigma 0.11547; 2 seeds: 12.7062 x sqrt(2) x sigma / sqrt(2)
+  assert "runs" in text and "final_val_loss spreads by 0.1155" in text
+  assert "with 2 seeds a paired difference below 1.467 is not resolvable" in text
   _run(s, tmp_path)
   with open(log, encoding="utf-8") as f:
     runs = [json.loads(line) for line in f]

@@ -6,7 +6,8 @@
 
 `--plan` runs the calibration pass (each static structure's solo step time, 3+ repeats, into
 DIR/calibration.json; run it with nothing else on the machine) and prints the plan, runs x
-measured time per run, without training.
+measured time per run, without training; `--pilot trials.json[:metric]` adds the smallest
+difference a pilot's seed spread lets the sweep's seeds resolve.
 
 Start it several times (on one machine with the default SQLite storage `DIR/study.db`, or on
 many with a shared `--storage` URL): the workers share the study and never run the same trial.
@@ -35,6 +36,10 @@ _MAX_COHORTS = flags.DEFINE_integer("max_cohorts", None,
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show the progress bar.")
 _PLAN = flags.DEFINE_bool("plan", False, "Calibrate the step times and print the plan; no "
                           "training.")
+_PILOT = flags.DEFINE_string("pilot", None, "With --plan: a pilot's trials.json[:metric] "
+                             "(python -m jaxgpt.report DIR --json FILE); the plan adds the "
+                             "smallest difference its seed spread lets the sweep's seeds "
+                             "resolve.")
 
 
 def main(argv):
@@ -49,7 +54,7 @@ def main(argv):
     raise app.UsageError("--workdir is required (the sweep directory)")
   try:
     if _PLAN.value:
-      print(runner.plan(sweep, _WORKDIR.value, progress=_PROGRESS.value))
+      print(runner.plan(sweep, _WORKDIR.value, progress=_PROGRESS.value, pilot=_PILOT.value))
       return 0
     counts = runner.run_worker(sweep, _WORKDIR.value, storage=_STORAGE.value,
                                max_cohorts=_MAX_COHORTS.value, progress=_PROGRESS.value)

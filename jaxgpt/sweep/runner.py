@@ -540,12 +540,15 @@ def resolve_refs(sweep, base, dims, clock: Clock | None) -> tuple[float, float |
 
 def plan(sweep, workdir: str, *, traced_keys: Sequence[str] | None = None,
          static_key_fn: Callable | None = None, measure: calib_lib.MeasureFn | None = None,
-         progress: bool = True) -> str:
+         progress: bool = True, pilot: str | None = None) -> str:
   """The calibration pass over stage 1's structures (what is missing from
-  DIR/calibration.json), then the plan: runs x measured time per run. Trains nothing."""
+  DIR/calibration.json), then the plan: runs x measured time per run. Trains nothing.
+  `pilot`: a report's trials.json[:metric] (default metric: the one the report compares):
+  its pooled seed spread, and the smallest difference the sweep's seeds can resolve."""
   spec_lib.validate_sweep(sweep)
   base = spec_lib.load_experiment(sweep)
   check_space(sweep, base)
+  pilot_text = pilot_line(pilot, sweep) if pilot else None  # a bad pilot fails before timing
   os.makedirs(workdir, exist_ok=True)
   traced_keys = _default_traced_keys() if traced_keys is None else traced_keys
   dims = stage1_dims(sweep)
@@ -565,7 +568,27 @@ def plan(sweep, workdir: str, *, traced_keys: Sequence[str] | None = None,
                   and (sweep.stage2.knobs is None or d.name in sweep.stage2.knobs))
     extra = (f"; stage 2: up to {sweep.stage2.top_k * (sweep.stage2.points + 1) ** n_float} "
              f"configurations x {len(sweep.seeds)} seeds around the stage-1 best")
-  return calib_lib.format_plan(calib_lib.plan_rows(clock.table, runs), extra)
+  text = calib_lib.format_plan(calib_lib.plan_rows(clock.table, runs), extra)
+  return text + ("\n" + pilot_text if pilot_text else "")
+
+
+def pilot_line(pilot: str, sweep) -> str:
+  """What a pilot's seed spread says about this sweep's seeds (`plan`)."""
+  from jaxgpt import stats  # numpy and scipy only: the pilot's statistics
+
+  path, _, metric = pilot.partition(".json")
+  path += ".json" if _ else ""
+  objective = sweep.objective
+  metric = metric[1:] if metric.startswith(":") else (
+      objective if objective in ("best_val_loss", "val_bpb", "val_bpb_roundtrip")
+      else "final_val_loss")
+  sigma, dof = stats.pooled_std(stats.pilot_groups(path, metric))
+  n = len(sweep.seeds)
+  d = stats.resolvable_difference(sigma, n)
+  return (f"pilot {path}: {metric} spreads by {sigma:.4g} over seeds (pooled, {dof} degrees of "
+          f"freedom); with {n} seeds a paired difference below {d:.4g} is not resolvable "
+          f"(t_0.975,{n - 1} x sqrt(2) sigma / sqrt({n}), before Holm over a table's "
+          "comparisons)")
 
 
 def run_worker(sweep, workdir: str, *, storage: str | None = None,
