@@ -3,8 +3,8 @@
   python scripts/param_golf_study.py            # rewrite the page's tables
   python scripts/param_golf_study.py --check    # exit 1 if the page differs from a rebuild
 
-Reads docs/studies/param_golf/{trials.json, head_div/, int6_tune/, int6/} (each a report's
-trials.json); what each table is: `jaxgpt/bench/param_golf_study.py`.
+Reads docs/studies/param_golf/{trials.json, head_div/, artifacts/, int6_tune/, int6/} (each a
+report's trials.json); what each table is: `jaxgpt/bench/param_golf_study.py`.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jaxgpt import report
 from jaxgpt.sweep import cohort, runner, space, spec
 from jaxgpt.train import run as train_run
 from tests.helpers import load_config
@@ -100,4 +101,8 @@ def test_nested_grid_end_to_end_in_cohorts(tmp_path):
       logged = [r for r in rows if "opt/lr_mult_core" in r]
       assert logged and all(0.1 <= r["opt/lr_mult_core"] <= 2.0 for r in logged)
       seen.add(logged[0]["opt/lr_mult_core"])
+      summary = json.loads((run / f"trial_{i}" / "summary.json").read_text())
+      assert summary["opt/lr_mult_core"] == logged[-1]["opt/lr_mult_core"]  # the last logged
     assert len(seen) == 2  # per-trial controllers (initialised from each trial's parameters)
+  records, _ = report.load_records(str(tmp_path))  # and the sweep's record of each trial
+  assert all(0.1 <= r["summary"]["opt/lr_mult_core"] <= 2.0 for r in records)

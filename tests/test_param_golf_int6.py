@@ -65,6 +65,9 @@ def test_tune_and_head_div_variants_build():
   final = {**{k: v for k, (_, v) in ladder.KNOBS.items()}, **ladder.final_point()}
   assert all({k for k in p if p[k] != final[k]} <= {"head_div"} for p in points)
   assert all(c.model.log_head_cos for c in configs)
+  s, points, table, configs = _points("configs/sweeps/param_golf_ladder.py:artifacts")
+  assert [e["label"] for e in table["artifacts"]] == ["L00_baseline", "L10_decoder_final"]
+  assert all(c.export.at_end and c.export.format == "int8" for c in configs)
 
 
 def test_a_tiny_int6_sweep_exports_and_ranks_each_trial(tmp_path):

@@ -39,6 +39,9 @@ Variants:
   head_div  the head-diversity scan instead: the final configuration at head_diversity 0, 1e-4,
             1e-3, 0.01, 0.1 and 1 (HEAD_DIV_WEIGHTS), 3 seeds, every trial logging the heads'
             mean off-diagonal cosine (`metric/head_cos` in its summary)
+  artifacts the ladder's two ends again (the PR's baseline, the final configuration), 3 seeds,
+            each writing the int8 artifact and its fresh-process round trip (`export.at_end`):
+            the artifact bytes and round-trip bpb of each end (the ladder itself writes none)
   test  two ladder steps and one leave-one-out arm on the `test` shape, 2 seeds (the tests)
 """
 
@@ -165,7 +168,14 @@ def _head_div(c):
   c.groups = {"head_div": tuple(head_div_points())}
 
 
-VARIANTS = {"test": _test, "head_div": _head_div}
+def _artifacts(c):
+  c.name = "param_golf_artifacts"
+  c.base.overrides = {**overrides_of(c), "export": {"at_end": True}}
+  ladder = ladder_points()
+  c.groups = {"artifacts": (ladder[0], ladder[-1])}
+
+
+VARIANTS = {"test": _test, "head_div": _head_div, "artifacts": _artifacts}
 
 
 def get_config(variants: str = ""):

@@ -2,11 +2,11 @@
 
 Folders under docs/studies/param_golf/ (each a report's trials.json, `python -m jaxgpt.report
 DIR --json ...`): `./` the ladder study (`param_golf_ladder.py`: groups ladder, loo, horizon),
-`head_div/` (`param_golf_ladder.py:head_div`), `int6_tune/` (`param_golf_int6.py:tune`),
-`int6/` (`param_golf_int6.py`). A folder not there yet leaves its tables out with one line
-saying so. Every comparison is `jaxgpt.stats.compare` (paired over the seeds both arms ran,
-Welch otherwise), Holm over the comparisons one table makes; an arm with fewer than 2 finished
-seeds is listed without a test.
+`head_div/` (`param_golf_ladder.py:head_div`), `artifacts/` (`param_golf_ladder.py:artifacts`),
+`int6_tune/` (`param_golf_int6.py:tune`), `int6/` (`param_golf_int6.py`). A folder not there
+yet leaves its tables out with one line saying so. Every comparison is `jaxgpt.stats.compare`
+(paired over the seeds both arms ran, Welch otherwise), Holm over the comparisons one table
+makes; an arm with fewer than 2 finished seeds is listed without a test.
 
 `render(folder)` returns the markdown; `update_page(page, folder)` writes it between the page's
 BEGIN / END markers (`scripts/param_golf_study.py`).
@@ -243,12 +243,29 @@ def systematic_table(ladder: Study, int6: Study) -> str:
   return head + table(["PR #141 - arm", *DIFF], rows)
 
 
+def artifacts_table(art: Study, ladder: Study | None) -> str:
+  """The ladder's two ends retrained with the int8 artifact: float and round-trip bpb (both
+  counts), bytes; and the largest difference from the ladder's own runs of the same seeds."""
+  rows = []
+  for label in art.labels("artifacts"):
+    mine = art.values(label, "val_bpb")
+    theirs = ladder.values(label, "val_bpb") if ladder is not None else {}
+    same = [abs(mine[k] - theirs[k]) for k in mine if k in theirs]
+    rows.append([label, mean_cell(mine), mean_cell(art.values(label, "val_bpb_roundtrip")),
+                 mean_cell(art.values(label, "val_bpb_pg")),
+                 mean_cell(art.values(label, "artifact_bytes"), 0),
+                 f"{max(same):.1e}" if same else "-"])
+  return table(["configuration", "val_bpb (float)", "val_bpb_roundtrip (int8)", "val_bpb_pg",
+                "artifact bytes", "max |float - the ladder's run|"], rows)
+
+
 # ------------------------------------------------------------------------------------------
 # The page.
 
 def render(folder: str) -> str:
   ladder, hd = load(folder, ""), load(folder, "head_div")
   tune, int6 = load(folder, "int6_tune"), load(folder, "int6")
+  art = load(folder, "artifacts")
   parts = []
 
   def section(title: str, study: Study | None, fn, where: str):
@@ -262,6 +279,8 @@ def render(folder: str) -> str:
           "param_golf")
   section("4x the horizon", ladder, lambda: horizon_table(ladder), "param_golf")
   section("Head diversity: the weight scan", hd, lambda: head_div_table(hd), "head_div")
+  section("The ladder's two ends as artifacts", art, lambda: artifacts_table(art, ladder),
+          "artifacts")
   section("Each optimizer's LR (no QAT)", tune, lambda: tune_table(tune), "int6_tune")
   section("PR #141's systematic search", int6 if ladder is not None else None,
           lambda: systematic_table(ladder, int6), "int6")

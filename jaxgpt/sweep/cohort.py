@@ -487,7 +487,7 @@ class _CohortRun:
           "compile_time_s": out.compile_s, "cohort_wall_time_s": time.time() - out.wall0,
           "cohort_devices": self.prog.mesh.size, "shared_batches": self.batches.shared,
           "backend": jax.default_backend(), "curve": rec["curve"],
-          **rec["last_metrics"],  # the model's and QAT's metric/* at the last log step
+          **rec["last_metrics"],  # metric/* and opt/* at the last log step
       }
       files.atomic_write_json(os.path.join(self.trial_dir(i), "summary.json"), s)
       summaries.append(s)

@@ -262,7 +262,7 @@ def objective_value(summary: dict, objective: str, refs: tuple | None = None) ->
 
 def _scalars(summary: dict) -> dict:
   out = {}
-  keys = [*SUMMARY_KEYS, *sorted(k for k in summary if k.startswith("metric/"))]
+  keys = [*SUMMARY_KEYS, *sorted(k for k in summary if k.startswith(("metric/", "opt/")))]
   for k in keys:
     v = summary.get(k)
     out[k] = v.item() if hasattr(v, "item") else v

@@ -106,6 +106,11 @@ def check_resume(saved: Sequence[dict], current: Sequence[dict], allow: bool = F
   return bool(lines)
 
 
+# Logged diagnostics whose last values a trial's record keeps (its summary shows them): the
+# model's `metric/...` and the optimizer's `opt/...` (the nested controller's multipliers).
+DIAGNOSTICS = ("metric/", "opt/")
+
+
 def new_record(config) -> dict:
   """The host-side record of one trial (saved in the checkpoint meta)."""
   return {"stop_reason": None, "best_val_loss": None, "last_val_loss": None,
@@ -302,7 +307,7 @@ class Loop:
           rec["stop_reason"] = STOP_PRUNED
       rec["curve"].append(point)
       rec["last_metrics"] = {k: files.finite_or_none(v) for k, v in row.items()
-                             if k.startswith("metric/")}
+                             if k.startswith(DIAGNOSTICS)}
       self.writers[i].write(self.step, **row)
     if evals is not None:
       self.carry = self.program.host_update(self.carry, self.step, evals)
