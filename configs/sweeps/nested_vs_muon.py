@@ -4,11 +4,13 @@ One arm per study: the default arm is deep_nested (mode "seed", the nested grid'
 `configs/sweeps/nested_grid.py`) at the grid's winning depths (MoE M3 C2; TitanMAC M4 C5); the
 `muon` variant is the base config's own Muon+AdamW. The knob `budget` is the run length:
 `train.steps` (equal steps; the nested grid compared at 4800) or, with `time`, `train.max_time_s`
-(equal training time; each trial is its own cohort, K = 1, so the cap is that trial's own training
-clock). 3 seeds per arm, the same seeds in both; compare the arms' per-seed final val losses (each
-report's top table lists every trial with its seed) with a paired t-test:
-`python -m jaxgpt.stats 0:x0,1:x1,2:x2 0:y0,1:y1,2:y2` (nested, then Muon). For equal time, set
-the budget to the Muon arm's measured `train_time_s`: `--config.space.budget.values='(T,)'`.
+(equal training time; each trial is its own cohort by default, K = 1; with
+`--config.clock=calibrated` each trial's clock is steps x its arm's calibrated step time, so
+seeds may share a cohort). 3 seeds per arm by default, the same seeds in both (docs/nested.md's
+comparisons ran 5: `--config.seeds='(0,1,2,3,4)' --config.cohort_size=5`); compare the arms
+with a paired t-test over the seeds, from the reports' JSON: `python -m jaxgpt.stats
+NESTED/trials.json MUON/trials.json`. For equal time, calibrate each arm with `--plan` alone on
+the machine and set the budget: `--config.space.budget.values='(T,)'`.
 Variants (combine with commas):
   cpu     on the `cpu` MoE proxy (`configs/moe.py:cpu`) at batch 8 x 64, 1000 steps / 600 s;
           with titans on `configs/titans.py:cpu` at batch 4 x 64 (the grid's run sizes)
