@@ -88,19 +88,20 @@ def mean_cell(values: Mapping[int, float], digits: int = 4) -> str:
 def judge_all(pairs: Sequence[tuple[str, Mapping, Mapping]]
               ) -> dict[str, tuple[stats_lib.Comparison, float, str] | None]:
   """{name: (comparison, Holm p, verdict)} of (name, arm, baseline) pairs, Holm over those with
-  2+ seeds in both arms; None where a test cannot be made."""
+  2+ seeds in both arms; where no test can be made, why ("not run yet", "fewer than 2 seeds")."""
   comps = {name: stats_lib.compare(a, b) for name, a, b in pairs
            if len(a) >= 2 and len(b) >= 2}
   adjusted, _ = stats_lib.holm([c.p for c in comps.values()])
-  out: dict[str, Any] = {name: None for name, _, _ in pairs}
+  out: dict[str, Any] = {name: "not run yet" if not a or not b else "fewer than 2 seeds"
+                         for name, a, b in pairs}
   for (name, c), p in zip(comps.items(), adjusted):
     out[name] = (c, p, stats_lib.verdict(c, p))
   return out
 
 
-def diff_cells(j: tuple | None, digits: int = 4) -> list[str]:
-  if j is None:
-    return ["-", "-", "-", "fewer than 2 seeds"]
+def diff_cells(j: tuple | str, digits: int = 4) -> list[str]:
+  if isinstance(j, str):  # no test: why
+    return ["-", "-", "-", j]
   c, p, words = j
   return [f"{c.diff:+.{digits}f} [{c.ci[0]:+.{digits}f}, {c.ci[1]:+.{digits}f}]", f"{c.p:.3g}",
           f"{p:.3g}", words]
@@ -161,7 +162,7 @@ def horizon_table(s: Study, metric: str = "val_bpb") -> str:
   rows = []
   for k in HORIZON_LOO:
     a, b = j1[k], j4[k]
-    keeps = "-" if a is None or b is None else (
+    keeps = "-" if isinstance(a, str) or isinstance(b, str) else (
         "same sign" if np.sign(a[0].diff) == np.sign(b[0].diff) else "sign flips")
     rows.append([k, *diff_cells(a)[0:1], diff_cells(a)[3], *diff_cells(b)[0:1],
                  diff_cells(b)[3], keeps])
