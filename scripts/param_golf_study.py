@@ -1,6 +1,6 @@
 """Rebuilds the tables of docs/studies/param_golf.md from the studies' committed JSON.
 
-  python scripts/param_golf_study.py            # rewrite the page's tables
+  python scripts/param_golf_study.py            # rewrite the page's tables and its plots
   python scripts/param_golf_study.py --check    # exit 1 if the page differs from a rebuild
 
 Reads docs/studies/param_golf/{trials.json, head_div/, artifacts/, int6_tune/, int6/} (each a
@@ -36,6 +36,8 @@ def main(argv):
       return 1
     print(f"{_PAGE.value}: tables match their rebuild")
     return 0
+  for path in study.write_plots(_FOLDER.value):  # first: the page links the plots it finds
+    print(f"wrote {path}")
   changed = study.update_page(_PAGE.value, _FOLDER.value)
   print(f"{_PAGE.value}: {'rewritten' if changed else 'unchanged'}")
   return 0

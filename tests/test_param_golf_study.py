@@ -42,6 +42,9 @@ def test_ladder_steps_are_compared_with_the_step_before(tmp_path):
   assert "0.0000 [-0.0248, +0.0248]" in rows["L02_softcap20_rope5000"]  # (float zero's sign)
   assert "not resolved with 3 seeds" in rows["L02_softcap20_rope5000"]
   assert "1.5906" in rows["L01_tidal"] and "-0.0211" in rows["L01_tidal"]  # published
+  assert study.plot_ladder(s, str(tmp_path / "ladder.png"))
+  assert (tmp_path / "ladder.png").stat().st_size > 1000
+  assert not study.plot_loo(s, str(tmp_path / "loo.png"))  # no leave-one-out arm: no plot
   page = study.render(str(tmp_path))
   assert "Not run yet (no int6/trials.json)." in page
   assert "Not run yet (no head_div/trials.json)." in page

@@ -261,6 +261,84 @@ def artifacts_table(art: Study, ladder: Study | None) -> str:
 
 
 # ------------------------------------------------------------------------------------------
+# Plots.
+
+def _errorbar(ax, xs, comps, **kw):
+  """Differences with their 95% intervals (`Comparison`s; None where no test)."""
+  pts = [(x, c) for x, c in zip(xs, comps) if c is not None]
+  if pts:
+    ax.errorbar([x for x, _ in pts], [c.diff for _, c in pts],
+                yerr=[[c.diff - c.ci[0] for _, c in pts], [c.ci[1] - c.diff for _, c in pts]],
+                fmt="o-", capsize=3, **kw)
+
+
+def plot_ladder(s: Study, path: str, metric: str = "val_bpb") -> bool:
+  """Each ladder step's bpb minus the baseline's (paired, with its 95% interval) beside the
+  published progression's; False when fewer than two steps have 2+ seeds."""
+  labels = s.labels("ladder")
+  base = s.values(labels[0], metric)
+  comps = [stats_lib.compare(s.values(x, metric), base)
+           if len(s.values(x, metric)) >= 2 and len(base) >= 2 and x != labels[0] else None
+           for x in labels]
+  if sum(c is not None for c in comps) < 1:
+    return False
+  plt = report._plt()
+  fig, ax = plt.subplots(figsize=(9, 4.5))
+  xs = list(range(len(labels)))
+  pub = [PUBLISHED[x] - PUBLISHED[labels[0]] for x in labels]
+  ax.plot(xs, pub, "s--", color="gray", label="PR #1434 (RTX 4000 Ada proxy, one run each)")
+  ax.plot([0], [0.0], "o", color="C0")
+  _errorbar(ax, xs, comps, color="C0", label="this proxy: mean over seeds, paired 95% interval")
+  ax.axhline(0.0, color="black", lw=0.5)
+  ax.set_xticks(xs, [x.split("_", 1)[1] for x in labels], rotation=35, ha="right")
+  ax.set_ylabel(f"{metric} - the baseline's")
+  ax.set_title("The ladder: each configuration against the PR's baseline")
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return True
+
+
+def plot_loo(s: Study, path: str, metric: str = "val_bpb") -> bool:
+  """Each leave-one-out arm minus the final configuration, with its 95% interval (above 0:
+  removing the knob hurts, so the final configuration needs it)."""
+  final = s.values("L10_decoder_final", metric)
+  arms = [x for x in s.labels("loo")]
+  comps = [stats_lib.compare(s.values(x, metric), final)
+           if len(s.values(x, metric)) >= 2 and len(final) >= 2 else None for x in arms]
+  if not any(c is not None for c in comps):
+    return False
+  plt = report._plt()
+  fig, ax = plt.subplots(figsize=(6, 4.5))
+  ys = list(range(len(arms)))
+  pts = [(y, c) for y, c in zip(ys, comps) if c is not None]
+  ax.errorbar([c.diff for _, c in pts], [y for y, _ in pts],
+              xerr=[[c.diff - c.ci[0] for _, c in pts], [c.ci[1] - c.diff for _, c in pts]],
+              fmt="o", capsize=3)
+  ax.axvline(0.0, color="black", lw=0.5)
+  ax.set_yticks(ys, [x[len("LOO_"):] for x in arms])
+  ax.invert_yaxis()
+  ax.set_xlabel(f"{metric}: without the knob - the final configuration")
+  ax.set_title("Leave-one-out from the final configuration")
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return True
+
+
+def write_plots(folder: str) -> list[str]:
+  """The ladder and leave-one-out plots beside the ladder's JSON; the paths written."""
+  ladder = load(folder, "")
+  out = []
+  if ladder is not None:
+    for name, fn in (("ladder.png", plot_ladder), ("loo.png", plot_loo)):
+      if fn(ladder, os.path.join(folder, name)):
+        out.append(os.path.join(folder, name))
+  return out
+
+
+# ------------------------------------------------------------------------------------------
 # The page.
 
 def render(folder: str) -> str:
@@ -273,11 +351,15 @@ def render(folder: str) -> str:
     body = fn() if study is not None else f"Not run yet (no {where}/trials.json)."
     parts.append(f"### {title}\n\n{body}")
 
+  def image(name: str, alt: str) -> str:
+    return f"\n\n![{alt}](param_golf/{name})" if os.path.exists(os.path.join(folder, name)) else ""
+
   section("The ladder, each step against the one before", ladder,
-          lambda: ladder_table(ladder), "param_golf")
-  section("Leave-one-out from the final configuration", ladder,
-          lambda: against_table(ladder, "loo", "L10_decoder_final", extra=("val_bpb_pg",)),
+          lambda: ladder_table(ladder) + image("ladder.png", "the ladder against the PR's"),
           "param_golf")
+  section("Leave-one-out from the final configuration", ladder,
+          lambda: against_table(ladder, "loo", "L10_decoder_final", extra=("val_bpb_pg",))
+          + image("loo.png", "leave-one-out differences"), "param_golf")
   section("4x the horizon", ladder, lambda: horizon_table(ladder), "param_golf")
   section("Head diversity: the weight scan", hd, lambda: head_div_table(hd), "head_div")
   section("The ladder's two ends as artifacts", art, lambda: artifacts_table(art, ladder),
