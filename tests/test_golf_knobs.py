@@ -243,7 +243,9 @@ def test_log_head_cos_logs_the_cosine_and_changes_nothing():
      r"^model.head_diversity=0.1 needs model.num_heads >= 2"),
     ("ngpt", dict(head_diversity=0.1), r"^model.head_diversity=0.1 .*model.name='ngpt'"),
     ("titans", dict(head_diversity=0.1), r"^model.head_diversity=0.1 .*model.name='titans'"),
-    ("gpt", dict(log_head_cos=1), r"^model.log_head_cos=1 must be True or False$"),
+    ("ngpt", dict(log_head_cos=True), r"^model.log_head_cos=True .*model.name='ngpt'"),
+    ("gpt", dict(log_head_cos=True, num_heads=1, num_kv_heads=1),
+     r"^model.log_head_cos=True needs model.num_heads >= 2"),
 ])
 def test_head_diversity_config_errors(name, overrides, pattern):
   c = load_config(name, "test")

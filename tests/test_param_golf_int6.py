@@ -3,7 +3,9 @@ ladder's head-diversity scan: the arms differ in exactly their factors, every po
 valid config, and a tiny real sweep of the int6 study's `test` variant trains QAT trials in
 cohorts, exports each trial's int6 artifact and ranks by its round trip."""
 
+import json
 import math
+import os
 
 import pytest
 
@@ -81,5 +83,10 @@ def test_a_tiny_int6_sweep_exports_and_ranks_each_trial(tmp_path):
   assert r["state"] == "COMPLETE" and r["params"]["qat"] == "int6_late"
   assert math.isfinite(summ["val_bpb_roundtrip"]) and summ["artifact_format"] == "int6"
   assert summ["artifact_model_bytes"] > 0 and math.isfinite(summ["val_bpb_pg"])
+  trial_dir = os.path.join(str(tmp_path), r["run_dir"], f"trial_{r['cohort_index']}")
+  on_disk = json.loads(open(os.path.join(trial_dir, "summary.json")).read())
+  assert on_disk["val_bpb_roundtrip"] == summ["val_bpb_roundtrip"]
+  assert os.path.dirname(on_disk["artifact_path"]) == trial_dir  # the trial's own folder
+  assert os.path.getsize(on_disk["artifact_path"]) == summ["artifact_model_bytes"]
   assert summ["metric/qat_on"] == 1.0 and 0.0 <= summ["metric/qat_floor_share"] <= 1.0
   assert r["value"] == pytest.approx(summ["val_bpb_roundtrip"])  # what Optuna was told

@@ -93,7 +93,8 @@ def _tune(c):
 
 def _test(c):
   c.base.variants = "test,systematic_search"
-  c.base.overrides = {"train": {"max_time_s": None, "steps": 6, "eval_every": 6},
+  c.base.overrides = {"train": {"max_time_s": None, "steps": 6, "eval_every": 6,
+                                "final_eval_tokens": 1024},
                       "data": PG_DATA, "model": {"qat_threshold": 0.9},
                       "export": {"at_end": True, "format": "int6", "fp16_max_numel": 0}}
   c.groups = {"late": (dict(label="late_muon_ste", **FORMS["late"]),)}

@@ -192,12 +192,15 @@ def check_head_diversity(m: Any) -> float:
   weight = checks.positive("model.head_diversity", m.get("head_diversity", 0.0), allow_zero=True)
   if weight == 0 and not m.get("log_head_cos", False):
     return weight
+  # the knob that asks for the heads' cosine: the penalty, or logging it alone
+  knob, value, off = (("model.head_diversity", weight, "0.0") if weight else
+                      ("model.log_head_cos", True, "False"))
   name = m.get("name", "gpt")
   if name not in BLOCK_FAMILIES:
-    raise ConfigError(f"model.head_diversity={weight!r} penalises the GPT attention's output "
-                      f"projection and is not implemented for model.name={name!r}; set "
-                      f"model.head_diversity=0.0 or model.name in {BLOCK_FAMILIES}")
+    raise ConfigError(f"{knob}={value!r} reads the GPT attention's output projection and is "
+                      f"not implemented for model.name={name!r}; set {knob}={off} or "
+                      f"model.name in {BLOCK_FAMILIES}")
   if m.num_heads < 2:
-    raise ConfigError(f"model.head_diversity={weight!r} needs model.num_heads >= 2 (a cosine "
-                      f"between heads); got model.num_heads={m.num_heads}")
+    raise ConfigError(f"{knob}={value!r} needs model.num_heads >= 2 (a cosine between heads); "
+                      f"got model.num_heads={m.num_heads}")
   return weight
