@@ -51,6 +51,23 @@ class Study:
         runs = [r for r in done if report.matches(r["params"], params)]
         self.by_label[label] = {int(r["seed"]): r["summary"] for r in runs}
 
+  def progress(self) -> str:
+    """'k of n trials finished' (n: each distinct point x the sweep's seeds)."""
+    points = {report.config_key(p) for pts in self.groups.values() for _, p in pts}
+    done = sum(len(v) for v in self.by_label_unique().values())
+    return f"{done} of {len(points) * len(self.meta.get('seeds') or [])} trials finished"
+
+  def by_label_unique(self) -> dict[str, dict[int, dict]]:
+    """by_label with a point listed in several groups counted once."""
+    out, seen = {}, set()
+    for g, points in self.groups.items():
+      for label, params in points:
+        key = report.config_key(params)
+        if key not in seen:
+          seen.add(key)
+          out[label] = self.by_label.get(label, {})
+    return out
+
   def labels(self, group: str) -> list[str]:
     return [label for label, _ in self.groups.get(group, [])]
 
@@ -350,6 +367,14 @@ def render(folder: str) -> str:
   def section(title: str, study: Study | None, fn, where: str):
     body = fn() if study is not None else f"Not run yet (no {where}/trials.json)."
     parts.append(f"### {title}\n\n{body}")
+
+  done = [(name, s.progress()) for name, s in (("the ladder study", ladder), ("head diversity", hd),
+                                               ("the artifacts", art), ("the LR tune", tune),
+                                               ("the int6 study", int6)) if s is not None]
+  if done:
+    parts.append("Finished so far: " + "; ".join(f"{n}, {p}" for n, p in done) + ". Each "
+                 "table's Holm adjustment is over the comparisons it can make with the trials "
+                 "finished; a table with arms still to run will be judged again.")
 
   def image(name: str, alt: str) -> str:
     return f"\n\n![{alt}](param_golf/{name})" if os.path.exists(os.path.join(folder, name)) else ""
