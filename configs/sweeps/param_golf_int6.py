@@ -42,9 +42,10 @@ from jaxgpt.sweep.spec import base_sweep, overrides_of
 PG_DATA = {"tokenizer": "spm1024", "document_separator": "bos"}  # as param_golf_ladder.py
 STEPS = 360  # the ladder's step budget (param_golf_ladder.py)
 MUON_LR = 0.02  # PR #141's
-# AdamW's LR: the `tune` variant's best mean val_bpb (docs/studies/param_golf.md); None until
-# that study has run, and the 2 x 2 refuses to start without it.
-ADAM_LR = None
+# AdamW's LR: the `tune` variant's best mean val_bpb (docs/studies/param_golf.md, int6_tune/:
+# 0.001 2.5330, 0.002 2.4926, 0.004 2.6089, 0.008 2.6879 over seeds 0 and 1; commit 91477c5).
+# The 2 x 2 refuses to start while it is None.
+ADAM_LR = 0.002
 LATE_FLOOR = 1.0 / 31
 # Which matrices QAT and the artifact quantize: those above export.fp16_max_numel elements.
 # parameter-golf's 65,536 at width 512 quantizes every block matrix; at the proxy's width 128 no
