@@ -17,7 +17,7 @@
 - `verdict(...)`: "better", "worse", or "not resolved with n seeds" — never "no effect": a
   difference the seeds do not resolve may still be there.
 - `compare_all(arms, baseline)`: every arm against the baseline, Holm over the lot, a verdict
-  each (what a report table shows).
+  each (what a report table shows); `compare_pairs` the same with a baseline per arm.
 - `pooled_std`, `resolvable_difference`: a plan's smallest difference a pilot's seed spread
   lets n seeds resolve (`python -m jaxgpt.sweep ... --plan --pilot trials.json`).
 - `censored_median(times, n)`: time to target is censored (a run that did not reach the target
@@ -225,26 +225,41 @@ def verdict(c: Comparison, p_adjusted: float, alpha: float = 0.05,
   return BETTER if (c.diff < 0) == lower_is_better else WORSE
 
 
+def compare_pairs(pairs: Mapping[str, tuple[Values, Values]], *, alpha: float = 0.05,
+                  lower_is_better: bool = True, base_name: str = "baseline",
+                  paired: bool | None = None, confidence: float = 0.95) -> dict[str, Judged]:
+  """{name: (arm, baseline)} judged pair by pair, each against its own baseline (a ladder's
+  step against the one before it), Holm over the pairs whose two sides both have at least 2
+  seeds. A pair with a side that has none gets no comparison and the verdict 'not run yet';
+  one with a side of 1 seed, 'n/a: 1 seed'."""
+  comps: dict[str, Comparison] = {}
+  out: dict[str, Judged] = {}
+  for name, (values, baseline) in pairs.items():
+    n = min(len(values), len(baseline))
+    if n == 0:
+      out[name] = Judged(None, None, "not run yet")
+    elif n < 2:
+      out[name] = Judged(None, None, "n/a: 1 seed")
+    else:
+      comps[name] = compare(values, baseline, paired=paired, arm_name=name,
+                            base_name=base_name, confidence=confidence)
+  adjusted, _ = holm([c.p for c in comps.values()], alpha)
+  for (name, c), p in zip(comps.items(), adjusted):
+    out[name] = Judged(c, p, verdict(c, p, alpha, lower_is_better))
+  return {name: out[name] for name in pairs}
+
+
 def compare_all(arms: Mapping[str, Values], baseline: Values, *, alpha: float = 0.05,
                 lower_is_better: bool = True, base_name: str = "baseline",
                 confidence: float = 0.95) -> dict[str, Judged]:
   """Every arm against `baseline` (paired where the seeds match), Holm over the arms that have
-  at least 2 seeds; an arm with fewer gets no comparison and the verdict 'n/a: 1 seed'. The
-  baseline itself needs 2 seeds (StatsError otherwise)."""
+  at least 2 seeds (`compare_pairs` with one baseline); an arm with fewer gets no comparison
+  and the verdict 'n/a: 1 seed' ('not run yet' with none). The baseline itself needs 2 seeds
+  (StatsError otherwise)."""
   _arm(base_name, baseline)
-  comps: dict[str, Comparison] = {}
-  out: dict[str, Judged] = {}
-  for name, values in arms.items():
-    n = len(values)
-    if n < 2:
-      out[name] = Judged(None, None, f"n/a: {n} seed{'s' * (n != 1)}")
-    else:
-      comps[name] = compare(values, baseline, arm_name=name, base_name=base_name,
-                            confidence=confidence)
-  adjusted, _ = holm([c.p for c in comps.values()], alpha)
-  for (name, c), p in zip(comps.items(), adjusted):
-    out[name] = Judged(c, p, verdict(c, p, alpha, lower_is_better))
-  return {name: out[name] for name in arms}
+  return compare_pairs({name: (values, baseline) for name, values in arms.items()},
+                       alpha=alpha, lower_is_better=lower_is_better, base_name=base_name,
+                       confidence=confidence)
 
 
 def pooled_std(groups: Sequence[Sequence[float]]) -> tuple[float, int]:

@@ -267,6 +267,31 @@ def test_compare_all_holm_over_the_table():
   assert stats.compare_all({"a": arms["a"]}, BASE)["a"].verdict == "better"
 
 
+def test_compare_pairs_judges_each_arm_against_its_own_baseline():
+  shifted = {s: v + 0.5 for s, v in BASE.items()}
+  pairs = {
+      # the same arm against BASE (paired p = 0.035099, as above) and against BASE + 0.5
+      "step 1": ({0: 0.97, 1: 1.08, 2: 1.16}, BASE),
+      "step 2": ({s: v + 0.5 for s, v in {0: 0.97, 1: 1.08, 2: 1.16}.items()}, shifted),
+      "step 3": ({}, shifted),  # not run yet
+      "step 4": ({0: 1.0}, BASE),  # one seed
+  }
+  got = stats.compare_pairs(pairs)
+  assert list(got) == list(pairs)
+  # the same paired differences twice: p equal, Holm over m = 2 doubles both
+  p = 1 - math.sqrt(27 / 29)
+  _close(got["step 1"].comparison.p, p, 1e-9)
+  _close(got["step 2"].comparison.p, p, 1e-9)
+  _close(got["step 1"].p_adjusted, 2 * p, 1e-9)
+  _close(got["step 2"].p_adjusted, 2 * p, 1e-9)
+  assert got["step 3"] == stats.Judged(None, None, "not run yet")
+  assert got["step 4"] == stats.Judged(None, None, "n/a: 1 seed")
+  # one baseline for all: compare_all's answer
+  one = stats.compare_pairs({"a": pairs["step 1"]})
+  assert one["a"] == stats.compare_all({"a": pairs["step 1"][0]}, BASE)["a"]
+  assert one["a"].verdict == "better"
+
+
 def test_censored_median():
   # Unreached runs count as +inf: (10, 20, inf) -> 20; (10, 20, inf, inf) -> inf (half never
   # got there); (10, 20, 30, inf) -> (20 + 30) / 2 = 25.

@@ -102,24 +102,16 @@ def mean_cell(values: Mapping[int, float], digits: int = 4) -> str:
   return f"{np.mean(xs):.{digits}f} ± {np.std(xs, ddof=1):.{digits}f}"
 
 
-def judge_all(pairs: Sequence[tuple[str, Mapping, Mapping]]
-              ) -> dict[str, tuple[stats_lib.Comparison, float, str] | None]:
-  """{name: (comparison, Holm p, verdict)} of (name, arm, baseline) pairs, Holm over those with
-  2+ seeds in both arms; where no test can be made, why ("not run yet", "fewer than 2 seeds")."""
-  comps = {name: stats_lib.compare(a, b) for name, a, b in pairs
-           if len(a) >= 2 and len(b) >= 2}
-  adjusted, _ = stats_lib.holm([c.p for c in comps.values()])
-  out: dict[str, Any] = {name: "not run yet" if not a or not b else "fewer than 2 seeds"
-                         for name, a, b in pairs}
-  for (name, c), p in zip(comps.items(), adjusted):
-    out[name] = (c, p, stats_lib.verdict(c, p))
-  return out
+def judge_all(pairs: Sequence[tuple[str, Mapping, Mapping]]) -> dict[str, stats_lib.Judged]:
+  """{name: Judged} of (name, arm, baseline) pairs (`stats.compare_pairs`: Holm over those with
+  2+ seeds in both arms; where no test can be made, the verdict says why)."""
+  return stats_lib.compare_pairs({name: (a, b) for name, a, b in pairs})
 
 
-def diff_cells(j: tuple | str, digits: int = 4) -> list[str]:
-  if isinstance(j, str):  # no test: why
-    return ["-", "-", "-", j]
+def diff_cells(j: stats_lib.Judged, digits: int = 4) -> list[str]:
   c, p, words = j
+  if c is None:  # no test: the verdict says why
+    return ["-", "-", "-", words]
   return [f"{c.diff:+.{digits}f} [{c.ci[0]:+.{digits}f}, {c.ci[1]:+.{digits}f}]", f"{c.p:.3g}",
           f"{p:.3g}", words]
 
@@ -179,8 +171,9 @@ def horizon_table(s: Study, metric: str = "val_bpb") -> str:
   rows = []
   for k in HORIZON_LOO:
     a, b = j1[k], j4[k]
-    keeps = "-" if isinstance(a, str) or isinstance(b, str) else (
-        "same sign" if np.sign(a[0].diff) == np.sign(b[0].diff) else "sign flips")
+    keeps = "-" if a.comparison is None or b.comparison is None else (
+        "same sign" if np.sign(a.comparison.diff) == np.sign(b.comparison.diff)
+        else "sign flips")
     rows.append([k, *diff_cells(a)[0:1], diff_cells(a)[3], *diff_cells(b)[0:1],
                  diff_cells(b)[3], keeps])
   rows.append(["(final configuration)", mean_cell(final1), "", mean_cell(final4), "", ""])
@@ -236,7 +229,7 @@ def int6_tables(s: Study) -> str:
       inter[form] = stats_lib.interaction(v["muon_ste"], v["muon"], v["adamw_ste"], v["adamw"])
   if inter:
     adjusted, _ = stats_lib.holm([c.p for c in inter.values()])
-    rows = [[form, *diff_cells((c, p, stats_lib.verdict(c, p)))]
+    rows = [[form, *diff_cells(stats_lib.Judged(c, p, stats_lib.verdict(c, p)))]
             for (form, c), p in zip(inter.items(), adjusted)]
     out.append("The interaction, (Muon + STE - Muon) - (AdamW + STE - AdamW) in round-trip bpb "
                "(above 0: STE costs Muon more), Holm over the two forms:\n\n" +
@@ -248,15 +241,12 @@ def systematic_table(ladder: Study, int6: Study) -> str:
   """PR #141's settings (the int6 study's Muon no-STE arm) beside the ladder's two ends, Welch
   (another sequence length: seed s reads other batches)."""
   ss = int6.values(int6.labels("quantile")[0], "val_bpb")
-  rows = []
-  pairs = [(name, ss, ladder.values(label, "val_bpb"))
-           for name, label in (("vs the ladder's baseline", "L00_baseline"),
-                               ("vs the ladder's final configuration", "L10_decoder_final"))]
-  comps = {n: stats_lib.compare(a, b, paired=False) for n, a, b in pairs
-           if len(a) >= 2 and len(b) >= 2}
-  adjusted, _ = stats_lib.holm([c.p for c in comps.values()])
-  for (n, c), p in zip(comps.items(), adjusted):
-    rows.append([n, *diff_cells((c, p, stats_lib.verdict(c, p)))])
+  judged = stats_lib.compare_pairs(
+      {name: (ss, ladder.values(label, "val_bpb"))
+       for name, label in (("vs the ladder's baseline", "L00_baseline"),
+                           ("vs the ladder's final configuration", "L10_decoder_final"))},
+      paired=False)
+  rows = [[n, *diff_cells(j)] for n, j in judged.items()]
   head = f"PR #141's settings (Muon, no QAT): val_bpb {mean_cell(ss)}\n\n"
   return head + table(["PR #141 - arm", *DIFF], rows)
 
