@@ -270,24 +270,32 @@ def artifacts_table(art: Study, ladder: Study | None) -> str:
 # ------------------------------------------------------------------------------------------
 # Plots.
 
-def _errorbar(ax, xs, comps, **kw):
-  """Differences with their 95% intervals (`Comparison`s; None where no test)."""
+def _errorbar(ax, xs, comps, horizontal: bool = False, **kw):
+  """Differences with their 95% intervals (`Comparison`s; None where no test) at positions xs,
+  drawn along the y axis (along x when horizontal)."""
   pts = [(x, c) for x, c in zip(xs, comps) if c is not None]
-  if pts:
-    ax.errorbar([x for x, _ in pts], [c.diff for _, c in pts],
-                yerr=[[c.diff - c.ci[0] for _, c in pts], [c.ci[1] - c.diff for _, c in pts]],
-                fmt="o-", capsize=3, **kw)
+  if not pts:
+    return
+  at, diffs = [x for x, _ in pts], [c.diff for _, c in pts]
+  err = [[c.diff - c.ci[0] for _, c in pts], [c.ci[1] - c.diff for _, c in pts]]
+  if horizontal:
+    ax.errorbar(diffs, at, xerr=err, fmt="o", capsize=3, **kw)
+  else:
+    ax.errorbar(at, diffs, yerr=err, fmt="o-", capsize=3, **kw)
+
+
+def _comparisons(s: Study, arms: Sequence[str], base: str, metric: str) -> list:
+  """Each arm against `base` (its Comparison, None where no test can be made)."""
+  judged = judge_all([(a, s.values(a, metric), s.values(base, metric)) for a in arms])
+  return [judged[a].comparison for a in arms]
 
 
 def plot_ladder(s: Study, path: str, metric: str = "val_bpb") -> bool:
   """Each ladder step's bpb minus the baseline's (paired, with its 95% interval) beside the
-  published progression's; False when fewer than two steps have 2+ seeds."""
+  published progression's; False when no step can be compared yet."""
   labels = s.labels("ladder")
-  base = s.values(labels[0], metric)
-  comps = [stats_lib.compare(s.values(x, metric), base)
-           if len(s.values(x, metric)) >= 2 and len(base) >= 2 and x != labels[0] else None
-           for x in labels]
-  if sum(c is not None for c in comps) < 1:
+  comps = [None] + _comparisons(s, labels[1:], labels[0], metric)
+  if not any(c is not None for c in comps):
     return False
   plt = report._plt()
   fig, ax = plt.subplots(figsize=(9, 4.5))
@@ -310,19 +318,14 @@ def plot_ladder(s: Study, path: str, metric: str = "val_bpb") -> bool:
 def plot_loo(s: Study, path: str, metric: str = "val_bpb") -> bool:
   """Each leave-one-out arm minus the final configuration, with its 95% interval (above 0:
   removing the knob hurts, so the final configuration needs it)."""
-  final = s.values("L10_decoder_final", metric)
-  arms = [x for x in s.labels("loo")]
-  comps = [stats_lib.compare(s.values(x, metric), final)
-           if len(s.values(x, metric)) >= 2 and len(final) >= 2 else None for x in arms]
+  arms = s.labels("loo")
+  comps = _comparisons(s, arms, "L10_decoder_final", metric)
   if not any(c is not None for c in comps):
     return False
   plt = report._plt()
   fig, ax = plt.subplots(figsize=(6, 4.5))
   ys = list(range(len(arms)))
-  pts = [(y, c) for y, c in zip(ys, comps) if c is not None]
-  ax.errorbar([c.diff for _, c in pts], [y for y, _ in pts],
-              xerr=[[c.diff - c.ci[0] for _, c in pts], [c.ci[1] - c.diff for _, c in pts]],
-              fmt="o", capsize=3)
+  _errorbar(ax, ys, comps, horizontal=True)
   ax.axvline(0.0, color="black", lw=0.5)
   ax.set_yticks(ys, [x[len("LOO_"):] for x in arms])
   ax.invert_yaxis()
