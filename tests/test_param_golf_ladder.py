@@ -30,8 +30,14 @@ def test_leave_one_out_and_horizon_arms():
     if name == "head_div0.01":
       assert changed == {"head_div"} and p["head_div"] == 0.01
     else:
-      want = {k for k in ladder.LOO[name] if final.get(k, base[k]) != base[k]}
-      assert changed == want and all(p[k] == base[k] for k in want), name
+      to = {**{k: base[k] for k in ladder.LOO[name]}, **ladder.LOO_TO.get(name, {})}
+      want = {k for k, v in to.items() if final.get(k, base[k]) != v}
+      assert changed == want and all(p[k] == to[k] for k in want), name
+  # parameter-golf's token table has one LR tied (0.05) and another untied (0.6 by default):
+  # untying alone goes back to the tied table at its LR, the embedding LR to the untied default
+  loo = {p["label"]: p for p in ladder.loo_points()}
+  assert (loo["LOO_untied"]["tie"], loo["LOO_untied"]["embed_lr"]) == (True, 0.05)
+  assert (loo["LOO_embed_lr"]["tie"], loo["LOO_embed_lr"]["embed_lr"]) == (False, 0.6)
   horizon = ladder.horizon_points()
   assert len(horizon) == 2 + len(ladder.SHAPE_DEPENDENT)
   for p in horizon:
@@ -39,7 +45,7 @@ def test_leave_one_out_and_horizon_arms():
 
 
 def test_every_point_builds_a_valid_config():
-  for variants in ("", "test"):
+  for variants in ("", "test", "loo_embed"):
     s = spec.load_sweep("configs/sweeps/param_golf_ladder.py" + (f":{variants}" if variants
                                                                    else ""))
     base = spec.load_experiment(s)
@@ -49,5 +55,8 @@ def test_every_point_builds_a_valid_config():
     if not variants:
       assert len(points) == 29 and {g: len(v) for g, v in table.items()} == {
           "ladder": 11, "loo": 12, "horizon": 6}
+    if variants == "loo_embed":
+      assert [p["label"] for p in s.groups.loo_embed] == [
+          "L10_decoder_final", "LOO_untied", "LOO_embed_lr"]
     configs, _ = runner._stage1_configs(s, base, runner.stage1_dims(s), ())
     assert all(c.train.max_time_s is None for c in configs)  # step budgets, no time cap

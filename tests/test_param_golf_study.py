@@ -50,6 +50,27 @@ def test_ladder_steps_are_compared_with_the_step_before(tmp_path):
   assert "Not run yet (no head_div/trials.json)." in page
 
 
+def test_rerun_loo_arms_are_compared_with_their_own_final_configuration(tmp_path):
+  final = ("L10_decoder_final", {"x": 10})
+  groups = {"ladder": [final], "loo": [("LOO_kv", {"x": 11}), ("LOO_untied", {"x": 12})]}
+  values = {"L10_decoder_final": {0: 1.50, 1: 1.52, 2: 1.51},
+            "LOO_kv": {0: 1.53, 1: 1.55, 2: 1.54}}  # +0.03 on every seed; LOO_untied skipped
+  write_study(tmp_path, groups, values)
+  rerun = {"loo_embed": [final, ("LOO_untied", {"x": 13})]}
+  write_study(tmp_path / "loo_embed", rerun, {"L10_decoder_final": {0: 1.60, 1: 1.61, 2: 1.62},
+                                              "LOO_untied": {0: 1.65, 1: 1.66, 2: 1.67}})
+  ladder, redo = study.load(str(tmp_path), ""), study.load(str(tmp_path), "loo_embed")
+  rows = {line.split(" | ")[0].strip("| "): line
+          for line in study.loo_table(ladder, None).splitlines()}
+  assert "not run yet" in rows["LOO_untied"] and "+0.0300 [" in rows["LOO_kv"]
+  rows = {line.split(" | ")[0].strip("| "): line
+          for line in study.loo_table(ladder, redo).splitlines()}
+  # against the rerun's own final (1.61), not the ladder's (1.51): +0.05, not +0.15
+  assert "+0.0500 [" in rows["LOO_untied *"] and "+0.0300 [" in rows["LOO_kv"]
+  assert "1.6100" in rows["L10_decoder_final (loo_embed/)"]
+  assert study.plot_loo(ladder, str(tmp_path / "loo.png"), rerun=redo)
+
+
 def test_the_int6_tables_give_the_interaction(tmp_path):
   arms = ("muon", "muon_ste", "adamw", "adamw_ste")
   groups = {form: [(f"{form}_{a}", {"form": form, "arm": a}) for a in arms]

@@ -7,11 +7,19 @@ Groups (3 seeds each; every point is the PR's baseline with the overrides listed
            base 5000; + parallel blocks; + SiLU^2; + an asymmetric encoder split (1 encoder
            layer); + soft-cap 15 and matrix LR 0.10; + matrix LR 0.11; + 2 KV heads; + untied
            embeddings (embedding LR 0.8, head LR 0.008); + pure decoder (no encoder layers) and
-           HEAD_DIVERSITY 1e-4: the final configuration
+           HEAD_DIVERSITY 1e-4: the final configuration. The PR's penalty never ran, so its last
+           step was the pure decoder alone; here the penalty acts from L10 on (LOO_head_div
+           measures it)
   loo      from the final configuration, each ladder knob alone back to the baseline's value
            (Tidal, soft-cap, RoPE base, parallel blocks, SiLU^2, the encoder split, matrix LR,
            KV heads, tied embeddings, embedding LR), and head diversity at 0 and at 0.01 (a
-           weight at which the heads' cosine moves; 1e-4 barely does)
+           weight the head_div scan tests). A knob that two ladder steps moved goes back to the
+           baseline's value, undoing both (soft-cap 15 -> 30, matrix LR 0.11 -> 0.04, no encoder
+           layers -> 2). parameter-golf gives the token table its own LR when tied
+           (TIED_EMBED_LR, 0.05) and another when untied (EMBED_LR, default 0.6; the PR's 0.8);
+           jaxgpt's one `optimizer.embed_lr` is whichever table the model has, so "tied
+           embeddings" goes back to a tied table at 0.05 and "embedding LR" to an untied one at
+           0.6 (LOO_TO)
   horizon  4x the steps and the schedule's horizon: the baseline, the final configuration and
            the leave-one-out arms of the four shape-dependent findings the PR's reviewer
            doubted (matrix LR 0.11, Tidal's 38.2% warm-up, RoPE 5000, no encoder layers)
@@ -21,7 +29,8 @@ BPE 1024 trained with its settings on the train split, and a BOS before each wor
 trial logs both bits per byte (val_bpb on the raw bytes, val_bpb_pg by parameter-golf's count).
 Budgets are steps, not a wall-clock cap (a cohort shares one clock, and a time cap gives each
 seed its own step count): STEPS = 360, the steps the `cpu` proxy's baseline fits in its 120 s
-cap on the quiet 2-core machine (docs/benchmarks.md, 360 and 390 for two seeds). The PR's
+cap on the quiet 2-core machine (360 and 390 steps for two seeds in the two-seed comparison
+the study replaced, docs/benchmarks.md before commit 6f4f92f). The PR's
 Tidal runs set ITERATIONS = 400 and their 600 s cap stopped them at about step 276, so Tidal's
 horizon here is STEPS x 400 / 276 = TIDAL_HORIZON steps (`optimizer.schedule_steps`; the
 multiplier 0.1 -> 1 -> 0.1 as the PR computes it), and the run stops at STEPS: 69% of the
@@ -42,6 +51,11 @@ Variants:
   artifacts the ladder's two ends again (the PR's baseline, the final configuration), 3 seeds,
             each writing the int8 artifact and its fresh-process round trip (`export.at_end`):
             the artifact bytes and round-trip bpb of each end (the ladder itself writes none)
+  loo_embed the final configuration and the two embedding arms as LOO_TO defines them: the
+            study that ran at commit 63abd5b had reverted the tie alone (a tied table at 0.8)
+            and the embedding LR to 0.05 (an untied table at the tied LR); those six trials
+            were skipped there and these run instead, each arm against this study's own final
+            configuration
   test  two ladder steps and one leave-one-out arm on the `test` shape, 2 seeds (the tests)
 """
 
@@ -68,7 +82,7 @@ KNOBS = {
     "lr": ("optimizer.lr", 0.04),
     "kv": ("model.num_kv_heads", 4),
     "tie": ("model.tie_embeddings", True),
-    "embed_lr": ("optimizer.embed_lr", 0.05),
+    "embed_lr": ("optimizer.embed_lr", 0.05),  # parameter-golf's TIED_EMBED_LR: a tied table
     "head_div": ("model.head_diversity", 0.0),
 }
 
@@ -106,14 +120,20 @@ def final_point() -> dict:
 LOO = {
     "tidal": ("schedule", "lr_frac", "horizon"), "softcap": ("softcap",), "rope": ("rope",),
     "parallel": ("parallel",), "silu2": ("act",), "decoder": ("encoder",), "lr": ("lr",),
-    "kv": ("kv",), "untied": ("tie",), "embed_lr": ("embed_lr",), "head_div": ("head_div",),
+    "kv": ("kv",), "untied": ("tie", "embed_lr"), "embed_lr": ("embed_lr",),
+    "head_div": ("head_div",),
 }
+# where an arm's knob goes back to other than KNOBS' baseline: the untied table's LR to
+# parameter-golf's default EMBED_LR (KNOBS' 0.05 is the tied table's)
+UNTIED_EMBED_LR = 0.6
+LOO_TO = {"embed_lr": {"embed_lr": UNTIED_EMBED_LR}}
 SHAPE_DEPENDENT = ("lr", "tidal", "rope", "decoder")
 
 
 def loo_points() -> list[dict]:
   final = final_point()
-  out = [dict(label=f"LOO_{name}", **{**final, **{k: KNOBS[k][1] for k in knobs}})
+  out = [dict(label=f"LOO_{name}", **{**final, **{k: KNOBS[k][1] for k in knobs},
+                                       **LOO_TO.get(name, {})})
          for name, knobs in LOO.items()]
   out.append(dict(label="LOO_head_div0.01", **{**final, "head_div": 0.01}))
   return out
@@ -175,7 +195,14 @@ def _artifacts(c):
   c.groups = {"artifacts": (ladder[0], ladder[-1])}
 
 
-VARIANTS = {"test": _test, "head_div": _head_div, "artifacts": _artifacts}
+def _loo_embed(c):
+  c.name = "param_golf_loo_embed"
+  loo = {p["label"]: p for p in loo_points()}
+  c.groups = {"loo_embed": (ladder_points()[-1], loo["LOO_untied"], loo["LOO_embed_lr"])}
+
+
+VARIANTS = {"test": _test, "head_div": _head_div, "artifacts": _artifacts,
+            "loo_embed": _loo_embed}
 
 
 def get_config(variants: str = ""):

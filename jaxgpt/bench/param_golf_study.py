@@ -30,6 +30,7 @@ PUBLISHED = {  # PR #1434's ladder on its RTX 4000 Ada proxy (val_bpb after each
     "L03_parallel": 1.5600, "L04_silu2": 1.5527, "L05_encoder1": 1.5377,
     "L06_softcap15_lr0.10": 1.5354, "L07_lr0.11": 1.5341, "L08_kv2": 1.5329,
     "L09_untied": 1.5211, "L10_decoder_final": 1.5207}
+FINAL = "L10_decoder_final"
 HORIZON_LOO = {"baseline": None, "lr": "LOO_lr", "tidal": "LOO_tidal", "rope": "LOO_rope",
                "decoder": "LOO_decoder"}  # horizon arm -> its 1x counterpart (LOO label)
 
@@ -146,16 +147,29 @@ def ladder_table(s: Study, metric: str = "val_bpb") -> str:
                 "val_bpb_pg", "step vs the one before: " + DIFF[0], *DIFF[1:]], rows)
 
 
-def against_table(s: Study, group: str, base_label: str, metric: str = "val_bpb",
-                  extra: Sequence[str] = ()) -> str:
-  """Every arm of `group` against `base_label` (leave-one-out: against the final one)."""
-  base = s.values(base_label, metric)
-  arms = [label for label in s.labels(group) if label != base_label]
-  judged = judge_all([(a, s.values(a, metric), base) for a in arms])
-  rows = [[base_label, mean_cell(base), *[mean_cell(s.values(base_label, e)) for e in extra],
-           "(compared with)", "", "", ""]]
-  rows += [[a, mean_cell(s.values(a, metric)), *[mean_cell(s.values(a, e), 4) for e in extra],
-            *diff_cells(judged[a])] for a in arms]
+def loo_arms(ladder: Study, rerun: Study | None) -> list[tuple[str, Study]]:
+  """The leave-one-out arms in the ladder's order, each with the study whose runs it reads: the
+  arms the `loo_embed` study reran (the ladder study defined them wrongly and skipped them)
+  from it, each compared with that study's own final configuration."""
+  redone = set(rerun.labels("loo_embed")) if rerun is not None else set()
+  return [(a, rerun if a in redone else ladder) for a in ladder.labels("loo")]
+
+
+def loo_table(ladder: Study, rerun: Study | None, metric: str = "val_bpb",
+              extra: Sequence[str] = ("val_bpb_pg",)) -> str:
+  """Every leave-one-out arm against the final configuration of its own study, Holm over the
+  table."""
+  arms = loo_arms(ladder, rerun)
+  judged = judge_all([(a, s.values(a, metric), s.values(FINAL, metric)) for a, s in arms])
+  rows = [[FINAL, mean_cell(ladder.values(FINAL, metric)),
+           *[mean_cell(ladder.values(FINAL, e)) for e in extra], "(compared with)", "", "", ""]]
+  if rerun is not None:
+    rows.append([f"{FINAL} (loo_embed/)", mean_cell(rerun.values(FINAL, metric)),
+                 *[mean_cell(rerun.values(FINAL, e)) for e in extra],
+                 "(compared with, by the arms marked *)", "", "", ""])
+  rows += [[a + (" *" if s is rerun else ""), mean_cell(s.values(a, metric)),
+            *[mean_cell(s.values(a, e), 4) for e in extra], *diff_cells(judged[a])]
+           for a, s in arms]
   return table(["arm", metric, *extra, *DIFF], rows)
 
 
@@ -164,7 +178,7 @@ def horizon_table(s: Study, metric: str = "val_bpb") -> str:
   4x the steps: does it keep its sign?"""
   one = {"baseline": s.values("L00_baseline", metric)}
   one.update({k: s.values(v, metric) for k, v in HORIZON_LOO.items() if v})
-  final1, final4 = s.values("L10_decoder_final", metric), s.values("H4_final", metric)
+  final1, final4 = s.values(FINAL, metric), s.values("H4_final", metric)
   pairs1 = [(k, one[k], final1) for k in HORIZON_LOO]
   pairs4 = [(k, s.values(f"H4_{k}", metric), final4) for k in HORIZON_LOO]
   j1, j4 = judge_all(pairs1), judge_all(pairs4)
@@ -209,7 +223,7 @@ def int6_tables(s: Study) -> str:
   out = []
   inter = {}
   for form in s.groups:
-    labels = dict(zip(("muon", "muon_ste", "adamw", "adamw_ste"), s.labels(form)))
+    labels = {n: f"{form}_{n}" for n in ("muon", "muon_ste", "adamw", "adamw_ste")}
     rows = []
     for name, label in labels.items():
       rt, fl = s.values(label, "val_bpb_roundtrip"), s.values(label, "val_bpb")
@@ -240,11 +254,11 @@ def int6_tables(s: Study) -> str:
 def systematic_table(ladder: Study, int6: Study) -> str:
   """PR #141's settings (the int6 study's Muon no-STE arm) beside the ladder's two ends, Welch
   (another sequence length: seed s reads other batches)."""
-  ss = int6.values(int6.labels("quantile")[0], "val_bpb")
+  ss = int6.values("quantile_muon", "val_bpb")
   judged = stats_lib.compare_pairs(
       {name: (ss, ladder.values(label, "val_bpb"))
        for name, label in (("vs the ladder's baseline", "L00_baseline"),
-                           ("vs the ladder's final configuration", "L10_decoder_final"))},
+                           ("vs the ladder's final configuration", FINAL))},
       paired=False)
   rows = [[n, *diff_cells(j)] for n, j in judged.items()]
   head = f"PR #141's settings (Muon, no QAT): val_bpb {mean_cell(ss)}\n\n"
@@ -315,11 +329,13 @@ def plot_ladder(s: Study, path: str, metric: str = "val_bpb") -> bool:
   return True
 
 
-def plot_loo(s: Study, path: str, metric: str = "val_bpb") -> bool:
-  """Each leave-one-out arm minus the final configuration, with its 95% interval (above 0:
-  removing the knob hurts, so the final configuration needs it)."""
-  arms = s.labels("loo")
-  comps = _comparisons(s, arms, "L10_decoder_final", metric)
+def plot_loo(s: Study, path: str, metric: str = "val_bpb", rerun: Study | None = None) -> bool:
+  """Each leave-one-out arm minus the final configuration (of its own study, `loo_arms`), with
+  its 95% interval (above 0: removing the knob hurts, so the final configuration needs it)."""
+  pairs = loo_arms(s, rerun)
+  arms = [a for a, _ in pairs]
+  judged = judge_all([(a, st.values(a, metric), st.values(FINAL, metric)) for a, st in pairs])
+  comps = [judged[a].comparison for a in arms]
   if not any(c is not None for c in comps):
     return False
   plt = report._plt()
@@ -339,11 +355,12 @@ def plot_loo(s: Study, path: str, metric: str = "val_bpb") -> bool:
 
 def write_plots(folder: str) -> list[str]:
   """The ladder and leave-one-out plots beside the ladder's JSON; the paths written."""
-  ladder = load(folder, "")
+  ladder, rerun = load(folder, ""), load(folder, "loo_embed")
   out = []
   if ladder is not None:
-    for name, fn in (("ladder.png", plot_ladder), ("loo.png", plot_loo)):
-      if fn(ladder, os.path.join(folder, name)):
+    for name, draw in (("ladder.png", lambda p: plot_ladder(ladder, p)),
+                       ("loo.png", lambda p: plot_loo(ladder, p, rerun=rerun))):
+      if draw(os.path.join(folder, name)):
         out.append(os.path.join(folder, name))
   return out
 
@@ -354,16 +371,16 @@ def write_plots(folder: str) -> list[str]:
 def render(folder: str) -> str:
   ladder, hd = load(folder, ""), load(folder, "head_div")
   tune, int6 = load(folder, "int6_tune"), load(folder, "int6")
-  art = load(folder, "artifacts")
+  art, rerun = load(folder, "artifacts"), load(folder, "loo_embed")
   parts = []
 
   def section(title: str, study: Study | None, fn, where: str):
     body = fn() if study is not None else f"Not run yet (no {where}/trials.json)."
     parts.append(f"### {title}\n\n{body}")
 
-  done = [(name, s.progress()) for name, s in (("the ladder study", ladder), ("head diversity", hd),
-                                               ("the artifacts", art), ("the LR tune", tune),
-                                               ("the int6 study", int6)) if s is not None]
+  done = [(name, s.progress()) for name, s in (
+      ("the ladder study", ladder), ("the embedding arms' rerun", rerun), ("head diversity", hd),
+      ("the artifacts", art), ("the LR tune", tune), ("the int6 study", int6)) if s is not None]
   if done:
     parts.append("Finished so far: " + "; ".join(f"{n}, {p}" for n, p in done) + ". Each "
                  "table's Holm adjustment is over the comparisons it can make with the trials "
@@ -376,7 +393,7 @@ def render(folder: str) -> str:
           lambda: ladder_table(ladder) + image("ladder.png", "the ladder against the PR's"),
           "param_golf")
   section("Leave-one-out from the final configuration", ladder,
-          lambda: against_table(ladder, "loo", "L10_decoder_final", extra=("val_bpb_pg",))
+          lambda: loo_table(ladder, rerun)
           + image("loo.png", "leave-one-out differences"), "param_golf")
   section("4x the horizon", ladder, lambda: horizon_table(ladder), "param_golf")
   section("Head diversity: the weight scan", hd, lambda: head_div_table(hd), "head_div")
