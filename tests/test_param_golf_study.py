@@ -71,6 +71,18 @@ def test_rerun_loo_arms_are_compared_with_their_own_final_configuration(tmp_path
   assert study.plot_loo(ladder, str(tmp_path / "loo.png"), rerun=redo)
 
 
+def test_the_horizon_sign_says_which_horizons_resolve_it():
+  def judged(diff, verdict):
+    c = study.stats_lib.Comparison(diff, (diff - 0.01, diff + 0.01), 0.0, 2.0, 0.5, "paired", 3, 3)
+    return study.stats_lib.Judged(c, 0.5, verdict)
+  nr = "not resolved with 3 seeds"
+  assert study.sign_cell(judged(-0.01, "better"), judged(-0.02, "better")) == (
+      "same sign (both resolved)")
+  assert study.sign_cell(judged(-0.01, nr), judged(+0.02, "worse")) == (
+      "sign flips (4x resolved only)")
+  assert study.sign_cell(judged(-0.01, nr), judged(+0.001, nr)) == "sign flips (neither resolved)"
+
+
 def test_the_int6_tables_give_the_interaction(tmp_path):
   arms = ("muon", "muon_ste", "adamw", "adamw_ste")
   groups = {form: [(f"{form}_{a}", {"form": form, "arm": a}) for a in arms]

@@ -173,6 +173,17 @@ def loo_table(ladder: Study, rerun: Study | None, metric: str = "val_bpb",
   return table(["arm", metric, *extra, *DIFF], rows)
 
 
+def sign_cell(one: stats_lib.Judged, four: stats_lib.Judged) -> str:
+  """Whether the mean difference keeps its sign from 1x to 4x, and at which horizons a verdict
+  resolves it (a sign neither resolves is the point estimates' only)."""
+  same = np.sign(one.comparison.diff) == np.sign(four.comparison.diff)
+  resolved = [h for h, j in (("1x", one), ("4x", four))
+              if j.verdict in (stats_lib.BETTER, stats_lib.WORSE)]
+  where = ("both resolved" if len(resolved) == 2 else
+           f"{resolved[0]} resolved only" if resolved else "neither resolved")
+  return f"{'same sign' if same else 'sign flips'} ({where})"
+
+
 def horizon_table(s: Study, metric: str = "val_bpb") -> str:
   """Each doubted finding's leave-one-out difference from the final configuration at 1x and at
   4x the steps: does it keep its sign?"""
@@ -185,9 +196,7 @@ def horizon_table(s: Study, metric: str = "val_bpb") -> str:
   rows = []
   for k in HORIZON_LOO:
     a, b = j1[k], j4[k]
-    keeps = "-" if a.comparison is None or b.comparison is None else (
-        "same sign" if np.sign(a.comparison.diff) == np.sign(b.comparison.diff)
-        else "sign flips")
+    keeps = "-" if a.comparison is None or b.comparison is None else sign_cell(a, b)
     rows.append([k, *diff_cells(a)[0:1], diff_cells(a)[3], *diff_cells(b)[0:1],
                  diff_cells(b)[3], keeps])
   rows.append(["(final configuration)", mean_cell(final1), "", mean_cell(final4), "", ""])
