@@ -197,8 +197,7 @@ def horizon_table(s: Study, metric: str = "val_bpb") -> str:
   for k in HORIZON_LOO:
     a, b = j1[k], j4[k]
     keeps = "-" if a.comparison is None or b.comparison is None else sign_cell(a, b)
-    rows.append([k, *diff_cells(a)[0:1], diff_cells(a)[3], *diff_cells(b)[0:1],
-                 diff_cells(b)[3], keeps])
+    rows.append([k, diff_cells(a)[0], a.verdict, diff_cells(b)[0], b.verdict, keeps])
   rows.append(["(final configuration)", mean_cell(final1), "", mean_cell(final4), "", ""])
   return table(["arm (the final configuration without it)", "1x: arm - final", "1x verdict",
                 "4x: arm - final", "4x verdict", "sign"], rows)
